@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the Debian packages a make target needs, and only the missing ones.
+# usage: scripts/deps.sh build|test|fuzz|bench ...
+set -euo pipefail
+
+pkgs_build="build-essential cmake pkg-config libssl-dev"
+pkgs_test="libcmocka-dev python3 python3-websockets python3-pytest"
+pkgs_fuzz="clang libclang-rt-14-dev"
+
+want=""
+for set in "$@"; do
+    case "$set" in
+        build) want="$want $pkgs_build" ;;
+        test) want="$want $pkgs_build $pkgs_test" ;;
+        fuzz) want="$want $pkgs_build $pkgs_fuzz" ;;
+        *) echo "deps.sh: unknown package set '$set'" >&2; exit 2 ;;
+    esac
+done
+
+missing=""
+for p in $want; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "herald needs these Debian packages:$missing" >&2
+    echo "run as root:  apt-get install -y$missing" >&2
+    exit 1
+fi
+echo "installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing
