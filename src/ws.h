@@ -96,15 +96,18 @@ typedef struct ws_reader {
     utf8_state utf8;
     /* control frame payload, collected whole */
     uint8_t ctrl[WS_MAX_CONTROL];
+    bool end_pending;      /* the last DATA event finished the message */
     bool failed;
+    uint16_t fail_code;
 } ws_reader;
 
 void ws_reader_init(ws_reader *r, uint64_t max_message);
 
 /* Consumes input from buf (which it unmasks in place) until it has one event
- * to report or the input is exhausted. Returns the number of bytes consumed;
- * call again with the rest while it returns events. After WS_EV_ERROR the
- * reader stays failed. */
+ * to report or a frame boundary without an event. Returns the number of bytes
+ * consumed. Callers loop until it reports WS_EV_NONE with all input consumed:
+ * a DATA event that completes a message is followed by MESSAGE_END on the
+ * next call, even with len == 0. After WS_EV_ERROR the reader stays failed. */
 size_t ws_reader_feed(ws_reader *r, uint8_t *buf, size_t len, ws_event *ev);
 
 #endif
