@@ -1,0 +1,299 @@
+#include "conn.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "worker.h"
+
+#define CONN_IOV 128
+#define CONN_DRAIN_MS 2000   /* how long we wait for the peer's EOF after our close */
+#define CONN_HEAD_TIMEOUT_MS 10000
+
+conn *conn_new(worker *w, int fd)
+{
+    conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->fd = fd;
+    c->w = w;
+    c->state = CONN_HTTP;
+    c->keepalive = true;
+    c->last_read_ms = w->now_ms;
+    c->last_progress_ms = w->now_ms;
+    if (!worker_add_conn(w, c)) {
+        free(c);
+        return NULL;
+    }
+    METRIC_INC(&w->m, connections_open);
+    METRIC_INC(&w->m, connections_accepted);
+    return c;
+}
+
+/* Keeps the queued-bytes gauge in step with one connection's queue. */
+static void conn_account(conn *c, size_t before)
+{
+    if (c->q.bytes > before)
+        METRIC_ADD(&c->w->m, queued_bytes, c->q.bytes - before);
+    else if (c->q.bytes < before)
+        METRIC_SUB(&c->w->m, queued_bytes, before - c->q.bytes);
+}
+
+bool conn_send(conn *c, msg *m, bool urgent)
+{
+    size_t before = c->q.bytes;
+    if (outq_empty(&c->q))
+        c->last_progress_ms = c->w->now_ms;
+    bool ok = urgent ? outq_push_urgent(&c->q, m) : outq_push(&c->q, m);
+    if (!ok) {
+        msg_unref(m);
+        log_msg(LOG_WARN, "out of memory queueing for fd %d", c->fd);
+        conn_abort(c);
+        return false;
+    }
+    conn_account(c, before);
+    worker_mark_dirty(c->w, c);
+    return true;
+}
+
+void conn_close_after_flush(conn *c)
+{
+    c->close_after_flush = true;
+    if (c->state != CONN_DRAIN)
+        c->state = CONN_CLOSING;
+    c->deadline_ms = c->w->now_ms + c->w->cfg->write_timeout_ms + CONN_DRAIN_MS;
+    worker_mark_dirty(c->w, c);
+}
+
+void conn_close_ws(conn *c, unsigned code, const char *reason, bool after_data)
+{
+    if (c->state != CONN_WS)
+        return; /* a close is already on its way */
+    if (!after_data) {
+        size_t before = c->q.bytes;
+        uint32_t dropped = outq_drop_unstarted(&c->q);
+        conn_account(c, before);
+        if (dropped && c->w->cfg->slow_policy == SLOW_DROP_OLDEST)
+            METRIC_ADD(&c->w->m, messages_dropped, dropped);
+    }
+    msg *m = msg_new_close(code, reason);
+    if (!m) {
+        conn_abort(c);
+        return;
+    }
+    if (!conn_send(c, m, false))
+        return;
+    conn_close_after_flush(c);
+}
+
+void conn_enqueue(conn *c, msg *m)
+{
+    if (c->state != CONN_WS || c->dead)
+        return;
+    const config *cfg = c->w->cfg;
+    if (c->q.bytes + m->len > cfg->queue_limit && !outq_empty(&c->q)) {
+        if (cfg->slow_policy == SLOW_CLOSE) {
+            METRIC_INC(&c->w->m, slow_consumer_closes);
+            conn_close_ws(c, WS_CLOSE_POLICY, "slow consumer", false);
+            return;
+        }
+        size_t before = c->q.bytes;
+        uint64_t dropped = 0;
+        while (c->q.bytes + m->len > cfg->queue_limit && outq_drop_oldest_data(&c->q))
+            dropped++;
+        conn_account(c, before);
+        METRIC_ADD(&c->w->m, messages_dropped, dropped);
+    }
+    conn_send(c, msg_ref(m), false);
+}
+
+static void conn_after_write(conn *c, const outq_done *done)
+{
+    worker *w = c->w;
+    if (done->bytes) {
+        c->last_progress_ms = w->now_ms;
+        METRIC_ADD(&w->m, bytes_out, done->bytes);
+    }
+    if (done->data_msgs)
+        METRIC_ADD(&w->m, deliveries, done->data_msgs);
+}
+
+void conn_flush(conn *c)
+{
+    struct iovec iov[CONN_IOV];
+    while (!outq_empty(&c->q)) {
+        int n = outq_iov(&c->q, iov, CONN_IOV);
+        ssize_t r = writev(c->fd, iov, n);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (!c->want_out && worker_epoll_mod(c->w, c, true) == 0)
+                    c->want_out = true;
+                return;
+            }
+            conn_destroy(c); /* EPIPE, ECONNRESET: the peer is gone */
+            return;
+        }
+        size_t before = c->q.bytes;
+        outq_done done = {0};
+        outq_consume(&c->q, (size_t)r, &done);
+        conn_account(c, before);
+        conn_after_write(c, &done);
+    }
+    if (c->want_out && worker_epoll_mod(c->w, c, false) == 0)
+        c->want_out = false;
+    if (c->close_after_flush && c->state != CONN_DRAIN) {
+        /* Half-close and wait for the peer's EOF: closing at once could turn
+         * unread input into an RST that destroys the frames just written. */
+        shutdown(c->fd, SHUT_WR);
+        c->state = CONN_DRAIN;
+        c->deadline_ms = c->w->now_ms + CONN_DRAIN_MS;
+    }
+}
+
+void conn_on_writable(conn *c) { conn_flush(c); }
+
+void conn_process(conn *c, uint8_t *p, size_t n)
+{
+    size_t off = 0;
+    while (off < n && !c->dead) {
+        size_t used = 0;
+        switch (c->state) {
+        case CONN_HTTP:
+            conn_http_process(c, p + off, n - off, &used);
+            break;
+        case CONN_HTTP_BODY:
+            conn_http_body(c, p + off, n - off, &used);
+            break;
+        case CONN_WS:
+        case CONN_CLOSING:
+            if (c->role == ROLE_HTTP)
+                return; /* an HTTP error is on its way; ignore the rest */
+            conn_ws_process(c, p + off, n - off);
+            return;
+        default:
+            return; /* DRAIN: discard */
+        }
+        if (used == 0)
+            return; /* parked: partial head saved, or waiting for a flush */
+        off += used;
+    }
+}
+
+void conn_on_readable(conn *c)
+{
+    worker *w = c->w;
+    size_t have = c->pend_len;
+    if (have) {
+        memcpy(w->scratch, c->pend, have);
+        free(c->pend);
+        c->pend = NULL;
+        c->pend_len = 0;
+    }
+    ssize_t r = read(c->fd, w->scratch + have, w->scratch_cap - have);
+    if (r <= 0) {
+        if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+            if (have) { /* put the saved head back */
+                c->pend = malloc(have);
+                if (!c->pend) {
+                    conn_destroy(c);
+                    return;
+                }
+                memcpy(c->pend, w->scratch, have);
+                c->pend_len = (uint32_t)have;
+            }
+            return;
+        }
+        conn_destroy(c); /* EOF or error */
+        return;
+    }
+    METRIC_ADD(&w->m, bytes_in, (uint64_t)r);
+    c->last_read_ms = w->now_ms;
+    conn_process(c, w->scratch, have + (size_t)r);
+}
+
+void conn_tick(conn *c, uint64_t now)
+{
+    const config *cfg = c->w->cfg;
+    if (c->state == CONN_CLOSING || c->state == CONN_DRAIN) {
+        if (now >= c->deadline_ms)
+            conn_destroy(c);
+        return;
+    }
+    if (!outq_empty(&c->q) && now - c->last_progress_ms >= cfg->write_timeout_ms) {
+        METRIC_INC(&c->w->m, write_timeouts);
+        conn_destroy(c);
+        return;
+    }
+    uint64_t silent = now - c->last_read_ms;
+    if (c->state != CONN_WS) {
+        /* Slow or idle HTTP clients must not hold a descriptor forever. */
+        uint64_t limit = (c->pend_len || c->state == CONN_HTTP_BODY) ? CONN_HEAD_TIMEOUT_MS
+                                                                     : cfg->idle_timeout_ms;
+        if (silent >= limit)
+            conn_destroy(c);
+        return;
+    }
+    if (silent >= cfg->idle_timeout_ms) {
+        METRIC_INC(&c->w->m, idle_timeouts);
+        conn_close_ws(c, WS_CLOSE_GOING_AWAY, "idle timeout", false);
+        if (!c->dead)
+            c->deadline_ms = now + CONN_DRAIN_MS;
+        return;
+    }
+    if (silent >= cfg->ping_interval_ms && now - c->last_ping_ms >= cfg->ping_interval_ms) {
+        msg *m = msg_new_frame(MSG_CONTROL, WS_OP_PING, NULL, 0);
+        c->last_ping_ms = now;
+        if (m)
+            conn_send(c, m, true);
+    }
+    if (outq_empty(&c->q))
+        outq_shrink(&c->q);
+}
+
+void conn_abort(conn *c)
+{
+    size_t before = c->q.bytes;
+    outq_drop_unstarted(&c->q);
+    conn_account(c, before);
+    shutdown(c->fd, SHUT_RDWR);
+    c->state = CONN_DRAIN;
+    c->deadline_ms = 0;
+}
+
+void conn_destroy(conn *c)
+{
+    if (c->dead)
+        return;
+    worker *w = c->w;
+    c->dead = true;
+    if (c->role == ROLE_SUB)
+        METRIC_SUB(&w->m, subscribers_open, 1);
+    else if (c->role == ROLE_PUB)
+        METRIC_SUB(&w->m, publishers_open, 1);
+    conn_unsubscribe_all(c);
+    worker_remove_conn(w, c);
+    METRIC_SUB(&w->m, queued_bytes, c->q.bytes);
+    outq_clear(&c->q);
+    close(c->fd);
+    c->fd = -1;
+    METRIC_SUB(&w->m, connections_open, 1);
+    c->next_dead = w->graveyard;
+    w->graveyard = c;
+}
+
+void conn_free(conn *c)
+{
+    free(c->pend);
+    free(c->subs);
+    free(c->pub_group);
+    if (c->pub)
+        msg_unref(c->pub);
+    free(c);
+}

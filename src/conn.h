@@ -1,0 +1,115 @@
+/* One client connection, owned by one worker: its state machine, read path
+ * dispatch, outbound queue and flush. HTTP handling lives in conn_http.c and
+ * the WebSocket read path in conn_ws.c; this file's functions are shared. */
+#ifndef HERALD_CONN_H
+#define HERALD_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "groups.h"
+#include "msg.h"
+#include "outq.h"
+#include "ws.h"
+
+struct worker;
+
+typedef enum conn_state {
+    CONN_HTTP = 0,  /* reading request heads */
+    CONN_HTTP_BODY, /* reading a POST /publish body into c->pub */
+    CONN_WS,        /* open WebSocket */
+    CONN_CLOSING,   /* closing: flush what is queued (ending in a close frame), input ignored */
+    CONN_DRAIN,     /* write side shut down; reading until EOF or deadline */
+} conn_state;
+
+typedef enum conn_role { ROLE_HTTP = 0, ROLE_SUB, ROLE_PUB } conn_role;
+
+typedef struct conn_sub {
+    group *g;
+    uint32_t slot;
+} conn_sub;
+
+typedef struct conn {
+    int fd;
+    uint8_t state;
+    uint8_t role;
+    bool dirty;            /* on the worker's dirty list */
+    bool want_out;         /* EPOLLOUT registered */
+    bool dead;             /* destroyed, waiting in the graveyard */
+    bool close_after_flush;
+    bool keepalive;
+    bool body_text;        /* POST body must be UTF-8 and goes out as a text frame */
+    bool in_all;           /* member of the worker's broadcast-to-all list */
+    uint16_t nsubs;
+    uint32_t slot;         /* index in worker->conns */
+    uint32_t all_slot;     /* index in worker->all */
+    uint64_t last_read_ms;
+    uint64_t last_progress_ms; /* last write progress, or when data started waiting */
+    uint64_t last_ping_ms;
+    uint64_t deadline_ms;  /* CLOSING/DRAIN: destroy after this */
+    struct worker *w;
+    struct conn *next_dirty;
+    struct conn *next_dead;
+    uint8_t *pend;         /* unparsed partial request head */
+    uint32_t pend_len;
+    outq q;
+    conn_sub *subs;
+    msg *pub;              /* message being assembled (WS publisher or POST body) */
+    char *pub_group;       /* WS publisher's target group; NULL: everyone */
+    uint64_t body_left;
+    ws_reader rd;
+} conn;
+
+conn *conn_new(struct worker *w, int fd);
+
+/* Event entry points from the worker loop. */
+void conn_on_readable(conn *c);
+void conn_on_writable(conn *c);
+
+/* Feeds bytes that were read (in the worker's scratch buffer) to the
+ * connection's current state. */
+void conn_process(conn *c, uint8_t *p, size_t n);
+
+/* Queues a published message for a subscriber, applying the slow policy. */
+void conn_enqueue(conn *c, msg *m);
+
+/* Queues a message and marks the connection for flushing. Takes over the
+ * caller's reference; false (and reference dropped) on allocation failure. */
+bool conn_send(conn *c, msg *m, bool urgent);
+
+/* Starts a WebSocket close: sends a close frame with code/reason after what is
+ * queued (after_data) or at the next frame boundary dropping unsent data, then
+ * shuts the connection down. */
+void conn_close_ws(conn *c, unsigned code, const char *reason, bool after_data);
+
+/* Marks the connection for closing once its queue is flushed. */
+void conn_close_after_flush(conn *c);
+
+/* Writes as much of the queue as the socket takes. */
+void conn_flush(conn *c);
+
+/* Housekeeping from the worker's periodic tick. */
+void conn_tick(conn *c, uint64_t now_ms);
+
+/* Safe from any context (even mid fan-out): stops all I/O now and leaves the
+ * teardown to the next event or tick. */
+void conn_abort(conn *c);
+
+/* Immediate teardown; the memory is freed later by the worker. Never call it
+ * while iterating a group's members. */
+void conn_destroy(conn *c);
+
+/* Final free (graveyard). */
+void conn_free(conn *c);
+
+/* conn_http.c */
+void conn_http_process(conn *c, uint8_t *p, size_t n, size_t *used);
+void conn_http_body(conn *c, uint8_t *p, size_t n, size_t *used);
+
+/* conn_ws.c */
+void conn_ws_process(conn *c, uint8_t *p, size_t n);
+bool conn_subscribe(conn *c, const char *name, size_t len);
+void conn_unsubscribe_all(conn *c);
+
+#endif

@@ -1,0 +1,390 @@
+/* HTTP side of a connection: routing, plain responses, POST /publish bodies
+ * and the WebSocket upgrade handshake. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conn.h"
+#include "http.h"
+#include "server.h"
+#include "utf8.h"
+#include "worker.h"
+
+#define CONN_GROUP_LIST_MAX 16384
+
+/* Queues a complete response. Error statuses close the connection after it. */
+static void conn_http_respond(conn *c, int status, const char *ctype, const void *body,
+                              size_t blen, const char *extra, bool head_only)
+{
+    worker *w = c->w;
+    bool close = status >= 400 || !c->keepalive;
+    char hdr[512];
+    int h = snprintf(hdr, sizeof hdr,
+                     "HTTP/1.1 %d %s\r\nServer: herald/%s\r\nContent-Type: %s\r\n"
+                     "Content-Length: %zu\r\nCache-Control: no-store\r\n%sConnection: %s\r\n\r\n",
+                     status, http_reason(status), HERALD_VERSION, ctype, blen, extra ? extra : "",
+                     close ? "close" : "keep-alive");
+    if (h < 0 || (size_t)h >= sizeof hdr) {
+        conn_destroy(c);
+        return;
+    }
+    size_t total = (size_t)h + (head_only ? 0 : blen);
+    msg *m = msg_alloc(total);
+    if (!m) {
+        conn_destroy(c);
+        return;
+    }
+    memcpy(msg_payload(m), hdr, (size_t)h);
+    if (!head_only && blen)
+        memcpy(msg_payload(m) + h, body, blen);
+    m->payload_len = m->len = (uint32_t)total;
+    m->kind = MSG_RAW;
+    METRIC_INC(&w->m, http_requests);
+    if (status >= 400)
+        METRIC_INC(&w->m, handshakes_failed);
+    if (!conn_send(c, m, false))
+        return;
+    if (close)
+        conn_close_after_flush(c);
+}
+
+static void conn_http_error(conn *c, int status, const char *why, const char *extra)
+{
+    char body[256];
+    int n = snprintf(body, sizeof body, "{\"ok\":false,\"status\":%d,\"error\":\"%s\"}\n", status,
+                     why);
+    c->keepalive = false;
+    conn_http_respond(c, status, "application/json", body, (size_t)n, extra, false);
+}
+
+/* Parses a comma list of group names, calling fn for each. Returns NULL on
+ * success or the reason it is invalid. */
+static const char *conn_groups_check(const char *list, size_t n, int max_groups)
+{
+    size_t i = 0;
+    int count = 0;
+    while (i <= n) {
+        size_t s = i;
+        while (i < n && list[i] != ',')
+            i++;
+        if (!group_name_valid(list + s, i - s))
+            return "invalid group name (1-128 bytes of A-Z a-z 0-9 . _ : -)";
+        if (++count > max_groups)
+            return "too many groups";
+        i++;
+    }
+    return NULL;
+}
+
+static bool conn_http_is_text(const http_request *req)
+{
+    const http_str *ct = http_header_get(req, "content-type");
+    if (!ct)
+        return false;
+    size_t n = ct->n;
+    const char *semi = memchr(ct->p, ';', n);
+    if (semi)
+        n = (size_t)(semi - ct->p);
+    while (n && (ct->p[n - 1] == ' ' || ct->p[n - 1] == '\t'))
+        n--;
+    http_str type = {ct->p, n};
+    if (n >= 5 && strncasecmp(ct->p, "text/", 5) == 0)
+        return true;
+    return http_str_eq(type, "application/json");
+}
+
+static void conn_publish_body_done(conn *c)
+{
+    msg *m = c->pub;
+    c->pub = NULL;
+    c->state = CONN_HTTP;
+    if (c->body_text && !utf8_valid(msg_payload(m), m->payload_len)) {
+        msg_unref(m);
+        conn_http_error(c, 400, "text body is not valid UTF-8", NULL);
+        return;
+    }
+    char group[MSG_GROUP_MAX + 1];
+    size_t glen = m->group_len;
+    memcpy(group, m->group, glen + 1);
+    size_t bytes = m->payload_len;
+    msg_finish(m, MSG_DATA, c->body_text ? WS_OP_TEXT : WS_OP_BINARY, group, glen);
+    worker_publish(c->w, m);
+    char body[MSG_GROUP_MAX + 96];
+    int n = glen ? snprintf(body, sizeof body, "{\"ok\":true,\"group\":\"%s\",\"bytes\":%zu}\n",
+                            group, bytes)
+                 : snprintf(body, sizeof body, "{\"ok\":true,\"group\":null,\"bytes\":%zu}\n",
+                            bytes);
+    conn_http_respond(c, 200, "application/json", body, (size_t)n, NULL, false);
+}
+
+void conn_http_body(conn *c, uint8_t *p, size_t n, size_t *used)
+{
+    msg *m = c->pub;
+    size_t take = n < c->body_left ? n : (size_t)c->body_left;
+    memcpy(msg_payload(m) + m->payload_len, p, take);
+    m->payload_len += (uint32_t)take;
+    c->body_left -= take;
+    *used = take;
+    if (c->body_left == 0)
+        conn_publish_body_done(c);
+}
+
+static void conn_http_publish(conn *c, const http_request *req, const char *group, size_t glen)
+{
+    const config *cfg = c->w->cfg;
+    if (http_header_get(req, "transfer-encoding")) {
+        conn_http_error(c, 411, "send the body with Content-Length", NULL);
+        return;
+    }
+    const http_str *cl = http_header_get(req, "content-length");
+    unsigned long long len;
+    if (!cl) {
+        conn_http_error(c, 411, "Content-Length required", NULL);
+        return;
+    }
+    if (!http_parse_content_length(*cl, &len)) {
+        conn_http_error(c, 400, "invalid Content-Length", NULL);
+        return;
+    }
+    if (len > cfg->max_message_size) {
+        conn_http_error(c, 413, "message larger than --max-message-size", NULL);
+        return;
+    }
+    msg *m = msg_alloc((size_t)len);
+    if (!m) {
+        conn_http_error(c, 503, "out of memory", NULL);
+        return;
+    }
+    memcpy(m->group, group, glen);
+    m->group[glen] = '\0';
+    m->group_len = (uint8_t)glen;
+    c->pub = m;
+    c->body_left = len;
+    c->body_text = conn_http_is_text(req);
+    const http_str *expect = http_header_get(req, "expect");
+    if (expect && http_str_eq(*expect, "100-continue") && len > 0) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        msg *cm = msg_new_raw(cont, sizeof cont - 1);
+        if (!cm || !conn_send(c, cm, false))
+            return;
+    }
+    if (len == 0)
+        conn_publish_body_done(c);
+    else
+        c->state = CONN_HTTP_BODY;
+}
+
+/* Validates the RFC 6455 opening handshake; on failure answers and returns
+ * false. */
+static bool conn_ws_handshake_ok(conn *c, const http_request *req)
+{
+    const http_str *v;
+    if (req->minor_version < 1) {
+        conn_http_error(c, 400, "WebSocket needs HTTP/1.1", NULL);
+        return false;
+    }
+    if (!http_header_get(req, "host")) {
+        conn_http_error(c, 400, "missing Host header", NULL);
+        return false;
+    }
+    if (!(v = http_header_get(req, "upgrade"))) {
+        conn_http_error(c, 426, "this endpoint speaks WebSocket", "Upgrade: websocket\r\n");
+        return false;
+    }
+    if (!http_has_token(*v, "websocket")) {
+        conn_http_error(c, 400, "Upgrade must be websocket", NULL);
+        return false;
+    }
+    if (!(v = http_header_get(req, "connection")) || !http_has_token(*v, "upgrade")) {
+        conn_http_error(c, 400, "Connection must include Upgrade", NULL);
+        return false;
+    }
+    if (!(v = http_header_get(req, "sec-websocket-version")) || !http_str_eq(*v, "13")) {
+        conn_http_error(c, 426, "unsupported WebSocket version", "Sec-WebSocket-Version: 13\r\n");
+        return false;
+    }
+    if (!(v = http_header_get(req, "sec-websocket-key")) || !ws_key_valid(v->p, v->n)) {
+        conn_http_error(c, 400, "missing or invalid Sec-WebSocket-Key", NULL);
+        return false;
+    }
+    return true;
+}
+
+static void conn_ws_accept(conn *c, const http_request *req, conn_role role)
+{
+    const http_str *key = http_header_get(req, "sec-websocket-key");
+    char accept[WS_ACCEPT_LEN + 1];
+    ws_accept_key(key->p, key->n, accept);
+    char resp[256];
+    int n = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                     accept);
+    msg *m = msg_new_raw(resp, (size_t)n);
+    if (!m) {
+        conn_destroy(c);
+        return;
+    }
+    c->state = CONN_WS;
+    c->role = (uint8_t)role;
+    c->last_ping_ms = c->w->now_ms;
+    ws_reader_init(&c->rd, c->w->cfg->max_message_size);
+    METRIC_INC(&c->w->m, http_requests);
+    if (role == ROLE_SUB)
+        METRIC_INC(&c->w->m, subscribers_open);
+    else
+        METRIC_INC(&c->w->m, publishers_open);
+    conn_send(c, m, false);
+}
+
+static void conn_route_ws(conn *c, const http_request *req)
+{
+    char list[CONN_GROUP_LIST_MAX];
+    long n = http_query_get(req->query, "groups", list, sizeof list);
+    if (n == -2) {
+        conn_http_error(c, 400, "malformed groups parameter", NULL);
+        return;
+    }
+    if (n >= 0) {
+        const char *why = conn_groups_check(list, (size_t)n, c->w->cfg->max_groups);
+        if (why) {
+            conn_http_error(c, 400, why, NULL);
+            return;
+        }
+    }
+    if (!conn_ws_handshake_ok(c, req))
+        return;
+    /* Join before the 101 goes out: anything published after the client sees
+     * the upgrade reaches it. */
+    if (n >= 0) {
+        size_t i = 0;
+        while (i <= (size_t)n) {
+            size_t s = i;
+            while (i < (size_t)n && list[i] != ',')
+                i++;
+            if (!conn_subscribe(c, list + s, i - s)) {
+                conn_unsubscribe_all(c);
+                conn_http_error(c, 503, "out of memory", NULL);
+                return;
+            }
+            i++;
+        }
+    }
+    if (!worker_add_all(c->w, c)) {
+        conn_unsubscribe_all(c);
+        conn_http_error(c, 503, "out of memory", NULL);
+        return;
+    }
+    conn_ws_accept(c, req, ROLE_SUB);
+}
+
+/* The group of /publish: returns its length (0 = all), or -1 after answering
+ * an error. */
+static long conn_publish_group(conn *c, const http_request *req, char *group)
+{
+    long n = http_query_get(req->query, "group", group, MSG_GROUP_MAX + 1);
+    if (n == -1)
+        return 0;
+    if (n < 0 || !group_name_valid(group, (size_t)n)) {
+        conn_http_error(c, 400, "invalid group name (1-128 bytes of A-Z a-z 0-9 . _ : -)", NULL);
+        return -1;
+    }
+    return n;
+}
+
+static void conn_route(conn *c, const http_request *req)
+{
+    server *srv = c->w->srv;
+    bool get = req->method == HTTP_GET, head = req->method == HTTP_HEAD;
+    http_str path = req->path;
+    if (path.n == 3 && memcmp(path.p, "/ws", 3) == 0) {
+        if (!get) {
+            conn_http_error(c, 405, "use GET with a WebSocket upgrade", "Allow: GET\r\n");
+            return;
+        }
+        conn_route_ws(c, req);
+        return;
+    }
+    if (path.n == 8 && memcmp(path.p, "/publish", 8) == 0) {
+        char group[MSG_GROUP_MAX + 1];
+        if (!get && req->method != HTTP_POST) {
+            conn_http_error(c, 405, "use POST, or GET with a WebSocket upgrade",
+                            "Allow: GET, POST\r\n");
+            return;
+        }
+        long glen = conn_publish_group(c, req, group);
+        if (glen < 0)
+            return;
+        if (req->method == HTTP_POST) {
+            conn_http_publish(c, req, group, (size_t)glen);
+            return;
+        }
+        if (!conn_ws_handshake_ok(c, req))
+            return;
+        if (glen && !(c->pub_group = strdup(group))) {
+            conn_http_error(c, 503, "out of memory", NULL);
+            return;
+        }
+        conn_ws_accept(c, req, ROLE_PUB);
+        return;
+    }
+    bool known = (path.n == 8 && memcmp(path.p, "/healthz", 8) == 0) ||
+                 (path.n == 8 && memcmp(path.p, "/metrics", 8) == 0) ||
+                 (path.n == 6 && memcmp(path.p, "/stats", 6) == 0) ||
+                 (path.n == 1 && path.p[0] == '/') ||
+                 (path.n == 11 && memcmp(path.p, "/index.html", 11) == 0);
+    if (!known) {
+        conn_http_error(c, 404, "not found", NULL);
+        return;
+    }
+    if (!get && !head) {
+        conn_http_error(c, 405, "use GET", "Allow: GET, HEAD\r\n");
+        return;
+    }
+    if (path.p[1] == 'h') {
+        conn_http_respond(c, 200, "text/plain; charset=utf-8", "ok\n", 3, NULL, head);
+    } else if (path.p[1] == 'm' || path.p[1] == 's') {
+        static _Thread_local char buf[16384];
+        bool json = path.p[1] == 's';
+        size_t n = server_metrics_text(srv, buf, sizeof buf, json);
+        conn_http_respond(c, 200,
+                          json ? "application/json" : "text/plain; version=0.0.4; charset=utf-8",
+                          buf, n, NULL, head);
+    } else {
+        conn_http_respond(c, 200, "text/html; charset=utf-8", status_page_html,
+                          status_page_html_len, NULL, head);
+    }
+}
+
+void conn_http_process(conn *c, uint8_t *p, size_t n, size_t *used)
+{
+    const config *cfg = c->w->cfg;
+    http_request req;
+    long rc = http_parse_request((const char *)p, n, cfg->max_header_size, &req);
+    if (rc == 0) { /* incomplete: keep it for the next read */
+        c->pend = malloc(n);
+        if (!c->pend) {
+            conn_destroy(c);
+            return;
+        }
+        memcpy(c->pend, p, n);
+        c->pend_len = (uint32_t)n;
+        *used = n;
+        return;
+    }
+    if (rc < 0) {
+        int status = (int)-rc;
+        conn_http_error(c, status,
+                        status == 431 ? "request head too large"
+                        : status == 505 ? "HTTP version not supported"
+                                        : "malformed request",
+                        NULL);
+        *used = n;
+        return;
+    }
+    *used = (size_t)rc;
+    const http_str *conn_hdr = http_header_get(&req, "connection");
+    c->keepalive = req.minor_version >= 1 ? !(conn_hdr && http_has_token(*conn_hdr, "close"))
+                                          : (conn_hdr && http_has_token(*conn_hdr, "keep-alive"));
+    conn_route(c, &req);
+}

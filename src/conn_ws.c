@@ -1,0 +1,149 @@
+/* WebSocket side of a connection: the read path (frames in, events out),
+ * streaming publishers, and group membership of subscribers. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "conn.h"
+#include "log.h"
+#include "worker.h"
+
+#define CONN_PUB_MIN_CAP 4096
+
+/* Appends a chunk of a publisher's message. The buffer grows by doubling but
+ * never beyond --max-message-size (the reader has already refused larger
+ * messages with 1009). */
+static bool conn_pub_append(conn *c, const uint8_t *d, size_t len)
+{
+    msg *m = c->pub;
+    size_t have = m ? m->payload_len : 0, need = have + len;
+    if (!m || need > m->cap) {
+        size_t cap = m && m->cap ? m->cap : CONN_PUB_MIN_CAP;
+        while (cap < need)
+            cap *= 2;
+        size_t max = c->w->cfg->max_message_size;
+        if (cap > max && need <= max)
+            cap = max;
+        msg *n = m ? msg_grow(m, cap) : msg_alloc(cap);
+        if (!n)
+            return false;
+        c->pub = m = n;
+    }
+    memcpy(msg_payload(m) + have, d, len);
+    m->payload_len = (uint32_t)need;
+    return true;
+}
+
+static void conn_pub_finish(conn *c, uint8_t opcode)
+{
+    msg *m = c->pub;
+    c->pub = NULL;
+    if (!m && !(m = msg_alloc(0))) {
+        conn_close_ws(c, WS_CLOSE_INTERNAL, "out of memory", false);
+        return;
+    }
+    /* Give back the doubling slack of large messages before they are shared. */
+    if (m->cap > m->payload_len + CONN_PUB_MIN_CAP) {
+        msg *n = realloc(m, sizeof *m + WS_MAX_SERVER_HEADER + m->payload_len);
+        if (n) {
+            m = n;
+            m->cap = m->payload_len;
+            m->data = msg_payload(m);
+        }
+    }
+    const char *g = c->pub_group;
+    msg_finish(m, MSG_DATA, opcode, g, g ? strlen(g) : 0);
+    worker_publish(c->w, m);
+}
+
+void conn_ws_process(conn *c, uint8_t *p, size_t n)
+{
+    size_t off = 0;
+    while (!c->dead) {
+        ws_event ev;
+        off += ws_reader_feed(&c->rd, p + off, n - off, &ev);
+        bool open = c->state == CONN_WS;
+        switch (ev.type) {
+        case WS_EV_NONE:
+            if (off >= n)
+                return;
+            break;
+        case WS_EV_DATA:
+            /* Subscribers' data messages are validated by the reader and
+             * dropped: they have nowhere to go. */
+            if (open && c->role == ROLE_PUB && !conn_pub_append(c, ev.data, ev.len)) {
+                log_msg(LOG_WARN, "out of memory assembling a message");
+                conn_close_ws(c, WS_CLOSE_INTERNAL, "out of memory", false);
+            }
+            break;
+        case WS_EV_MESSAGE_END:
+            if (open && c->role == ROLE_PUB)
+                conn_pub_finish(c, ev.opcode);
+            break;
+        case WS_EV_PING:
+            if (open) {
+                msg *m = msg_new_frame(MSG_CONTROL, WS_OP_PONG, ev.data, ev.len);
+                if (m)
+                    conn_send(c, m, true);
+            }
+            break;
+        case WS_EV_PONG:
+            break;
+        case WS_EV_CLOSE:
+            /* Echo the peer's code (an empty close is echoed empty). */
+            conn_close_ws(c, ev.code, NULL, false);
+            return;
+        case WS_EV_ERROR:
+            METRIC_INC(&c->w->m, protocol_errors);
+            conn_close_ws(c, ev.code,
+                          ev.code == WS_CLOSE_TOO_BIG   ? "message too big"
+                          : ev.code == WS_CLOSE_BAD_DATA ? "invalid UTF-8"
+                                                         : "protocol error",
+                          false);
+            return;
+        }
+    }
+}
+
+bool conn_subscribe(conn *c, const char *name, size_t len)
+{
+    for (uint16_t i = 0; i < c->nsubs; i++) {
+        group *g = c->subs[i].g;
+        if (g->name_len == len && memcmp(g->name, name, len) == 0)
+            return true; /* a=a,a: one membership, one delivery */
+    }
+    group *g = groups_get(&c->w->groups, name, len);
+    if (!g)
+        return false;
+    conn_sub *s = realloc(c->subs, sizeof *s * (c->nsubs + 1u));
+    if (!s) {
+        groups_release_if_empty(&c->w->groups, g);
+        return false;
+    }
+    c->subs = s;
+    long slot = groups_add(g, c);
+    if (slot < 0) {
+        groups_release_if_empty(&c->w->groups, g);
+        return false;
+    }
+    s[c->nsubs++] = (conn_sub){g, (uint32_t)slot};
+    return true;
+}
+
+void conn_unsubscribe_all(conn *c)
+{
+    for (uint16_t i = 0; i < c->nsubs; i++) {
+        group *g = c->subs[i].g;
+        conn *moved = groups_remove(g, c->subs[i].slot);
+        if (moved) {
+            for (uint16_t k = 0; k < moved->nsubs; k++)
+                if (moved->subs[k].g == g)
+                    moved->subs[k].slot = c->subs[i].slot;
+        }
+        groups_release_if_empty(&c->w->groups, g);
+    }
+    free(c->subs);
+    c->subs = NULL;
+    c->nsubs = 0;
+    if (c->in_all)
+        worker_remove_all(c->w, c);
+}

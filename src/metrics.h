@@ -1,0 +1,61 @@
+/* Counters. Each worker owns one metrics block and is its only writer, so an
+ * increment is a plain load+store (relaxed atomics keep readers on other
+ * threads well-defined without a locked instruction on the delivery path).
+ * /metrics and /stats sum the blocks of all workers. */
+#ifndef HERALD_METRICS_H
+#define HERALD_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define METRICS_LIST(X)                                                                    \
+    X(connections_open, gauge, "Connections currently open")                               \
+    X(connections_accepted, counter, "Connections accepted")                               \
+    X(subscribers_open, gauge, "WebSocket subscribers currently open")                     \
+    X(publishers_open, gauge, "WebSocket publishers currently open")                       \
+    X(messages_published, counter, "Messages accepted from publishers")                    \
+    X(deliveries, counter, "Messages fully written to subscribers")                        \
+    X(bytes_in, counter, "Bytes read from clients")                                        \
+    X(bytes_out, counter, "Bytes written to clients")                                      \
+    X(messages_dropped, counter, "Messages dropped for slow subscribers (drop-oldest)")    \
+    X(slow_consumer_closes, counter, "Connections closed for exceeding the queue limit")   \
+    X(write_timeouts, counter, "Connections closed for making no write progress")          \
+    X(idle_timeouts, counter, "Connections closed for client silence")                     \
+    X(handshakes_failed, counter, "HTTP requests or upgrades refused with an error status") \
+    X(protocol_errors, counter, "WebSocket connections closed for a protocol violation")   \
+    X(http_requests, counter, "HTTP requests answered")                                    \
+    X(queued_bytes, gauge, "Bytes queued for writing across connections")                  \
+    X(accept_errors, counter, "accept() failures (e.g. out of file descriptors)")
+
+typedef struct metrics {
+#define METRICS_FIELD(name, type, help) _Atomic uint64_t name;
+    METRICS_LIST(METRICS_FIELD)
+#undef METRICS_FIELD
+} metrics;
+
+static inline void metrics_add(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+static inline void metrics_sub(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) - n,
+                          memory_order_relaxed);
+}
+
+#define METRIC_INC(m, name) metrics_add(&(m)->name, 1)
+#define METRIC_ADD(m, name, n) metrics_add(&(m)->name, (n))
+#define METRIC_SUB(m, name, n) metrics_sub(&(m)->name, (n))
+
+/* Sums n blocks into out (plain values). */
+void metrics_sum(const metrics *const *blocks, size_t n, metrics *out);
+
+/* Renders Prometheus text (format 0.0.4) / a JSON object into buf; returns
+ * the length written (truncated to cap-1, always NUL-terminated). */
+size_t metrics_prometheus(const metrics *m, int workers, double uptime, char *buf, size_t cap);
+size_t metrics_json(const metrics *m, int workers, double uptime, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,106 @@
+#include "msg.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+msg *msg_alloc(size_t payload_cap)
+{
+    if (payload_cap > UINT32_MAX - WS_MAX_SERVER_HEADER)
+        return NULL;
+    msg *m = malloc(sizeof *m + WS_MAX_SERVER_HEADER + payload_cap);
+    if (!m)
+        return NULL;
+    atomic_init(&m->refs, 1);
+    m->kind = MSG_DATA;
+    m->opcode = 0;
+    m->group_len = 0;
+    m->group[0] = '\0';
+    m->is_close = false;
+    m->len = 0;
+    m->cap = (uint32_t)payload_cap;
+    m->payload_len = 0;
+    m->publish_ns = 0;
+    m->data = msg_payload(m);
+    return m;
+}
+
+msg *msg_grow(msg *m, size_t payload_cap)
+{
+    if (payload_cap <= m->cap)
+        return m;
+    if (payload_cap > UINT32_MAX - WS_MAX_SERVER_HEADER)
+        return NULL;
+    msg *n = realloc(m, sizeof *m + WS_MAX_SERVER_HEADER + payload_cap);
+    if (!n)
+        return NULL;
+    n->cap = (uint32_t)payload_cap;
+    n->data = msg_payload(n);
+    return n;
+}
+
+void msg_finish(msg *m, msg_kind kind, uint8_t opcode, const char *group, size_t group_len)
+{
+    uint8_t hdr[WS_MAX_SERVER_HEADER];
+    size_t h = ws_header_encode(hdr, true, opcode, m->payload_len);
+    m->data = msg_payload(m) - h;
+    memcpy(m->data, hdr, h);
+    m->len = (uint32_t)(h + m->payload_len);
+    m->kind = (uint8_t)kind;
+    m->opcode = opcode;
+    if (group_len > MSG_GROUP_MAX)
+        group_len = MSG_GROUP_MAX;
+    m->group_len = (uint8_t)group_len;
+    if (group_len)
+        memcpy(m->group, group, group_len);
+    m->group[group_len] = '\0';
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    m->publish_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+msg *msg_new_frame(msg_kind kind, uint8_t opcode, const void *payload, size_t n)
+{
+    msg *m = msg_alloc(n);
+    if (!m)
+        return NULL;
+    if (n)
+        memcpy(msg_payload(m), payload, n);
+    m->payload_len = (uint32_t)n;
+    msg_finish(m, kind, opcode, NULL, 0);
+    return m;
+}
+
+msg *msg_new_raw(const void *p, size_t n)
+{
+    msg *m = msg_alloc(n);
+    if (!m)
+        return NULL;
+    memcpy(msg_payload(m), p, n);
+    m->payload_len = (uint32_t)n;
+    m->len = (uint32_t)n;
+    m->kind = MSG_RAW;
+    return m;
+}
+
+msg *msg_new_close(unsigned code, const char *reason)
+{
+    uint8_t f[2 + WS_MAX_CONTROL];
+    size_t n;
+    if (code == WS_CLOSE_NO_STATUS) { /* echo an empty close */
+        f[0] = 0x80 | WS_OP_CLOSE;
+        f[1] = 0;
+        n = 2;
+    } else {
+        n = ws_close_frame(f, code, reason);
+    }
+    msg *m = msg_new_raw(f, n);
+    if (m) {
+        m->kind = MSG_CONTROL;
+        m->opcode = WS_OP_CLOSE;
+        m->is_close = true;
+    }
+    return m;
+}
+
+void msg_free(msg *m) { free(m); }

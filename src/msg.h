@@ -1,0 +1,77 @@
+/* Immutable, reference-counted messages. A published payload is framed once
+ * (server header + payload in one allocation) and every delivery holds a
+ * reference to that frame: zero per-delivery serialization or copying. The
+ * same type carries raw bytes (HTTP responses) so a connection has one write
+ * path. */
+#ifndef HERALD_MSG_H
+#define HERALD_MSG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ws.h"
+
+#define MSG_GROUP_MAX 128
+
+typedef enum msg_kind {
+    MSG_DATA = 0,   /* a published text/binary frame: counts as a delivery */
+    MSG_CONTROL,    /* ping/pong/close frame */
+    MSG_RAW,        /* HTTP bytes */
+} msg_kind;
+
+typedef struct msg {
+    atomic_uint refs;
+    uint8_t kind;
+    uint8_t opcode;
+    uint8_t group_len;      /* 0: broadcast to every subscriber */
+    bool is_close;
+    uint32_t len;           /* bytes to write, starting at data */
+    uint32_t cap;           /* payload capacity while assembling */
+    uint32_t payload_len;
+    uint64_t publish_ns;    /* CLOCK_MONOTONIC at publish, for latency metrics */
+    uint8_t *data;
+    char group[MSG_GROUP_MAX + 1];
+    /* WS_MAX_SERVER_HEADER bytes of room, then the payload */
+    uint8_t buf[];
+} msg;
+
+/* A message whose payload is filled by the caller (msg_payload) and then
+ * framed by msg_finish; NULL on allocation failure. */
+msg *msg_alloc(size_t payload_cap);
+
+/* Grows an unfinished, unshared message; NULL (and m untouched) on failure. */
+msg *msg_grow(msg *m, size_t payload_cap);
+
+static inline uint8_t *msg_payload(msg *m) { return m->buf + WS_MAX_SERVER_HEADER; }
+
+/* Encodes the frame header right in front of the payload. */
+void msg_finish(msg *m, msg_kind kind, uint8_t opcode, const char *group, size_t group_len);
+
+/* One-shot helpers. */
+msg *msg_new_frame(msg_kind kind, uint8_t opcode, const void *payload, size_t n);
+msg *msg_new_raw(const void *p, size_t n);
+msg *msg_new_close(unsigned code, const char *reason);
+
+static inline msg *msg_ref(msg *m)
+{
+    atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+    return m;
+}
+
+/* Adds n references at once: fan-out to n subscribers costs one atomic op. */
+static inline void msg_ref_n(msg *m, unsigned n)
+{
+    atomic_fetch_add_explicit(&m->refs, n, memory_order_relaxed);
+}
+
+void msg_free(msg *m);
+
+static inline void msg_unref(msg *m)
+{
+    if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1)
+        msg_free(m);
+}
+
+#endif

@@ -1,0 +1,143 @@
+#include "outq.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define OUTQ_MIN_CAP 8
+
+static bool outq_reserve(outq *q)
+{
+    if (q->count < q->cap)
+        return true;
+    uint32_t ncap = q->cap ? q->cap * 2 : OUTQ_MIN_CAP;
+    msg **n = malloc(sizeof *n * ncap);
+    if (!n)
+        return false;
+    for (uint32_t i = 0; i < q->count; i++)
+        n[i] = q->items[(q->head + i) & (q->cap - 1)];
+    free(q->items);
+    q->items = n;
+    q->cap = ncap;
+    q->head = 0;
+    return true;
+}
+
+static inline msg **outq_at(const outq *q, uint32_t i)
+{
+    return &q->items[(q->head + i) & (q->cap - 1)];
+}
+
+bool outq_push(outq *q, msg *m)
+{
+    if (!outq_reserve(q))
+        return false;
+    *outq_at(q, q->count) = m;
+    q->count++;
+    q->bytes += m->len;
+    return true;
+}
+
+bool outq_push_urgent(outq *q, msg *m)
+{
+    if (!outq_reserve(q))
+        return false;
+    q->head = (q->head - 1) & (q->cap - 1);
+    q->count++;
+    if (q->off > 0) { /* keep the partly written frame first */
+        *outq_at(q, 0) = *outq_at(q, 1);
+        *outq_at(q, 1) = m;
+    } else {
+        *outq_at(q, 0) = m;
+    }
+    q->bytes += m->len;
+    return true;
+}
+
+uint32_t outq_drop_unstarted(outq *q)
+{
+    uint32_t keep = q->off > 0 ? 1 : 0, dropped = 0;
+    while (q->count > keep) {
+        msg *m = *outq_at(q, q->count - 1);
+        q->count--;
+        q->bytes -= m->len;
+        if (m->kind == MSG_DATA)
+            dropped++;
+        msg_unref(m);
+    }
+    return dropped;
+}
+
+bool outq_drop_oldest_data(outq *q)
+{
+    uint32_t k = q->off > 0 ? 1 : 0;
+    /* Control frames sit at the front; the first data frame is a few slots in
+     * at most, so this stays O(1) in practice. */
+    while (k < q->count && (*outq_at(q, k))->kind != MSG_DATA)
+        k++;
+    if (k >= q->count)
+        return false;
+    msg *m = *outq_at(q, k);
+    for (uint32_t i = k; i > 0; i--)
+        *outq_at(q, i) = *outq_at(q, i - 1);
+    q->head = (q->head + 1) & (q->cap - 1);
+    q->count--;
+    q->bytes -= m->len;
+    msg_unref(m);
+    return true;
+}
+
+int outq_iov(const outq *q, struct iovec *iov, int max)
+{
+    int n = 0;
+    for (uint32_t i = 0; i < q->count && n < max; i++, n++) {
+        msg *m = *outq_at(q, i);
+        size_t skip = i == 0 ? q->off : 0;
+        iov[n].iov_base = m->data + skip;
+        iov[n].iov_len = m->len - skip;
+    }
+    return n;
+}
+
+void outq_consume(outq *q, size_t n, outq_done *done)
+{
+    q->bytes -= n;
+    done->bytes += n;
+    while (n > 0 && q->count > 0) {
+        msg *m = *outq_at(q, 0);
+        size_t left = m->len - q->off;
+        if (n < left) {
+            q->off += (uint32_t)n;
+            return;
+        }
+        n -= left;
+        q->off = 0;
+        q->head = (q->head + 1) & (q->cap - 1);
+        q->count--;
+        if (m->kind == MSG_DATA) {
+            done->data_msgs++;
+            done->oldest_ns = m->publish_ns;
+        } else if (m->is_close) {
+            done->close_sent = true;
+        }
+        msg_unref(m);
+    }
+}
+
+void outq_clear(outq *q)
+{
+    for (uint32_t i = 0; i < q->count; i++)
+        msg_unref(*outq_at(q, i));
+    free(q->items);
+    memset(q, 0, sizeof *q);
+}
+
+void outq_shrink(outq *q)
+{
+    if (q->count == 0 && q->items) {
+        free(q->items);
+        q->items = NULL;
+        q->cap = 0;
+        q->head = 0;
+        q->off = 0;
+    }
+}

@@ -1,0 +1,64 @@
+/* Per-connection outbound queue: a ring (deque) of message references plus
+ * the write offset into the first one. No I/O: the connection layer asks for
+ * iovecs, writes them, and reports how many bytes went out.
+ *
+ * Why a deque of references rather than a byte buffer: a broadcast appends
+ * one pointer per subscriber instead of copying the frame, and flushing
+ * gathers many shared frames into one writev. Control frames (pong, close)
+ * are inserted at the next frame boundary so a backlog of data never delays
+ * them. The array is allocated lazily and released when idle, so an idle
+ * connection costs no queue memory. */
+#ifndef HERALD_OUTQ_H
+#define HERALD_OUTQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "msg.h"
+
+typedef struct outq {
+    msg **items;
+    uint32_t cap;   /* power of two, 0 when unallocated */
+    uint32_t head;
+    uint32_t count;
+    uint32_t off;   /* bytes of items[head] already written */
+    size_t bytes;   /* bytes still to write */
+} outq;
+
+typedef struct outq_done {
+    uint32_t data_msgs;  /* MSG_DATA messages fully written */
+    size_t bytes;
+    bool close_sent;     /* a close frame was fully written */
+    uint64_t oldest_ns;  /* publish time of the last completed data message */
+} outq_done;
+
+static inline bool outq_empty(const outq *q) { return q->count == 0; }
+
+/* Appends (takes over the caller's reference). False on allocation failure. */
+bool outq_push(outq *q, msg *m);
+
+/* Inserts at the next frame boundary: after the partly written head, if any. */
+bool outq_push_urgent(outq *q, msg *m);
+
+/* Drops every message that has not started (keeps a partly written head).
+ * Returns the number of MSG_DATA messages dropped. */
+uint32_t outq_drop_unstarted(outq *q);
+
+/* Drops the oldest data message that has not started; false when none. */
+bool outq_drop_oldest_data(outq *q);
+
+/* Fills up to max iovecs from the head; returns how many. */
+int outq_iov(const outq *q, struct iovec *iov, int max);
+
+/* Accounts n written bytes, releasing finished messages. */
+void outq_consume(outq *q, size_t n, outq_done *done);
+
+/* Releases everything, including the array. */
+void outq_clear(outq *q);
+
+/* Frees the array when empty (called from idle housekeeping). */
+void outq_shrink(outq *q);
+
+#endif

@@ -1,0 +1,29 @@
+/* Process-level lifecycle: listeners, worker threads, signals, shutdown. */
+#ifndef HERALD_SERVER_H
+#define HERALD_SERVER_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "worker.h"
+
+typedef struct server {
+    const config *cfg;
+    worker *workers;
+    int nworkers;
+    uint16_t port;
+    uint64_t start_ms;
+} server;
+
+/* Runs until SIGTERM/SIGINT; returns the process exit status. */
+int server_run(const config *cfg);
+
+/* Renders the summed metrics of all workers. */
+size_t server_metrics_text(server *s, char *buf, size_t cap, int json);
+
+/* The embedded status page (generated at build time from web/). */
+extern const unsigned char status_page_html[];
+extern const unsigned int status_page_html_len;
+
+#endif

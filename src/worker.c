@@ -1,0 +1,396 @@
+#include "worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+#include "server.h"
+
+#define WORKER_INBOX 16384
+#define WORKER_EVENTS 256
+#define WORKER_TICK_MS 100
+#define WORKER_ACCEPT_BATCH 64
+
+/* Tags that tell the loop's own descriptors from connections. */
+static char worker_tag_listen, worker_tag_wake;
+
+uint64_t worker_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int worker_init(worker *w, server *srv, int id, int listen_fd)
+{
+    memset(w, 0, sizeof *w);
+    w->id = id;
+    w->srv = srv;
+    w->cfg = srv->cfg;
+    w->lfd = listen_fd;
+    w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    /* A spare descriptor: on EMFILE we close it, accept and drop the pending
+     * connection, and reopen it, so a full table never spins the loop. */
+    w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    w->scratch_cap = 65536 + w->cfg->max_header_size;
+    w->scratch = malloc(w->scratch_cap);
+    w->npending = (size_t)srv->nworkers;
+    w->pending = calloc(w->npending, sizeof *w->pending);
+    w->now_ms = worker_clock_ms();
+    atomic_init(&w->notified, false);
+    atomic_init(&w->stop, false);
+    if (w->epfd < 0 || w->efd < 0 || !w->scratch || !w->pending || !groups_init(&w->groups) ||
+        !ring_init(&w->inbox, WORKER_INBOX))
+        return -1;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &worker_tag_listen};
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->lfd, &ev) < 0)
+        return -1;
+    ev.data.ptr = &worker_tag_wake;
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->efd, &ev) < 0)
+        return -1;
+    return 0;
+}
+
+/* ---- bookkeeping --------------------------------------------------------- */
+
+static bool worker_grow(void *arrp, uint32_t *cap, uint32_t n)
+{
+    void **arr = arrp;
+    if (n < *cap)
+        return true;
+    uint32_t nc = *cap ? *cap * 2 : 64;
+    void *a = realloc(*arr, sizeof(void *) * nc);
+    if (!a)
+        return false;
+    *arr = a;
+    *cap = nc;
+    return true;
+}
+
+bool worker_add_conn(worker *w, conn *c)
+{
+    if (!worker_grow(&w->conns, &w->cap_conns, w->nconns))
+        return false;
+    c->slot = w->nconns;
+    w->conns[w->nconns++] = c;
+    return true;
+}
+
+void worker_remove_conn(worker *w, conn *c)
+{
+    conn *last = w->conns[--w->nconns];
+    w->conns[c->slot] = last;
+    last->slot = c->slot;
+}
+
+bool worker_add_all(worker *w, conn *c)
+{
+    if (!worker_grow(&w->all, &w->cap_all, w->nall))
+        return false;
+    c->all_slot = w->nall;
+    c->in_all = true;
+    w->all[w->nall++] = c;
+    return true;
+}
+
+void worker_remove_all(worker *w, conn *c)
+{
+    conn *last = w->all[--w->nall];
+    w->all[c->all_slot] = last;
+    last->all_slot = c->all_slot;
+    c->in_all = false;
+}
+
+void worker_mark_dirty(worker *w, conn *c)
+{
+    if (c->dirty || c->dead)
+        return;
+    c->dirty = true;
+    c->next_dirty = w->dirty;
+    w->dirty = c;
+}
+
+int worker_epoll_mod(worker *w, conn *c, bool want_out)
+{
+    struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = c};
+    return epoll_ctl(w->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* ---- delivery ------------------------------------------------------------ */
+
+static void worker_fanout(worker *w, msg *m)
+{
+    if (m->group_len == 0) { /* every subscriber, whatever its groups */
+        for (uint32_t i = 0; i < w->nall; i++)
+            conn_enqueue(w->all[i], m);
+        return;
+    }
+    group *g = groups_find(&w->groups, m->group, m->group_len);
+    if (!g)
+        return;
+    for (uint32_t i = 0; i < g->n; i++)
+        conn_enqueue(g->members[i], m);
+}
+
+static void worker_notify(worker *target)
+{
+    /* One wake-up per drain: later pushes see the flag still set. */
+    if (!atomic_exchange_explicit(&target->notified, true, memory_order_acq_rel)) {
+        uint64_t one = 1;
+        ssize_t r = write(target->efd, &one, sizeof one);
+        (void)r; /* EAGAIN means the counter is already non-zero: awake anyway */
+    }
+}
+
+static bool fifo_push(msg_fifo *f, msg *m)
+{
+    if (f->count == f->cap) {
+        size_t nc = f->cap ? f->cap * 2 : 256;
+        msg **n = malloc(sizeof *n * nc);
+        if (!n)
+            return false;
+        for (size_t i = 0; i < f->count; i++)
+            n[i] = f->items[(f->head + i) % f->cap];
+        free(f->items);
+        f->items = n;
+        f->cap = nc;
+        f->head = 0;
+    }
+    f->items[(f->head + f->count++) % f->cap] = m;
+    return true;
+}
+
+/* Retries messages that found a full inbox, preserving their order. */
+static void worker_flush_pending(worker *w)
+{
+    for (size_t t = 0; t < w->npending; t++) {
+        msg_fifo *f = &w->pending[t];
+        worker *target = &w->srv->workers[t];
+        bool pushed = false;
+        while (f->count && ring_push(&target->inbox, f->items[f->head])) {
+            f->head = (f->head + 1) % f->cap;
+            f->count--;
+            pushed = true;
+        }
+        if (pushed)
+            worker_notify(target);
+    }
+}
+
+static bool worker_has_pending(const worker *w)
+{
+    for (size_t t = 0; t < w->npending; t++)
+        if (w->pending[t].count)
+            return true;
+    return false;
+}
+
+void worker_publish(worker *w, msg *m)
+{
+    METRIC_INC(&w->m, messages_published);
+    for (int i = 0; i < w->srv->nworkers; i++) {
+        worker *o = &w->srv->workers[i];
+        if (o == w)
+            continue;
+        msg_ref(m);
+        msg_fifo *f = &w->pending[i];
+        if (f->count == 0 && ring_push(&o->inbox, m)) {
+            worker_notify(o);
+        } else if (!fifo_push(f, m)) {
+            log_msg(LOG_ERROR, "out of memory: message lost for worker %d", i);
+            msg_unref(m);
+        }
+    }
+    worker_fanout(w, m);
+    msg_unref(m);
+}
+
+static void worker_drain_inbox(worker *w)
+{
+    msg *m;
+    while ((m = ring_pop(&w->inbox))) {
+        worker_fanout(w, m);
+        msg_unref(m);
+    }
+}
+
+/* ---- events -------------------------------------------------------------- */
+
+static void worker_accept(worker *w)
+{
+    for (int i = 0; i < WORKER_ACCEPT_BATCH; i++) {
+        int fd = accept4(w->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+                return;
+            METRIC_INC(&w->m, accept_errors);
+            if ((errno == EMFILE || errno == ENFILE) && w->reserve_fd >= 0) {
+                close(w->reserve_fd);
+                fd = accept4(w->lfd, NULL, NULL, SOCK_CLOEXEC);
+                if (fd >= 0)
+                    close(fd);
+                w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                log_msg(LOG_WARN, "out of file descriptors: refused a connection");
+            }
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        conn *c = conn_new(w, fd);
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+            conn_destroy(c);
+    }
+}
+
+static void worker_flush_dirty(worker *w)
+{
+    conn *c;
+    while ((c = w->dirty)) {
+        w->dirty = c->next_dirty;
+        c->dirty = false;
+        if (!c->dead)
+            conn_flush(c);
+    }
+}
+
+static void worker_bury(worker *w)
+{
+    conn *c;
+    while ((c = w->graveyard)) {
+        w->graveyard = c->next_dead;
+        conn_free(c);
+    }
+}
+
+static void worker_tick(worker *w)
+{
+    /* Backwards: conn_tick may destroy, which moves the last entry here. */
+    for (uint32_t i = w->nconns; i-- > 0;)
+        conn_tick(w->conns[i], w->now_ms);
+}
+
+
+static void worker_begin_drain(worker *w)
+{
+    /* Whatever was published before the stop reaches its subscribers ahead
+     * of their close frames. */
+    worker_drain_inbox(w);
+    w->draining = true;
+    w->drain_deadline_ms = w->now_ms + w->cfg->shutdown_timeout_ms;
+    epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->lfd, NULL);
+    close(w->lfd);
+    w->lfd = -1;
+    for (uint32_t i = w->nconns; i-- > 0;) {
+        conn *c = w->conns[i];
+        if (c->state == CONN_WS)
+            conn_close_ws(c, WS_CLOSE_GOING_AWAY, "server shutdown", true);
+        else if (c->state == CONN_HTTP && outq_empty(&c->q))
+            conn_destroy(c);
+        else
+            conn_close_after_flush(c);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    struct epoll_event evs[WORKER_EVENTS];
+    w->next_tick_ms = w->now_ms + WORKER_TICK_MS;
+    for (;;) {
+        int timeout = worker_has_pending(w) ? 1 : WORKER_TICK_MS;
+        int n = epoll_wait(w->epfd, evs, WORKER_EVENTS, timeout);
+        w->now_ms = worker_clock_ms();
+        for (int i = 0; i < n; i++) {
+            void *p = evs[i].data.ptr;
+            if (p == &worker_tag_listen) {
+                worker_accept(w);
+            } else if (p == &worker_tag_wake) {
+                uint64_t v;
+                ssize_t r = read(w->efd, &v, sizeof v);
+                (void)r;
+                atomic_exchange_explicit(&w->notified, false, memory_order_acq_rel);
+            } else {
+                conn *c = p;
+                if (c->dead)
+                    continue;
+                if (evs[i].events & EPOLLOUT)
+                    conn_on_writable(c);
+                if (!c->dead && (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+                    conn_on_readable(c);
+            }
+        }
+        worker_drain_inbox(w);
+        worker_flush_pending(w);
+        worker_flush_dirty(w);
+        if (w->now_ms >= w->next_tick_ms) {
+            worker_tick(w);
+            w->next_tick_ms = w->now_ms + WORKER_TICK_MS;
+        }
+        worker_bury(w);
+        if (!w->draining && atomic_load_explicit(&w->stop, memory_order_acquire)) {
+            worker_begin_drain(w);
+            worker_flush_dirty(w);
+            worker_bury(w);
+        }
+        if (w->draining && (w->nconns == 0 || w->now_ms >= w->drain_deadline_ms))
+            break;
+    }
+    return NULL;
+}
+
+int worker_start(worker *w) { return pthread_create(&w->thread, NULL, worker_main, w); }
+
+void worker_join(worker *w) { pthread_join(w->thread, NULL); }
+
+void worker_request_stop(worker *w)
+{
+    atomic_store_explicit(&w->stop, true, memory_order_release);
+    uint64_t one = 1;
+    ssize_t r = write(w->efd, &one, sizeof one);
+    (void)r;
+}
+
+/* After every worker has stopped: nothing can push into any inbox any more. */
+void worker_cleanup(worker *w)
+{
+    for (uint32_t i = w->nconns; i-- > 0;)
+        conn_destroy(w->conns[i]);
+    worker_bury(w);
+    msg *m;
+    while ((m = ring_pop(&w->inbox)))
+        msg_unref(m);
+    for (size_t t = 0; t < w->npending; t++) {
+        msg_fifo *f = &w->pending[t];
+        for (size_t i = 0; i < f->count; i++)
+            msg_unref(f->items[(f->head + i) % f->cap]);
+        free(f->items);
+    }
+    free(w->pending);
+    ring_destroy(&w->inbox);
+    groups_destroy(&w->groups);
+    free(w->conns);
+    free(w->all);
+    free(w->scratch);
+    if (w->lfd >= 0)
+        close(w->lfd);
+    close(w->epfd);
+    close(w->efd);
+    if (w->reserve_fd >= 0)
+        close(w->reserve_fd);
+}

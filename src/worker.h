@@ -1,0 +1,74 @@
+/* A worker thread: one epoll loop that owns its listener (SO_REUSEPORT), its
+ * connections, its group table and its timers. Other threads reach it only by
+ * pushing message pointers into its inbox ring. */
+#ifndef HERALD_WORKER_H
+#define HERALD_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "groups.h"
+#include "metrics.h"
+#include "msg.h"
+#include "ring.h"
+
+struct conn;
+struct server;
+
+typedef struct msg_fifo {
+    msg **items;
+    size_t head, count, cap;
+} msg_fifo;
+
+typedef struct worker {
+    ring inbox; /* first: its cache-line-aligned indices stay on their own lines */
+    atomic_bool notified;
+    atomic_bool stop;
+    int id;
+    struct server *srv;
+    const config *cfg;
+    pthread_t thread;
+    int epfd, lfd, efd, reserve_fd;
+    bool draining;
+    uint64_t drain_deadline_ms;
+    uint64_t now_ms;
+    uint64_t next_tick_ms;
+    group_table groups;
+    struct conn **conns;
+    uint32_t nconns, cap_conns;
+    struct conn **all; /* every subscriber: broadcasts to all go here */
+    uint32_t nall, cap_all;
+    struct conn *dirty;
+    struct conn *graveyard;
+    msg_fifo *pending; /* per target worker, when its inbox was full */
+    size_t npending;
+    uint8_t *scratch;
+    size_t scratch_cap;
+    metrics m;
+} worker;
+
+int worker_init(worker *w, struct server *srv, int id, int listen_fd);
+int worker_start(worker *w);
+void worker_join(worker *w);
+void worker_cleanup(worker *w);
+void worker_request_stop(worker *w);
+
+/* Publishes a finished message from this worker: to every other worker's
+ * inbox and to local subscribers. Consumes the caller's reference. */
+void worker_publish(worker *w, msg *m);
+
+/* Bookkeeping used by conn.c. */
+bool worker_add_conn(worker *w, struct conn *c);
+void worker_remove_conn(worker *w, struct conn *c);
+bool worker_add_all(worker *w, struct conn *c);
+void worker_remove_all(worker *w, struct conn *c);
+void worker_mark_dirty(worker *w, struct conn *c);
+int worker_epoll_mod(worker *w, struct conn *c, bool want_out);
+
+uint64_t worker_clock_ms(void);
+
+#endif
