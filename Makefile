@@ -29,17 +29,22 @@ test-asan:
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j $(JOBS)
 
+# TSan: clang, the concurrency code (ring tests) and the integration suite,
+# which drives cross-worker delivery through the real binary.
 test-tsan:
-	@scripts/deps.sh test
-	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DHERALD_SANITIZE=thread >/dev/null
+	@scripts/deps.sh test fuzz
+	CC=clang cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DHERALD_SANITIZE=thread >/dev/null
 	cmake --build build-tsan -j $(JOBS)
-	cd build-tsan && ctest --output-on-failure -j $(JOBS)
+	cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j $(JOBS)
 
 fuzz:
 	@scripts/deps.sh fuzz
 	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DHERALD_FUZZ=ON >/dev/null
 	cmake --build build-fuzz -j $(JOBS)
 	scripts/fuzz.sh build-fuzz $(FUZZ_SECONDS)
+
+bench:
+	bench/run.sh $(ARGS)
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz
