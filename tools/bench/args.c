@@ -1,0 +1,210 @@
+#include "args.h"
+#include "msg.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void args_usage(FILE *out)
+{
+    fputs(
+        "usage: herald-bench [options]\n"
+        "  --host ADDR               server address in 127.0.0.0/8 (127.0.0.1)\n"
+        "  --port PORT               server port (8080)\n"
+        "  --subscribers N           subscriber connections; i joins group g<i mod G> (100)\n"
+        "  --publishers K            publisher connections; j publishes to g<j mod G> (1)\n"
+        "  --groups G                number of groups (1)\n"
+        "  --size S                  message size in bytes, >= 24 (128)\n"
+        "  --rate R                  aggregate messages/s, paced evenly (1000)\n"
+        "  --duration SECS           measured phase (10)\n"
+        "  --saturate                publish as fast as deliveries complete ...\n"
+        "  --window W                ... with at most W messages outstanding (64)\n"
+        "  --idle                    only open subscribers, wait --duration, report server RSS\n"
+        "  --source-ips M            bind connections round-robin to 127.0.0.1..127.0.0.M (1)\n"
+        "  --connect-concurrency C   max handshakes in flight (256)\n"
+        "  --connect-timeout SECS    per connection, connect + handshake (10)\n"
+        "  --server-pid PID          report server CPU and RSS from /proc/PID\n"
+        "  --threads T               event-loop threads (1)\n"
+        "  --json                    one JSON line instead of text\n"
+        "  --sub-path PATH           subscriber path (/ws)\n"
+        "  --pub-path PATH           publisher path (/publish)\n"
+        "  --warmup SECS             publish this long before measuring (0)\n"
+        "  --grace SECS              after publishing, wait at most this long for deliveries (2)\n"
+        "  --help\n"
+        "Exit status: 0 run completed (losses are reported), 1 setup failure, 2 bad arguments.\n",
+        out);
+}
+
+static int args_bad(const char *opt, const char *val, const char *why)
+{
+    fprintf(stderr, "herald-bench: bad value for --%s: '%s' (%s)\n", opt, val, why);
+    return ARGS_BAD;
+}
+
+static int args_u32(const char *opt, const char *val, uint32_t lo, uint32_t hi, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(val, &end, 10);
+    if (errno || end == val || *end || val[0] == '-' || v < lo || v > hi) {
+        char why[64];
+        snprintf(why, sizeof why, "integer %u..%u", lo, hi);
+        return args_bad(opt, val, why);
+    }
+    *out = (uint32_t)v;
+    return ARGS_OK;
+}
+
+static int args_secs(const char *opt, const char *val, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(val, &end);
+    if (errno || end == val || *end || !isfinite(v) || v < lo || v > hi) {
+        char why[64];
+        snprintf(why, sizeof why, "number %g..%g", lo, hi);
+        return args_bad(opt, val, why);
+    }
+    *out = v;
+    return ARGS_OK;
+}
+
+static int args_path(const char *opt, const char *val, char *out, size_t cap)
+{
+    if (val[0] != '/' || strlen(val) >= cap || strpbrk(val, " \r\n\t"))
+        return args_bad(opt, val, "an absolute path without spaces");
+    strcpy(out, val);
+    return ARGS_OK;
+}
+
+enum {
+    O_HOST = 256, O_PORT, O_SUBS, O_PUBS, O_GROUPS, O_SIZE, O_RATE, O_DURATION, O_SATURATE,
+    O_WINDOW, O_IDLE, O_SRCIPS, O_CONCURRENCY, O_CTIMEOUT, O_PID, O_THREADS, O_JSON,
+    O_SUBPATH, O_PUBPATH, O_WARMUP, O_GRACE, O_HELP,
+};
+
+static const struct option args_opts[] = {
+    {"host", required_argument, 0, O_HOST},
+    {"port", required_argument, 0, O_PORT},
+    {"subscribers", required_argument, 0, O_SUBS},
+    {"publishers", required_argument, 0, O_PUBS},
+    {"groups", required_argument, 0, O_GROUPS},
+    {"size", required_argument, 0, O_SIZE},
+    {"rate", required_argument, 0, O_RATE},
+    {"duration", required_argument, 0, O_DURATION},
+    {"saturate", no_argument, 0, O_SATURATE},
+    {"window", required_argument, 0, O_WINDOW},
+    {"idle", no_argument, 0, O_IDLE},
+    {"source-ips", required_argument, 0, O_SRCIPS},
+    {"connect-concurrency", required_argument, 0, O_CONCURRENCY},
+    {"connect-timeout", required_argument, 0, O_CTIMEOUT},
+    {"server-pid", required_argument, 0, O_PID},
+    {"threads", required_argument, 0, O_THREADS},
+    {"json", no_argument, 0, O_JSON},
+    {"sub-path", required_argument, 0, O_SUBPATH},
+    {"pub-path", required_argument, 0, O_PUBPATH},
+    {"warmup", required_argument, 0, O_WARMUP},
+    {"grace", required_argument, 0, O_GRACE},
+    {"help", no_argument, 0, O_HELP},
+    {0, 0, 0, 0},
+};
+
+static int args_host(const char *val, bench_args *a)
+{
+    const char *h = strcmp(val, "localhost") == 0 ? "127.0.0.1" : val;
+    if (strlen(h) >= sizeof a->host || inet_pton(AF_INET, h, &a->addr) != 1)
+        return args_bad("host", val, "an IPv4 address");
+    /* this tool only ever loads loopback servers */
+    if ((ntohl(a->addr.s_addr) >> 24) != 127)
+        return args_bad("host", val, "must be in 127.0.0.0/8");
+    strcpy(a->host, h);
+    return ARGS_OK;
+}
+
+int args_parse(int argc, char **argv, bench_args *a)
+{
+    memset(a, 0, sizeof *a);
+    strcpy(a->host, "127.0.0.1");
+    a->addr.s_addr = htonl(0x7f000001u);
+    a->port = 8080;
+    a->subscribers = 100;
+    a->publishers = 1;
+    a->groups = 1;
+    a->size = 128;
+    a->rate = 1000;
+    a->duration = 10;
+    a->grace = 2;
+    a->window = 64;
+    a->source_ips = 1;
+    a->connect_concurrency = 256;
+    a->connect_timeout = 10;
+    a->threads = 1;
+    strcpy(a->sub_path, "/ws");
+    strcpy(a->pub_path, "/publish");
+
+    opterr = 0;
+    optind = 1;
+    int c, rc = ARGS_OK;
+    uint32_t u;
+    while (rc == ARGS_OK && (c = getopt_long(argc, argv, "", args_opts, NULL)) != -1) {
+        const char *v = optarg;
+        switch (c) {
+        case O_HOST: rc = args_host(v, a); break;
+        case O_PORT:
+            rc = args_u32("port", v, 1, 65535, &u);
+            a->port = (uint16_t)u;
+            break;
+        case O_SUBS: rc = args_u32("subscribers", v, 0, 1000000, &a->subscribers); break;
+        case O_PUBS: rc = args_u32("publishers", v, 0, 100000, &a->publishers); break;
+        case O_GROUPS: rc = args_u32("groups", v, 1, 1000000, &a->groups); break;
+        case O_SIZE: rc = args_u32("size", v, MSG_HEAD, 16u << 20, &a->size); break;
+        case O_RATE: rc = args_secs("rate", v, 0.001, 1e8, &a->rate); break;
+        case O_DURATION: rc = args_secs("duration", v, 0, 86400, &a->duration); break;
+        case O_SATURATE: a->saturate = true; break;
+        case O_WINDOW: rc = args_u32("window", v, 1, 1u << 20, &a->window); break;
+        case O_IDLE: a->idle = true; break;
+        case O_SRCIPS: rc = args_u32("source-ips", v, 1, 254, &a->source_ips); break;
+        case O_CONCURRENCY:
+            rc = args_u32("connect-concurrency", v, 1, 1000000, &a->connect_concurrency);
+            break;
+        case O_CTIMEOUT: rc = args_secs("connect-timeout", v, 0.001, 3600, &a->connect_timeout); break;
+        case O_PID:
+            rc = args_u32("server-pid", v, 1, 0x7fffffff, &u);
+            a->server_pid = (int)u;
+            break;
+        case O_THREADS: rc = args_u32("threads", v, 1, 64, &a->threads); break;
+        case O_JSON: a->json = true; break;
+        case O_SUBPATH: rc = args_path("sub-path", v, a->sub_path, sizeof a->sub_path); break;
+        case O_PUBPATH: rc = args_path("pub-path", v, a->pub_path, sizeof a->pub_path); break;
+        case O_WARMUP: rc = args_secs("warmup", v, 0, 3600, &a->warmup); break;
+        case O_GRACE: rc = args_secs("grace", v, 0, 3600, &a->grace); break;
+        case O_HELP: return ARGS_HELP;
+        default:
+            fprintf(stderr, "herald-bench: unknown or incomplete option '%s' (see --help)\n",
+                    argv[optind - 1]);
+            return ARGS_BAD;
+        }
+    }
+    if (rc != ARGS_OK)
+        return rc;
+    if (optind < argc) {
+        fprintf(stderr, "herald-bench: unexpected argument '%s'\n", argv[optind]);
+        return ARGS_BAD;
+    }
+    if (a->saturate && a->idle) {
+        fprintf(stderr, "herald-bench: --saturate and --idle exclude each other\n");
+        return ARGS_BAD;
+    }
+    if (!a->idle && a->publishers == 0) {
+        fprintf(stderr, "herald-bench: --publishers must be >= 1 unless --idle\n");
+        return ARGS_BAD;
+    }
+    if (a->idle && a->subscribers == 0) {
+        fprintf(stderr, "herald-bench: --idle needs --subscribers >= 1\n");
+        return ARGS_BAD;
+    }
+    return ARGS_OK;
+}

@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""Correctness tests of herald-bench itself (run by CTest).
+
+  bench_test.py --bench PATH fake-clean|fake-faults|fake-groups|fake-saturate|fake-idle|args
+  bench_test.py --bench PATH --herald PATH herald
+
+The fake-* cases run herald-bench against fake_server.py, which injects
+drops, duplicates and reorderings and counts exactly what it did; the test
+asserts that herald-bench's JSON report agrees with those counts. No timing
+is asserted anywhere. The herald case runs a small clean load against the
+real server and expects zero loss, duplication and reordering.
+"""
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FAKE = os.path.join(HERE, "fake_server.py")
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what)
+    if not cond:
+        failures.append(what)
+
+
+def eq(report, key, want, what=None):
+    got = report.get(key)
+    check(got == want, "%s == %s (got %r)" % (what or key, want, got))
+
+
+def start_server(cmd, pattern):
+    """Starts a server that prints `... listening on 127.0.0.1:PORT` on stderr."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        m = re.search(pattern, line)
+        if m:
+            return proc, int(m.group(1))
+    proc.kill()
+    proc.wait()
+    sys.exit("server did not report its port: %s" % " ".join(cmd))
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def bench(path, port, *args, expect_rc=0):
+    cmd = [path, "--port", str(port), "--json"] + [str(a) for a in args]
+    print("$ " + " ".join(cmd), flush=True)
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    sys.stderr.write(r.stderr)
+    print(r.stdout.strip())
+    check(r.returncode == expect_rc, "exit status %d (got %d)" % (expect_rc, r.returncode))
+    if r.returncode != 0:
+        return {}
+    return json.loads(r.stdout)
+
+
+class Fake:
+    def __init__(self, *flags):
+        self.tmp = tempfile.mkdtemp(prefix="hb-fake-")
+        self.stats_file = os.path.join(self.tmp, "stats.json")
+        cmd = [sys.executable, FAKE, "--stats-file", self.stats_file] + list(flags)
+        self.proc, self.port = start_server(cmd, r"listening on 127\.0\.0\.1:(\d+)")
+
+    def finish(self):
+        stop(self.proc)
+        with open(self.stats_file) as f:
+            s = json.load(f)
+        print("fake server counted: %s" % json.dumps(s))
+        return s
+
+
+def agree(r, s, subs_total, pubs_total, disconnects=0):
+    """herald-bench's counts against the fake server's ground truth."""
+    eq(r, "connections_ok", subs_total + pubs_total)
+    eq(r, "connections_failed", 0)
+    eq(r, "published", s["published"], "published (fake received)")
+    eq(r, "expected", s["routed"], "expected (fake routed)")
+    eq(r, "lost", s["dropped"], "lost (fake dropped)")
+    eq(r, "delivered", s["routed"] - s["dropped"], "delivered (routed - dropped)")
+    eq(r, "duplicated", s["duplicated"], "duplicated (fake duplicated)")
+    eq(r, "out_of_order", s["reordered"], "out_of_order (fake reordered)")
+    eq(r, "invalid", 0)
+    eq(r, "unexpected", 0)
+    eq(r, "protocol_errors", 0)
+    eq(r, "disconnects", disconnects)
+    check(s["unmasked_frames"] == 0, "every client frame was masked")
+    check(s["pongs_bad"] == 0, "no pong with a wrong payload")
+    check(s["client_closes"] == subs_total + pubs_total, "every connection sent a close frame")
+
+
+def case_fake_clean(a):
+    f = Fake("--ping", "--fragment-every", "7", "--split-every", "23")
+    r = bench(a.bench, f.port, "--subscribers", 20, "--publishers", 1, "--rate", 200,
+              "--duration", 1)
+    s = f.finish()
+    if not r:
+        return
+    agree(r, s, 20, 1)
+    eq(r, "lost", 0)
+    check(r["delivered"] > 0, "some deliveries")
+    check(s["fragmented"] > 0 and s["split"] > 0, "fragments and split writes happened")
+    eq(r, "pings_answered", s["pings_sent"], "pings_answered (fake pinged)")
+    eq(s, "pongs_ok", s["pings_sent"], "fake got every pong")
+    check(r["p50_ms"] > 0 and r["max_ms"] >= r["p99_ms"] >= r["p50_ms"], "latency quantiles ordered")
+
+
+def case_fake_faults(a):
+    f = Fake("--drop-every", "13", "--dup-every", "17", "--reorder-every", "5")
+    r = bench(a.bench, f.port, "--subscribers", 12, "--publishers", 1, "--rate", 150,
+              "--duration", 1)
+    s = f.finish()
+    if not r:
+        return
+    agree(r, s, 12, 1)
+    check(s["dropped"] > 0 and s["duplicated"] > 0 and s["reordered"] > 0, "all faults happened")
+
+
+def case_fake_kick(a):
+    f = Fake("--kick-after", "40", "--reorder-every", "6")
+    r = bench(a.bench, f.port, "--subscribers", 5, "--publishers", 1, "--rate", 100,
+              "--duration", 1)
+    s = f.finish()
+    if not r:
+        return
+    eq(s, "kicked", 1, "fake kicked one subscriber")
+    agree(r, s, 5, 1, disconnects=1)
+    check(r["lost"] > 0, "the kicked subscriber's messages are lost")
+    check("1008" in (r.get("first_error") or ""), "the close code is reported")
+
+
+def case_fake_groups(a):
+    f = Fake("--drop-every", "11", "--dup-every", "7", "--reorder-every", "4",
+             "--fragment-every", "9", "--ping")
+    r = bench(a.bench, f.port, "--subscribers", 30, "--publishers", 6, "--groups", 3,
+              "--rate", 240, "--duration", 1, "--threads", 2, "--source-ips", 3,
+              "--connect-concurrency", 4)
+    s = f.finish()
+    if not r:
+        return
+    agree(r, s, 30, 6)
+    check(s["dropped"] > 0 and s["duplicated"] > 0 and s["reordered"] > 0, "all faults happened")
+    eq(r, "pings_answered", s["pings_sent"], "pings_answered (fake pinged)")
+
+
+def case_fake_saturate(a):
+    f = Fake("--drop-every", "50", "--dup-every", "31", "--reorder-every", "9")
+    r = bench(a.bench, f.port, "--subscribers", 8, "--publishers", 2, "--saturate",
+              "--window", 8, "--duration", 1, "--grace", 0.5)
+    s = f.finish()
+    if not r:
+        return
+    agree(r, s, 8, 2)
+    check(r["published"] > 0, "published something")
+    check(r["deliveries_per_sec"] > 0, "deliveries/s reported")
+    # every dropped message (the same k for all subscribers) pins a window slot
+    check(r["window_timeouts"] > 0, "window slots of dropped messages timed out")
+
+
+def case_fake_idle(a):
+    f = Fake()
+    r = bench(a.bench, f.port, "--subscribers", 25, "--idle", "--duration", 0.3,
+              "--server-pid", f.proc.pid)
+    s = f.finish()
+    if not r:
+        return
+    eq(r, "connections_ok", 25)
+    eq(r, "published", 0)
+    eq(s, "subscribers", 25, "fake saw 25 subscribers")
+    check(isinstance(r["server_rss_kb"], int) and r["server_rss_kb"] > 0, "server RSS reported")
+
+
+def case_args(a):
+    def run(*args):
+        return subprocess.run([a.bench] + list(args), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=30).returncode
+    for bad in (["--size", "10"], ["--host", "10.0.0.1"], ["--bogus"], ["--port", "0"],
+                ["--rate", "x"], ["--publishers", "0"], ["--saturate", "--idle"], ["extra"]):
+        check(run(*bad) == 2, "exit 2 for %s" % " ".join(bad))
+    check(run("--help") == 0, "exit 0 for --help")
+    # a port nobody listens on: every connection fails -> setup failure
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    check(run("--port", str(port), "--subscribers", "3", "--duration", "0.1") == 1,
+          "exit 1 when nothing accepts connections")
+
+
+def case_herald(a):
+    if not a.herald or not os.access(a.herald, os.X_OK):
+        sys.exit("no herald binary: %r" % a.herald)
+    proc, port = start_server([a.herald, "--listen", "127.0.0.1:0"],
+                              r"listening on [0-9.]+:(\d+)")
+    try:
+        r = bench(a.bench, port, "--subscribers", 50, "--publishers", 2, "--groups", 2,
+                  "--rate", 200, "--duration", 2, "--server-pid", proc.pid)
+    finally:
+        stop(proc)
+    if not r:
+        return
+    eq(r, "connections_ok", 52)
+    eq(r, "connections_failed", 0)
+    check(r["published"] > 0, "published something")
+    eq(r, "expected", r["published"] * 25, "expected == published x 25")
+    eq(r, "delivered", r["expected"], "delivered == expected")
+    for k in ("lost", "duplicated", "out_of_order", "invalid", "unexpected", "disconnects",
+              "protocol_errors"):
+        eq(r, k, 0)
+    check(isinstance(r["server_cpu_seconds"], float), "server CPU reported")
+
+
+CASES = {
+    "fake-clean": case_fake_clean, "fake-faults": case_fake_faults,
+    "fake-groups": case_fake_groups, "fake-kick": case_fake_kick, "fake-saturate": case_fake_saturate,
+    "fake-idle": case_fake_idle, "args": case_args, "herald": case_herald,
+}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--bench", required=True)
+    p.add_argument("--herald")
+    p.add_argument("case", choices=sorted(CASES))
+    a = p.parse_args()
+    CASES[a.case](a)
+    if failures:
+        print("%d check(s) failed" % len(failures))
+        sys.exit(1)
+    print("all checks passed")
+
+
+if __name__ == "__main__":
+    main()
