@@ -3,7 +3,7 @@
 # usage: scripts/deps.sh build|test|fuzz|bench ...
 set -euo pipefail
 
-pkgs_build="build-essential cmake pkg-config libssl-dev"
+pkgs_build="build-essential cmake pkg-config libssl-dev libjansson-dev"
 pkgs_test="libcmocka-dev python3 python3-websockets python3-pytest"
 pkgs_fuzz="clang libclang-rt-14-dev"
 

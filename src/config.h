@@ -1,16 +1,29 @@
-/* Configuration: defaults, then command-line flags. The parsed config is an
- * immutable snapshot; workers read it through config_get(). */
+/* Configuration: defaults < config file (JSON) < HERALD_* environment < flags.
+ * A loaded config is an immutable snapshot; workers read the current one
+ * through config_get() at the top of each loop pass, and SIGHUP swaps in a
+ * new one (config_reload) without blocking them. */
 #ifndef HERALD_CONFIG_H
 #define HERALD_CONFIG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
 typedef enum slow_policy { SLOW_CLOSE = 0, SLOW_DROP_OLDEST } slow_policy;
+typedef enum log_format { LOGF_TEXT = 0, LOGF_JSON } log_format;
+
+typedef struct str_list {
+    char **v;
+    size_t *len;
+    size_t n;
+} str_list;
 
 typedef struct config {
+    uint64_t generation;       /* increases with every reload */
+    char *config_path;         /* NULL: no file */
+    char *listen;              /* HOST:PORT as given */
     char listen_host[256];
     uint16_t listen_port;
     int workers;
@@ -23,17 +36,35 @@ typedef struct config {
     size_t max_header_size;
     int max_groups;
     uint64_t shutdown_timeout_ms;
+    uint64_t drain_window_ms;
+    str_list publish_keys;
+    str_list jwt_secrets;
+    uint64_t jwt_leeway_ms;
+    str_list allowed_origins;
+    int max_conns_per_ip;      /* 0: unlimited */
+    int client_frame_rate;     /* frames/s a subscriber may send; 0: unlimited */
+    int accept_rate;           /* new WebSocket upgrades/s; 0: unlimited */
+    char *tls_cert;
+    char *tls_key;
+    log_format log_format;
+    int log_level;
 } config;
 
 typedef enum config_result { CONFIG_OK = 0, CONFIG_EXIT = 1, CONFIG_ERROR = -1 } config_result;
 
-void config_defaults(config *c);
+/* Builds a config from defaults, the file named by --config (or
+ * HERALD_CONFIG), the environment and argv, in that order of precedence
+ * (lowest first). --help/--version/--print-config print to out and return
+ * CONFIG_EXIT; errors go to err. On success *out_cfg is a new snapshot. */
+config_result config_load(int argc, char **argv, char **envp, FILE *out, FILE *err,
+                          config **out_cfg);
 
-/* Parses argv into c. Prints --help/--version to out (CONFIG_EXIT) and errors
- * to err (CONFIG_ERROR). */
-config_result config_parse(config *c, int argc, char **argv, FILE *out, FILE *err);
+void config_free(config *c);
 
-/* The snapshot in force; set once before workers start. */
+/* Prints the effective configuration as JSON (secrets masked). */
+void config_print(const config *c, FILE *out);
+
+/* The snapshot in force. */
 const config *config_get(void);
 void config_set(const config *c);
 

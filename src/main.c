@@ -2,13 +2,15 @@
 #include <stdio.h>
 
 #include "config.h"
+#include "log.h"
 #include "server.h"
+
+extern char **environ;
 
 int main(int argc, char **argv)
 {
-    static config cfg;
-    config_defaults(&cfg);
-    switch (config_parse(&cfg, argc, argv, stdout, stderr)) {
+    config *cfg = NULL;
+    switch (config_load(argc, argv, environ, stdout, stderr, &cfg)) {
     case CONFIG_EXIT:
         return 0;
     case CONFIG_ERROR:
@@ -16,6 +18,9 @@ int main(int argc, char **argv)
     case CONFIG_OK:
         break;
     }
-    config_set(&cfg);
-    return server_run(&cfg);
+    log_configure((log_level)cfg->log_level, cfg->log_format == LOGF_JSON);
+    config_set(cfg);
+    int status = server_run(cfg, argc, argv);
+    config_free((config *)config_get());
+    return status;
 }

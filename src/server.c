@@ -64,7 +64,67 @@ size_t server_metrics_text(server *s, char *buf, size_t cap, int json)
                 : metrics_prometheus(&sum, s->nworkers, up, buf, cap);
 }
 
-static int server_wait_signal(void)
+extern char **environ;
+
+/* Waits until every worker has started a loop pass with generation gen: from
+ * then on none of them can still hold the previous snapshot (quiescent-state
+ * reclamation, the C counterpart of the seed's atomic.Value swap). */
+static bool server_quiesce(server *s, uint64_t gen)
+{
+    for (int tries = 0; tries < 500; tries++) {
+        bool all = true;
+        for (int i = 0; i < s->nworkers; i++) {
+            worker *w = &s->workers[i];
+            if (atomic_load_explicit(&w->seen_generation, memory_order_acquire) < gen) {
+                all = false;
+                worker_wake(w);
+            }
+        }
+        if (all)
+            return true;
+        usleep(10000);
+    }
+    return false;
+}
+
+static void server_reload(server *s, int argc, char **argv)
+{
+    const config *old = config_get();
+    config *c = NULL;
+    if (config_load(argc, argv, environ, stderr, stderr, &c) != CONFIG_OK) {
+        log_msg(LOG_ERROR, "reload failed: keeping the previous configuration");
+        return;
+    }
+    /* What the running process cannot change stays as it was. */
+    if (strcmp(c->listen, old->listen) || c->workers != old->workers ||
+        (c->tls_cert ? !old->tls_cert || strcmp(c->tls_cert, old->tls_cert) : !!old->tls_cert) ||
+        (c->tls_key ? !old->tls_key || strcmp(c->tls_key, old->tls_key) : !!old->tls_key))
+        log_msg(LOG_WARN, "reload: listen, workers and TLS files change only on restart");
+    free(c->listen);
+    c->listen = strdup(old->listen);
+    memcpy(c->listen_host, old->listen_host, sizeof c->listen_host);
+    c->listen_port = old->listen_port;
+    c->workers = old->workers;
+    free(c->tls_cert);
+    free(c->tls_key);
+    c->tls_cert = old->tls_cert ? strdup(old->tls_cert) : NULL;
+    c->tls_key = old->tls_key ? strdup(old->tls_key) : NULL;
+    c->generation = old->generation + 1;
+    log_configure((log_level)c->log_level, c->log_format == LOGF_JSON);
+    config_set(c);
+    s->cfg = c;
+    if (server_quiesce(s, c->generation))
+        config_free((config *)old);
+    else
+        log_msg(LOG_WARN, "reload: a worker did not pass a quiescent point; "
+                          "keeping the old configuration's memory");
+    log_msg(LOG_INFO, "reloaded configuration (generation %llu, %zu publish keys, "
+                      "%zu JWT secrets, %zu allowed origins)",
+            (unsigned long long)c->generation, c->publish_keys.n, c->jwt_secrets.n,
+            c->allowed_origins.n);
+}
+
+static int server_wait_signal(server *s, int argc, char **argv)
 {
     sigset_t set;
     sigemptyset(&set);
@@ -76,14 +136,37 @@ static int server_wait_signal(void)
         if (sigwait(&set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            log_msg(LOG_INFO, "SIGHUP: nothing to reload (no config file)");
+            server_reload(s, argc, argv);
             continue;
         }
         return sig;
     }
 }
 
-int server_run(const config *cfg)
+/* While the workers drain, a second SIGINT/SIGTERM turns a 1012 drain into
+ * an immediate 1001 close. */
+static void server_wait_workers(server *s, int started)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    struct timespec tick = {0, 50 * 1000 * 1000};
+    for (;;) {
+        bool all = true;
+        for (int i = 0; i < started; i++)
+            all &= atomic_load_explicit(&s->workers[i].done, memory_order_acquire);
+        if (all)
+            return;
+        if (sigtimedwait(&set, NULL, &tick) > 0) {
+            log_msg(LOG_INFO, "second signal: closing every connection now");
+            for (int i = 0; i < started; i++)
+                worker_request_stop(&s->workers[i], false);
+        }
+    }
+}
+
+int server_run(const config *cfg, int argc, char **argv)
 {
     server s = {.cfg = cfg, .nworkers = cfg->workers, .start_ms = worker_clock_ms()};
     /* Signals are handled by this thread alone (sigwait); workers inherit the
@@ -130,12 +213,19 @@ int server_run(const config *cfg)
         bool v6 = strchr(h, ':') != NULL;
         fprintf(stderr, "herald: listening on %s%s%s:%u (%d workers)\n", v6 ? "[" : "", h,
                 v6 ? "]" : "", s.port, s.nworkers);
-        int sig = server_wait_signal();
+        int sig = server_wait_signal(&s, argc, argv);
+        cfg = s.cfg;
         log_msg(LOG_INFO, "%s: closing connections (up to %.1f s)",
-                sig == SIGINT ? "SIGINT" : "SIGTERM", (double)cfg->shutdown_timeout_ms / 1000.0);
+                sig == SIGINT ? "SIGINT" : "SIGTERM",
+                (double)(cfg->shutdown_timeout_ms + (sig == SIGTERM ? cfg->drain_window_ms : 0)) /
+                    1000.0);
+        for (int i = 0; i < started; i++)
+            worker_request_stop(&s.workers[i], sig == SIGTERM);
+        server_wait_workers(&s, started);
+    } else {
+        for (int i = 0; i < started; i++)
+            worker_request_stop(&s.workers[i], false);
     }
-    for (int i = 0; i < started; i++)
-        worker_request_stop(&s.workers[i]);
     for (int i = 0; i < started; i++)
         worker_join(&s.workers[i]);
     for (int i = 0; i < inited; i++)

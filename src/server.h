@@ -16,8 +16,9 @@ typedef struct server {
     uint64_t start_ms;
 } server;
 
-/* Runs until SIGTERM/SIGINT; returns the process exit status. */
-int server_run(const config *cfg);
+/* Runs until SIGTERM/SIGINT; returns the process exit status. argv is kept
+ * for SIGHUP, which reloads the configuration from the same sources. */
+int server_run(const config *cfg, int argc, char **argv);
 
 /* Renders the summed metrics of all workers. */
 size_t server_metrics_text(server *s, char *buf, size_t cap, int json);

@@ -49,7 +49,9 @@ int worker_init(worker *w, server *srv, int id, int listen_fd)
     w->pending = calloc(w->npending, sizeof *w->pending);
     w->now_ms = worker_clock_ms();
     atomic_init(&w->notified, false);
-    atomic_init(&w->stop, false);
+    atomic_init(&w->stop, 0);
+    atomic_init(&w->seen_generation, 0);
+    atomic_init(&w->done, false);
     if (w->epfd < 0 || w->efd < 0 || !w->scratch || !w->pending || !groups_init(&w->groups) ||
         !ring_init(&w->inbox, WORKER_INBOX))
         return -1;
@@ -286,24 +288,96 @@ static void worker_tick(worker *w)
 }
 
 
-static void worker_begin_drain(worker *w)
+/* Closes one connection for shutdown: WebSockets get a close frame after
+ * what is already queued for them; idle HTTP connections just go. */
+static void worker_shut_conn(worker *w, conn *c, unsigned code)
+{
+    (void)w;
+    if (c->state == CONN_WS)
+        conn_close_ws(c, code, code == WS_CLOSE_RESTART ? "service restart" : "server shutdown",
+                      true);
+    else if (c->state == CONN_HTTP && outq_empty(&c->q) && !c->pend_len)
+        conn_destroy(c);
+    else if (c->state != CONN_DRAIN)
+        conn_close_after_flush(c);
+}
+
+static void worker_begin_drain(worker *w, bool restart)
 {
     /* Whatever was published before the stop reaches its subscribers ahead
      * of their close frames. */
     worker_drain_inbox(w);
     w->draining = true;
-    w->drain_deadline_ms = w->now_ms + w->cfg->shutdown_timeout_ms;
+    w->restart_drain = restart;
+    w->drain_start_ms = w->now_ms;
+    w->drain_deadline_ms = w->now_ms + w->cfg->shutdown_timeout_ms +
+                           (restart ? w->cfg->drain_window_ms : 0);
     epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->lfd, NULL);
     close(w->lfd);
     w->lfd = -1;
     for (uint32_t i = w->nconns; i-- > 0;) {
         conn *c = w->conns[i];
-        if (c->state == CONN_WS)
-            conn_close_ws(c, WS_CLOSE_GOING_AWAY, "server shutdown", true);
-        else if (c->state == CONN_HTTP && outq_empty(&c->q))
-            conn_destroy(c);
-        else
-            conn_close_after_flush(c);
+        if (!restart || c->state != CONN_WS)
+            worker_shut_conn(w, c, WS_CLOSE_GOING_AWAY);
+    }
+}
+
+/* SIGTERM drain: closes the open WebSockets with 1012 in even steps over the
+ * drain window, so clients reconnecting elsewhere arrive spread out instead of
+ * in one burst. */
+static void worker_drain_step(worker *w)
+{
+    uint64_t window = w->cfg->drain_window_ms, elapsed = w->now_ms - w->drain_start_ms;
+    uint32_t open = 0;
+    for (uint32_t i = 0; i < w->nconns; i++)
+        open += w->conns[i]->state == CONN_WS;
+    if (!open)
+        return;
+    /* Share of the remaining connections due by now. */
+    uint64_t left_ms = elapsed >= window ? 0 : window - elapsed;
+    uint32_t due = left_ms == 0 ? open
+                                : (uint32_t)((uint64_t)open * WORKER_TICK_MS / (left_ms + WORKER_TICK_MS));
+    if (due == 0 && open)
+        due = 1;
+    for (uint32_t i = w->nconns; i-- > 0 && due > 0;) {
+        conn *c = w->conns[i];
+        if (c->state == CONN_WS) {
+            worker_shut_conn(w, c, WS_CLOSE_RESTART);
+            due--;
+        }
+    }
+}
+
+/* Picks up a reloaded configuration between loop passes; advertising the
+ * generation tells the reloader this worker no longer holds the old one. */
+static void worker_refresh_config(worker *w)
+{
+    const config *c = config_get();
+    if (c != w->cfg) {
+        size_t need = 65536 + c->max_header_size;
+        if (need > w->scratch_cap) {
+            uint8_t *s = realloc(w->scratch, need);
+            if (s) {
+                w->scratch = s;
+                w->scratch_cap = need;
+            }
+        }
+        w->cfg = c;
+    }
+    atomic_store_explicit(&w->seen_generation, c->generation, memory_order_release);
+}
+
+static void worker_check_stop(worker *w)
+{
+    int stop = atomic_load_explicit(&w->stop, memory_order_acquire);
+    if (!stop)
+        return;
+    if (!w->draining) {
+        worker_begin_drain(w, stop == 2);
+    } else if (w->restart_drain && stop == 1) { /* a second, impatient signal */
+        w->restart_drain = false;
+        for (uint32_t i = w->nconns; i-- > 0;)
+            worker_shut_conn(w, w->conns[i], WS_CLOSE_GOING_AWAY);
     }
 }
 
@@ -313,6 +387,7 @@ static void *worker_main(void *arg)
     struct epoll_event evs[WORKER_EVENTS];
     w->next_tick_ms = w->now_ms + WORKER_TICK_MS;
     for (;;) {
+        worker_refresh_config(w);
         int timeout = worker_has_pending(w) ? 1 : WORKER_TICK_MS;
         int n = epoll_wait(w->epfd, evs, WORKER_EVENTS, timeout);
         w->now_ms = worker_clock_ms();
@@ -337,20 +412,19 @@ static void *worker_main(void *arg)
         }
         worker_drain_inbox(w);
         worker_flush_pending(w);
+        worker_check_stop(w);
+        if (w->draining && w->restart_drain && w->now_ms >= w->next_tick_ms)
+            worker_drain_step(w);
         worker_flush_dirty(w);
         if (w->now_ms >= w->next_tick_ms) {
             worker_tick(w);
             w->next_tick_ms = w->now_ms + WORKER_TICK_MS;
         }
         worker_bury(w);
-        if (!w->draining && atomic_load_explicit(&w->stop, memory_order_acquire)) {
-            worker_begin_drain(w);
-            worker_flush_dirty(w);
-            worker_bury(w);
-        }
         if (w->draining && (w->nconns == 0 || w->now_ms >= w->drain_deadline_ms))
             break;
     }
+    atomic_store_explicit(&w->done, true, memory_order_release);
     return NULL;
 }
 
@@ -358,12 +432,21 @@ int worker_start(worker *w) { return pthread_create(&w->thread, NULL, worker_mai
 
 void worker_join(worker *w) { pthread_join(w->thread, NULL); }
 
-void worker_request_stop(worker *w)
+void worker_wake(worker *w)
 {
-    atomic_store_explicit(&w->stop, true, memory_order_release);
     uint64_t one = 1;
     ssize_t r = write(w->efd, &one, sizeof one);
-    (void)r;
+    (void)r; /* EAGAIN: the counter is already non-zero, it will wake anyway */
+}
+
+void worker_request_stop(worker *w, bool restart)
+{
+    int want = restart ? 2 : 1, cur = atomic_load(&w->stop);
+    /* 0 -> anything; 2 (drain) -> 1 (now); never back. */
+    while ((cur == 0 || (cur == 2 && want == 1)) &&
+           !atomic_compare_exchange_weak(&w->stop, &cur, want))
+        ;
+    worker_wake(w);
 }
 
 /* After every worker has stopped: nothing can push into any inbox any more. */

@@ -27,13 +27,17 @@ typedef struct msg_fifo {
 typedef struct worker {
     ring inbox; /* first: its cache-line-aligned indices stay on their own lines */
     atomic_bool notified;
-    atomic_bool stop;
+    atomic_int stop;              /* 0 running, 1 close with 1001 now, 2 drain with 1012 */
+    _Atomic uint64_t seen_generation; /* config generation at the last loop pass */
+    atomic_bool done;             /* the thread has left its loop */
     int id;
     struct server *srv;
     const config *cfg;
     pthread_t thread;
     int epfd, lfd, efd, reserve_fd;
     bool draining;
+    bool restart_drain;           /* closing with 1012 over the drain window */
+    uint64_t drain_start_ms;
     uint64_t drain_deadline_ms;
     uint64_t now_ms;
     uint64_t next_tick_ms;
@@ -55,7 +59,11 @@ int worker_init(worker *w, struct server *srv, int id, int listen_fd);
 int worker_start(worker *w);
 void worker_join(worker *w);
 void worker_cleanup(worker *w);
-void worker_request_stop(worker *w);
+/* Stops the worker: restart=true closes WebSockets with 1012 spread over
+ * --drain-window (SIGTERM), false closes them with 1001 at once (SIGINT).
+ * A later call can only make an ongoing stop faster. */
+void worker_request_stop(worker *w, bool restart);
+void worker_wake(worker *w);
 
 /* Publishes a finished message from this worker: to every other worker's
  * inbox and to local subscribers. Consumes the caller's reference. */
