@@ -93,7 +93,7 @@ void report_json(FILE *out, const bench_result *r)
     fprintf(out, "{\"mode\":\"%s\",\"subscribers\":%u,\"publishers\":%u,\"groups\":%u,\"size\":%u,"
                  "\"rate\":%g,\"window\":%u,\"duration\":%g,\"threads\":%u,",
             report_mode(a), a->subscribers, a->idle ? 0 : a->publishers, a->groups, a->size,
-            a->saturate ? 0 : a->rate, a->saturate ? a->window : 0, a->duration, a->threads);
+            a->saturate || a->idle ? 0 : a->rate, a->saturate ? a->window : 0, a->duration, a->threads);
     fprintf(out, "\"connections_ok\":%llu,\"connections_failed\":%llu,\"connect_seconds\":%.6f,"
                  "\"subscribers_ok\":%llu,\"publishers_ok\":%llu,",
             (unsigned long long)(r->sub_ok + r->pub_ok), (unsigned long long)r->failed,

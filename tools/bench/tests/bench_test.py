@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -48,6 +49,9 @@ def start_server(cmd, pattern):
             break
         m = re.search(pattern, line)
         if m:
+            # keep draining stderr so a chatty server never blocks on the pipe
+            threading.Thread(target=lambda: [sys.stderr.write("server: " + l)
+                                             for l in proc.stderr], daemon=True).start()
             return proc, int(m.group(1))
     proc.kill()
     proc.wait()
@@ -205,6 +209,19 @@ def case_args(a):
     s.close()
     check(run("--port", str(port), "--subscribers", "3", "--duration", "0.1") == 1,
           "exit 1 when nothing accepts connections")
+    # a server that accepts TCP but never answers the upgrade: bounded by
+    # --connect-timeout, then a setup failure (subprocess timeout = hang)
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(16)
+    try:
+        r = subprocess.run([a.bench, "--port", str(mute.getsockname()[1]), "--subscribers", "3",
+                            "--connect-timeout", "0.3", "--json"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=30)
+    finally:
+        mute.close()
+    check(r.returncode == 1, "exit 1 when handshakes time out (got %d)" % r.returncode)
+    check("timed out" in r.stderr, "the timeout is named on stderr")
 
 
 def case_herald(a):
