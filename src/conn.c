@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -123,6 +124,13 @@ static void conn_after_write(conn *c, const outq_done *done)
         METRIC_ADD(&w->m, deliveries, done->data_msgs);
 }
 
+static uint64_t conn_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 void conn_flush(conn *c)
 {
     struct iovec iov[CONN_IOV];
@@ -141,7 +149,7 @@ void conn_flush(conn *c)
             return;
         }
         size_t before = c->q.bytes;
-        outq_done done = {0};
+        outq_done done = {.lat = &c->w->m, .now_us = conn_now_us()};
         outq_consume(&c->q, (size_t)r, &done);
         conn_account(c, before);
         conn_after_write(c, &done);
@@ -283,6 +291,8 @@ void conn_destroy(conn *c)
     outq_clear(&c->q);
     close(c->fd);
     c->fd = -1;
+    if (c->ip_counted)
+        limits_ip_release(&c->ip);
     METRIC_SUB(&w->m, connections_open, 1);
     c->next_dead = w->graveyard;
     w->graveyard = c;

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "groups.h"
+#include "limits.h"
 #include "msg.h"
 #include "outq.h"
 #include "ws.h"
@@ -41,6 +42,7 @@ typedef struct conn {
     bool keepalive;
     bool body_text;        /* POST body must be UTF-8 and goes out as a text frame */
     bool in_all;           /* member of the worker's broadcast-to-all list */
+    bool ip_counted;       /* holds a slot in the per-IP connection count */
     uint16_t nsubs;
     uint32_t slot;         /* index in worker->conns */
     uint32_t all_slot;     /* index in worker->all */
@@ -58,6 +60,9 @@ typedef struct conn {
     msg *pub;              /* message being assembled (WS publisher or POST body) */
     char *pub_group;       /* WS publisher's target group; NULL: everyone */
     uint64_t body_left;
+    uint64_t rate_frames;  /* reader frame count at the start of the rate window */
+    uint64_t rate_window_ms;
+    ip_key ip;
     ws_reader rd;
 } conn;
 
@@ -104,6 +109,8 @@ void conn_destroy(conn *c);
 void conn_free(conn *c);
 
 /* conn_http.c */
+/* Answers an error status and closes after it. */
+void conn_http_refuse(conn *c, int status, const char *why, const char *extra_headers);
 void conn_http_process(conn *c, uint8_t *p, size_t n, size_t *used);
 void conn_http_body(conn *c, uint8_t *p, size_t n, size_t *used);
 

@@ -3,7 +3,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
+#include "auth.h"
 #include "conn.h"
 #include "http.h"
 #include "server.h"
@@ -40,15 +43,17 @@ static void conn_http_respond(conn *c, int status, const char *ctype, const void
     m->payload_len = m->len = (uint32_t)total;
     m->kind = MSG_RAW;
     METRIC_INC(&w->m, http_requests);
-    if (status >= 400)
+    if (status >= 400) {
         METRIC_INC(&w->m, handshakes_failed);
+        metrics_count_status(&w->m, status);
+    }
     if (!conn_send(c, m, false))
         return;
     if (close)
         conn_close_after_flush(c);
 }
 
-static void conn_http_error(conn *c, int status, const char *why, const char *extra)
+void conn_http_refuse(conn *c, int status, const char *why, const char *extra)
 {
     char body[256];
     int n = snprintf(body, sizeof body, "{\"ok\":false,\"status\":%d,\"error\":\"%s\"}\n", status,
@@ -100,7 +105,7 @@ static void conn_publish_body_done(conn *c)
     c->state = CONN_HTTP;
     if (c->body_text && !utf8_valid(msg_payload(m), m->payload_len)) {
         msg_unref(m);
-        conn_http_error(c, 400, "text body is not valid UTF-8", NULL);
+        conn_http_refuse(c, 400, "text body is not valid UTF-8", NULL);
         return;
     }
     char group[MSG_GROUP_MAX + 1];
@@ -108,6 +113,7 @@ static void conn_publish_body_done(conn *c)
     memcpy(group, m->group, glen + 1);
     size_t bytes = m->payload_len;
     msg_finish(m, MSG_DATA, c->body_text ? WS_OP_TEXT : WS_OP_BINARY, group, glen);
+    METRIC_INC(&c->w->m, published_http);
     worker_publish(c->w, m);
     char body[MSG_GROUP_MAX + 96];
     int n = glen ? snprintf(body, sizeof body, "{\"ok\":true,\"group\":\"%s\",\"bytes\":%zu}\n",
@@ -133,26 +139,26 @@ static void conn_http_publish(conn *c, const http_request *req, const char *grou
 {
     const config *cfg = c->w->cfg;
     if (http_header_get(req, "transfer-encoding")) {
-        conn_http_error(c, 411, "send the body with Content-Length", NULL);
+        conn_http_refuse(c, 411, "send the body with Content-Length", NULL);
         return;
     }
     const http_str *cl = http_header_get(req, "content-length");
     unsigned long long len;
     if (!cl) {
-        conn_http_error(c, 411, "Content-Length required", NULL);
+        conn_http_refuse(c, 411, "Content-Length required", NULL);
         return;
     }
     if (!http_parse_content_length(*cl, &len)) {
-        conn_http_error(c, 400, "invalid Content-Length", NULL);
+        conn_http_refuse(c, 400, "invalid Content-Length", NULL);
         return;
     }
     if (len > cfg->max_message_size) {
-        conn_http_error(c, 413, "message larger than --max-message-size", NULL);
+        conn_http_refuse(c, 413, "message larger than --max-message-size", NULL);
         return;
     }
     msg *m = msg_alloc((size_t)len);
     if (!m) {
-        conn_http_error(c, 503, "out of memory", NULL);
+        conn_http_refuse(c, 503, "out of memory", NULL);
         return;
     }
     memcpy(m->group, group, glen);
@@ -180,31 +186,31 @@ static bool conn_ws_handshake_ok(conn *c, const http_request *req)
 {
     const http_str *v;
     if (req->minor_version < 1) {
-        conn_http_error(c, 400, "WebSocket needs HTTP/1.1", NULL);
+        conn_http_refuse(c, 400, "WebSocket needs HTTP/1.1", NULL);
         return false;
     }
     if (!http_header_get(req, "host")) {
-        conn_http_error(c, 400, "missing Host header", NULL);
+        conn_http_refuse(c, 400, "missing Host header", NULL);
         return false;
     }
     if (!(v = http_header_get(req, "upgrade"))) {
-        conn_http_error(c, 426, "this endpoint speaks WebSocket", "Upgrade: websocket\r\n");
+        conn_http_refuse(c, 426, "this endpoint speaks WebSocket", "Upgrade: websocket\r\n");
         return false;
     }
     if (!http_has_token(*v, "websocket")) {
-        conn_http_error(c, 400, "Upgrade must be websocket", NULL);
+        conn_http_refuse(c, 400, "Upgrade must be websocket", NULL);
         return false;
     }
     if (!(v = http_header_get(req, "connection")) || !http_has_token(*v, "upgrade")) {
-        conn_http_error(c, 400, "Connection must include Upgrade", NULL);
+        conn_http_refuse(c, 400, "Connection must include Upgrade", NULL);
         return false;
     }
     if (!(v = http_header_get(req, "sec-websocket-version")) || !http_str_eq(*v, "13")) {
-        conn_http_error(c, 426, "unsupported WebSocket version", "Sec-WebSocket-Version: 13\r\n");
+        conn_http_refuse(c, 426, "unsupported WebSocket version", "Sec-WebSocket-Version: 13\r\n");
         return false;
     }
     if (!(v = http_header_get(req, "sec-websocket-key")) || !ws_key_valid(v->p, v->n)) {
-        conn_http_error(c, 400, "missing or invalid Sec-WebSocket-Key", NULL);
+        conn_http_refuse(c, 400, "missing or invalid Sec-WebSocket-Key", NULL);
         return false;
     }
     return true;
@@ -237,22 +243,118 @@ static void conn_ws_accept(conn *c, const http_request *req, conn_role role)
     conn_send(c, m, false);
 }
 
+static void conn_auth_failed(conn *c, auth_result r)
+{
+    METRIC_ADD(&c->w->m, auth_failures[r < METRICS_AUTH_REASONS ? r : 0], 1);
+    if (r == AUTH_FORBIDDEN_GROUP)
+        conn_http_refuse(c, 403, "token does not grant this group", NULL);
+    else
+        conn_http_refuse(c, 401, auth_result_name(r), "WWW-Authenticate: Bearer realm=\"herald\"\r\n");
+}
+
+/* --publish-key: every key is compared (constant time each), so timing does
+ * not reveal which one matched or how much of it. */
+static bool conn_publish_key_ok(conn *c, const http_request *req)
+{
+    const str_list *keys = &c->w->cfg->publish_keys;
+    if (keys->n == 0)
+        return true;
+    const http_str *h = http_header_get(req, "authorization");
+    const char *tok;
+    size_t tlen;
+    bool ok = false;
+    if (h && auth_bearer(h->p, h->n, &tok, &tlen))
+        for (size_t i = 0; i < keys->n; i++)
+            ok |= auth_key_equal(tok, tlen, keys->v[i], keys->len[i]);
+    if (!ok)
+        conn_auth_failed(c, h ? AUTH_BAD_SIGNATURE : AUTH_MISSING);
+    return ok;
+}
+
+/* Browsers send Origin; other clients usually do not, and cannot be stopped
+ * by it anyway. The check defeats cross-site WebSocket hijacking. */
+static bool conn_origin_ok(conn *c, const http_request *req)
+{
+    const str_list *allowed = &c->w->cfg->allowed_origins;
+    const http_str *o = http_header_get(req, "origin");
+    if (!o || allowed->n == 0 ||
+        auth_origin_allowed(o->p, o->n, (const char *const *)allowed->v, allowed->n))
+        return true;
+    METRIC_INC(&c->w->m, rate_limited);
+    conn_http_refuse(c, 403, "origin not allowed", NULL);
+    return false;
+}
+
+static bool conn_accept_rate_ok(conn *c)
+{
+    if (limits_accept_allow(c->w->now_ms, c->w->cfg->accept_rate))
+        return true;
+    METRIC_INC(&c->w->m, rate_limited);
+    conn_http_refuse(c, 503, "too many new connections, retry shortly", "Retry-After: 1\r\n");
+    return false;
+}
+
+/* --jwt-secret: a valid token is required, and must grant every group asked. */
+static bool conn_jwt_ok(conn *c, const http_request *req, const char *list, long n)
+{
+    const config *cfg = c->w->cfg;
+    if (cfg->jwt_secrets.n == 0)
+        return true;
+    static _Thread_local char tokbuf[8200];
+    static _Thread_local jwt_claims claims;
+    const char *tok = NULL;
+    size_t tlen = 0;
+    long q = http_query_get(req->query, "token", tokbuf, sizeof tokbuf);
+    const http_str *h = http_header_get(req, "authorization");
+    if (q >= 0) {
+        tok = tokbuf;
+        tlen = (size_t)q;
+    } else if (q == -2) {
+        conn_auth_failed(c, AUTH_MALFORMED);
+        return false;
+    } else if (!h || !auth_bearer(h->p, h->n, &tok, &tlen)) {
+        conn_auth_failed(c, h ? AUTH_MALFORMED : AUTH_MISSING);
+        return false;
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    auth_result r = jwt_verify(tok, tlen, (const char *const *)cfg->jwt_secrets.v,
+                               cfg->jwt_secrets.len, cfg->jwt_secrets.n, (int64_t)now.tv_sec,
+                               (int64_t)(cfg->jwt_leeway_ms / 1000), &claims);
+    if (r != AUTH_OK) {
+        conn_auth_failed(c, r);
+        return false;
+    }
+    for (size_t i = 0; n >= 0 && i <= (size_t)n;) {
+        size_t s = i;
+        while (i < (size_t)n && list[i] != ',')
+            i++;
+        if (!jwt_group_allowed(&claims, list + s, i - s)) {
+            conn_auth_failed(c, AUTH_FORBIDDEN_GROUP);
+            return false;
+        }
+        i++;
+    }
+    return true;
+}
+
 static void conn_route_ws(conn *c, const http_request *req)
 {
     char list[CONN_GROUP_LIST_MAX];
     long n = http_query_get(req->query, "groups", list, sizeof list);
     if (n == -2) {
-        conn_http_error(c, 400, "malformed groups parameter", NULL);
+        conn_http_refuse(c, 400, "malformed groups parameter", NULL);
         return;
     }
     if (n >= 0) {
         const char *why = conn_groups_check(list, (size_t)n, c->w->cfg->max_groups);
         if (why) {
-            conn_http_error(c, 400, why, NULL);
+            conn_http_refuse(c, 400, why, NULL);
             return;
         }
     }
-    if (!conn_ws_handshake_ok(c, req))
+    if (!conn_ws_handshake_ok(c, req) || !conn_origin_ok(c, req) || !conn_accept_rate_ok(c) ||
+        !conn_jwt_ok(c, req, list, n))
         return;
     /* Join before the 101 goes out: anything published after the client sees
      * the upgrade reaches it. */
@@ -264,7 +366,7 @@ static void conn_route_ws(conn *c, const http_request *req)
                 i++;
             if (!conn_subscribe(c, list + s, i - s)) {
                 conn_unsubscribe_all(c);
-                conn_http_error(c, 503, "out of memory", NULL);
+                conn_http_refuse(c, 503, "out of memory", NULL);
                 return;
             }
             i++;
@@ -272,7 +374,7 @@ static void conn_route_ws(conn *c, const http_request *req)
     }
     if (!worker_add_all(c->w, c)) {
         conn_unsubscribe_all(c);
-        conn_http_error(c, 503, "out of memory", NULL);
+        conn_http_refuse(c, 503, "out of memory", NULL);
         return;
     }
     conn_ws_accept(c, req, ROLE_SUB);
@@ -286,7 +388,7 @@ static long conn_publish_group(conn *c, const http_request *req, char *group)
     if (n == -1)
         return 0;
     if (n < 0 || !group_name_valid(group, (size_t)n)) {
-        conn_http_error(c, 400, "invalid group name (1-128 bytes of A-Z a-z 0-9 . _ : -)", NULL);
+        conn_http_refuse(c, 400, "invalid group name (1-128 bytes of A-Z a-z 0-9 . _ : -)", NULL);
         return -1;
     }
     return n;
@@ -299,7 +401,7 @@ static void conn_route(conn *c, const http_request *req)
     http_str path = req->path;
     if (path.n == 3 && memcmp(path.p, "/ws", 3) == 0) {
         if (!get) {
-            conn_http_error(c, 405, "use GET with a WebSocket upgrade", "Allow: GET\r\n");
+            conn_http_refuse(c, 405, "use GET with a WebSocket upgrade", "Allow: GET\r\n");
             return;
         }
         conn_route_ws(c, req);
@@ -308,7 +410,7 @@ static void conn_route(conn *c, const http_request *req)
     if (path.n == 8 && memcmp(path.p, "/publish", 8) == 0) {
         char group[MSG_GROUP_MAX + 1];
         if (!get && req->method != HTTP_POST) {
-            conn_http_error(c, 405, "use POST, or GET with a WebSocket upgrade",
+            conn_http_refuse(c, 405, "use POST, or GET with a WebSocket upgrade",
                             "Allow: GET, POST\r\n");
             return;
         }
@@ -316,13 +418,15 @@ static void conn_route(conn *c, const http_request *req)
         if (glen < 0)
             return;
         if (req->method == HTTP_POST) {
-            conn_http_publish(c, req, group, (size_t)glen);
+            if (conn_publish_key_ok(c, req))
+                conn_http_publish(c, req, group, (size_t)glen);
             return;
         }
-        if (!conn_ws_handshake_ok(c, req))
+        if (!conn_ws_handshake_ok(c, req) || !conn_origin_ok(c, req) ||
+            !conn_accept_rate_ok(c) || !conn_publish_key_ok(c, req))
             return;
         if (glen && !(c->pub_group = strdup(group))) {
-            conn_http_error(c, 503, "out of memory", NULL);
+            conn_http_refuse(c, 503, "out of memory", NULL);
             return;
         }
         conn_ws_accept(c, req, ROLE_PUB);
@@ -334,11 +438,11 @@ static void conn_route(conn *c, const http_request *req)
                  (path.n == 1 && path.p[0] == '/') ||
                  (path.n == 11 && memcmp(path.p, "/index.html", 11) == 0);
     if (!known) {
-        conn_http_error(c, 404, "not found", NULL);
+        conn_http_refuse(c, 404, "not found", NULL);
         return;
     }
     if (!get && !head) {
-        conn_http_error(c, 405, "use GET", "Allow: GET, HEAD\r\n");
+        conn_http_refuse(c, 405, "use GET", "Allow: GET, HEAD\r\n");
         return;
     }
     if (path.p[1] == 'h') {
@@ -374,7 +478,7 @@ void conn_http_process(conn *c, uint8_t *p, size_t n, size_t *used)
     }
     if (rc < 0) {
         int status = (int)-rc;
-        conn_http_error(c, status,
+        conn_http_refuse(c, status,
                         status == 431 ? "request head too large"
                         : status == 505 ? "HTTP version not supported"
                                         : "malformed request",

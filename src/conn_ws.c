@@ -52,7 +52,25 @@ static void conn_pub_finish(conn *c, uint8_t opcode)
     }
     const char *g = c->pub_group;
     msg_finish(m, MSG_DATA, opcode, g, g ? strlen(g) : 0);
+    METRIC_INC(&c->w->m, published_ws);
     worker_publish(c->w, m);
+}
+
+/* --client-frame-rate: subscribers only send control frames in normal use;
+ * a flood of frames costs us CPU for nothing. Counted per one-second window
+ * from the reader's frame counter. */
+static bool conn_frame_rate_ok(conn *c)
+{
+    int rate = c->w->cfg->client_frame_rate;
+    if (rate <= 0 || c->role != ROLE_SUB)
+        return true;
+    uint64_t now = c->w->now_ms;
+    if (now - c->rate_window_ms >= 1000) {
+        c->rate_window_ms = now;
+        c->rate_frames = c->rd.frames;
+        return true;
+    }
+    return c->rd.frames - c->rate_frames <= (uint64_t)rate;
 }
 
 void conn_ws_process(conn *c, uint8_t *p, size_t n)
@@ -62,6 +80,11 @@ void conn_ws_process(conn *c, uint8_t *p, size_t n)
         ws_event ev;
         off += ws_reader_feed(&c->rd, p + off, n - off, &ev);
         bool open = c->state == CONN_WS;
+        if (open && !conn_frame_rate_ok(c)) {
+            METRIC_INC(&c->w->m, rate_limited);
+            conn_close_ws(c, WS_CLOSE_POLICY, "client frame rate limit", false);
+            return;
+        }
         switch (ev.type) {
         case WS_EV_NONE:
             if (off >= n)
@@ -89,8 +112,9 @@ void conn_ws_process(conn *c, uint8_t *p, size_t n)
         case WS_EV_PONG:
             break;
         case WS_EV_CLOSE:
-            /* Echo the peer's code (an empty close is echoed empty). */
-            conn_close_ws(c, ev.code, NULL, false);
+            /* Echo the peer's code; an empty close gets 1000. */
+            conn_close_ws(c, ev.code == WS_CLOSE_NO_STATUS ? WS_CLOSE_NORMAL : ev.code, NULL,
+                          false);
             return;
         case WS_EV_ERROR:
             METRIC_INC(&c->w->m, protocol_errors);

@@ -4,23 +4,62 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "auth.h"
+
+const uint64_t metrics_lat_bounds_us[METRICS_LAT_BUCKETS - 1] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
+    1000000, 2500000, 5000000,
+};
+
+const int metrics_statuses[METRICS_STATUSES] = {400, 401, 403, 404, 405, 411, 413,
+                                                426, 429, 431, 500, 503, 505, 0};
+
+void metrics_observe_latency(metrics *m, uint64_t us)
+{
+    size_t b = 0;
+    while (b < METRICS_LAT_BUCKETS - 1 && us > metrics_lat_bounds_us[b])
+        b++;
+    metrics_add(&m->lat_bucket[b], 1);
+    metrics_add(&m->lat_sum_us, us);
+}
+
+void metrics_count_status(metrics *m, int status)
+{
+    size_t i = 0;
+    while (i < METRICS_STATUSES - 1 && metrics_statuses[i] != status)
+        i++;
+    metrics_add(&m->failed_by_status[i], 1);
+}
+
+static void metrics_acc(_Atomic uint64_t *dst, const _Atomic uint64_t *src)
+{
+    atomic_store_explicit(dst,
+                          atomic_load_explicit(dst, memory_order_relaxed) +
+                              atomic_load_explicit(src, memory_order_relaxed),
+                          memory_order_relaxed);
+}
+
 void metrics_sum(const metrics *const *blocks, size_t n, metrics *out)
 {
     memset(out, 0, sizeof *out);
     for (size_t i = 0; i < n; i++) {
-#define METRICS_SUM(name, type, help)                                                     \
-    atomic_store_explicit(&out->name,                                                      \
-                          atomic_load_explicit(&out->name, memory_order_relaxed) +         \
-                              atomic_load_explicit(&blocks[i]->name, memory_order_relaxed), \
-                          memory_order_relaxed);
+        const metrics *b = blocks[i];
+#define METRICS_SUM(name, type, help) metrics_acc(&out->name, &b->name);
         METRICS_LIST(METRICS_SUM)
 #undef METRICS_SUM
+        for (size_t k = 0; k < METRICS_LAT_BUCKETS; k++)
+            metrics_acc(&out->lat_bucket[k], &b->lat_bucket[k]);
+        metrics_acc(&out->lat_sum_us, &b->lat_sum_us);
+        for (size_t k = 0; k < METRICS_STATUSES; k++)
+            metrics_acc(&out->failed_by_status[k], &b->failed_by_status[k]);
+        for (size_t k = 0; k < METRICS_AUTH_REASONS; k++)
+            metrics_acc(&out->auth_failures[k], &b->auth_failures[k]);
     }
 }
 
 static void metrics_append(char *buf, size_t cap, size_t *len, const char *fmt, ...)
 {
-    if (*len >= cap)
+    if (*len >= cap - 1)
         return;
     va_list ap;
     va_start(ap, fmt);
@@ -32,7 +71,70 @@ static void metrics_append(char *buf, size_t cap, size_t *len, const char *fmt, 
         *len = cap - 1;
 }
 
-size_t metrics_prometheus(const metrics *m, int workers, double uptime, char *buf, size_t cap)
+#define LOAD(x) ((unsigned long long)atomic_load_explicit(&(x), memory_order_relaxed))
+
+static void metrics_prom_labeled(const metrics *m, char *buf, size_t cap, size_t *len)
+{
+    metrics_append(buf, cap, len,
+                   "# HELP herald_connections Connections open by state\n"
+                   "# TYPE herald_connections gauge\n"
+                   "herald_connections{state=\"subscriber\"} %llu\n"
+                   "herald_connections{state=\"publisher\"} %llu\n"
+                   "herald_connections{state=\"http\"} %llu\n",
+                   LOAD(m->subscribers_open), LOAD(m->publishers_open),
+                   LOAD(m->connections_open) - LOAD(m->subscribers_open) -
+                       LOAD(m->publishers_open));
+    metrics_append(buf, cap, len,
+                   "# HELP herald_published_by_transport_total Messages published by transport\n"
+                   "# TYPE herald_published_by_transport_total counter\n"
+                   "herald_published_by_transport_total{transport=\"http\"} %llu\n"
+                   "herald_published_by_transport_total{transport=\"ws\"} %llu\n",
+                   LOAD(m->published_http), LOAD(m->published_ws));
+    metrics_append(buf, cap, len,
+                   "# HELP herald_deliveries_by_transport_total Deliveries by transport\n"
+                   "# TYPE herald_deliveries_by_transport_total counter\n"
+                   "herald_deliveries_by_transport_total{transport=\"ws\"} %llu\n"
+                   "herald_deliveries_by_transport_total{transport=\"wss\"} %llu\n",
+                   LOAD(m->deliveries) - LOAD(m->deliveries_tls), LOAD(m->deliveries_tls));
+    metrics_append(buf, cap, len,
+                   "# HELP herald_requests_failed_total Requests refused, by HTTP status\n"
+                   "# TYPE herald_requests_failed_total counter\n");
+    for (size_t k = 0; k < METRICS_STATUSES; k++) {
+        if (metrics_statuses[k])
+            metrics_append(buf, cap, len, "herald_requests_failed_total{status=\"%d\"} %llu\n",
+                           metrics_statuses[k], LOAD(m->failed_by_status[k]));
+        else
+            metrics_append(buf, cap, len, "herald_requests_failed_total{status=\"other\"} %llu\n",
+                           LOAD(m->failed_by_status[k]));
+    }
+    metrics_append(buf, cap, len,
+                   "# HELP herald_auth_failures_total Refused credentials, by reason\n"
+                   "# TYPE herald_auth_failures_total counter\n");
+    for (int k = 1; k <= (int)AUTH_FORBIDDEN_GROUP && k < METRICS_AUTH_REASONS; k++)
+        metrics_append(buf, cap, len, "herald_auth_failures_total{reason=\"%s\"} %llu\n",
+                       auth_result_name((auth_result)k), LOAD(m->auth_failures[k]));
+    metrics_append(buf, cap, len,
+                   "# HELP herald_delivery_latency_seconds Publish accepted to frame written\n"
+                   "# TYPE herald_delivery_latency_seconds histogram\n");
+    unsigned long long cum = 0;
+    for (size_t k = 0; k < METRICS_LAT_BUCKETS; k++) {
+        cum += LOAD(m->lat_bucket[k]);
+        if (k < METRICS_LAT_BUCKETS - 1)
+            metrics_append(buf, cap, len,
+                           "herald_delivery_latency_seconds_bucket{le=\"%g\"} %llu\n",
+                           (double)metrics_lat_bounds_us[k] / 1e6, cum);
+        else
+            metrics_append(buf, cap, len,
+                           "herald_delivery_latency_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
+    }
+    metrics_append(buf, cap, len,
+                   "herald_delivery_latency_seconds_sum %.6f\n"
+                   "herald_delivery_latency_seconds_count %llu\n",
+                   (double)LOAD(m->lat_sum_us) / 1e6, cum);
+}
+
+size_t metrics_prometheus(const metrics *m, const metrics *const *per_worker, int workers,
+                          double uptime, char *buf, size_t cap)
 {
     size_t len = 0;
     buf[0] = '\0';
@@ -41,12 +143,23 @@ size_t metrics_prometheus(const metrics *m, int workers, double uptime, char *bu
         const char *suffix = strcmp(#type, "counter") == 0 ? "_total" : "";                 \
         metrics_append(buf, cap, &len, "# HELP herald_%s%s %s\n# TYPE herald_%s%s %s\n",   \
                        #name, suffix, help, #name, suffix, #type);                           \
-        metrics_append(buf, cap, &len, "herald_%s%s %llu\n", #name, suffix,                \
-                       (unsigned long long)atomic_load_explicit(&m->name,                    \
-                                                                memory_order_relaxed));      \
+        metrics_append(buf, cap, &len, "herald_%s%s %llu\n", #name, suffix, LOAD(m->name)); \
     }
     METRICS_LIST(METRICS_PROM)
 #undef METRICS_PROM
+    metrics_prom_labeled(m, buf, cap, &len);
+    metrics_append(buf, cap, &len,
+                   "# HELP herald_worker_connections Connections owned by each worker\n"
+                   "# TYPE herald_worker_connections gauge\n");
+    for (int i = 0; i < workers; i++)
+        metrics_append(buf, cap, &len, "herald_worker_connections{worker=\"%d\"} %llu\n", i,
+                       LOAD(per_worker[i]->connections_open));
+    metrics_append(buf, cap, &len,
+                   "# HELP herald_worker_busy_seconds_total Time each worker spent working\n"
+                   "# TYPE herald_worker_busy_seconds_total counter\n");
+    for (int i = 0; i < workers; i++)
+        metrics_append(buf, cap, &len, "herald_worker_busy_seconds_total{worker=\"%d\"} %.6f\n",
+                       i, (double)LOAD(per_worker[i]->busy_ns) / 1e9);
     metrics_append(buf, cap, &len,
                    "# HELP herald_workers Worker threads\n# TYPE herald_workers gauge\n"
                    "herald_workers %d\n"
@@ -61,9 +174,8 @@ size_t metrics_json(const metrics *m, int workers, double uptime, char *buf, siz
     size_t len = 0;
     buf[0] = '\0';
     metrics_append(buf, cap, &len, "{");
-#define METRICS_JSON(name, type, help)                                                     \
-    metrics_append(buf, cap, &len, "\"%s\":%llu,", #name,                                  \
-                   (unsigned long long)atomic_load_explicit(&m->name, memory_order_relaxed));
+#define METRICS_JSON(name, type, help) \
+    metrics_append(buf, cap, &len, "\"%s\":%llu,", #name, LOAD(m->name));
     METRICS_LIST(METRICS_JSON)
 #undef METRICS_JSON
     metrics_append(buf, cap, &len, "\"workers\":%d,\"uptime_seconds\":%.3f,\"version\":\"%s\"}\n",

@@ -26,12 +26,30 @@
     X(protocol_errors, counter, "WebSocket connections closed for a protocol violation")   \
     X(http_requests, counter, "HTTP requests answered")                                    \
     X(queued_bytes, gauge, "Bytes queued for writing across connections")                  \
-    X(accept_errors, counter, "accept() failures (e.g. out of file descriptors)")
+    X(accept_errors, counter, "accept() failures (e.g. out of file descriptors)")          \
+    X(published_http, counter, "Messages published by HTTP POST")                          \
+    X(published_ws, counter, "Messages published by WebSocket publishers")                 \
+    X(deliveries_tls, counter, "Deliveries written over TLS (wss)")                        \
+    X(rate_limited, counter, "Connections closed or refused by a rate or count limit")     \
+    X(busy_ns, counter, "Nanoseconds spent outside epoll_wait")
+
+/* Publish -> written latency inside the server, upper bounds in microseconds. */
+#define METRICS_LAT_BUCKETS 16
+extern const uint64_t metrics_lat_bounds_us[METRICS_LAT_BUCKETS - 1];
+
+/* Reasons a request was refused (label values of handshake/auth failures). */
+#define METRICS_STATUSES 14
+extern const int metrics_statuses[METRICS_STATUSES]; /* last entry 0 = other */
+#define METRICS_AUTH_REASONS 10
 
 typedef struct metrics {
 #define METRICS_FIELD(name, type, help) _Atomic uint64_t name;
     METRICS_LIST(METRICS_FIELD)
 #undef METRICS_FIELD
+    _Atomic uint64_t lat_bucket[METRICS_LAT_BUCKETS];
+    _Atomic uint64_t lat_sum_us;
+    _Atomic uint64_t failed_by_status[METRICS_STATUSES];
+    _Atomic uint64_t auth_failures[METRICS_AUTH_REASONS];
 } metrics;
 
 static inline void metrics_add(_Atomic uint64_t *c, uint64_t n)
@@ -50,12 +68,16 @@ static inline void metrics_sub(_Atomic uint64_t *c, uint64_t n)
 #define METRIC_ADD(m, name, n) metrics_add(&(m)->name, (n))
 #define METRIC_SUB(m, name, n) metrics_sub(&(m)->name, (n))
 
+void metrics_observe_latency(metrics *m, uint64_t us);
+void metrics_count_status(metrics *m, int status);
+
 /* Sums n blocks into out (plain values). */
 void metrics_sum(const metrics *const *blocks, size_t n, metrics *out);
 
 /* Renders Prometheus text (format 0.0.4) / a JSON object into buf; returns
  * the length written (truncated to cap-1, always NUL-terminated). */
-size_t metrics_prometheus(const metrics *m, int workers, double uptime, char *buf, size_t cap);
+size_t metrics_prometheus(const metrics *m, const metrics *const *per_worker, int workers,
+                          double uptime, char *buf, size_t cap);
 size_t metrics_json(const metrics *m, int workers, double uptime, char *buf, size_t cap);
 
 #endif

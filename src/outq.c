@@ -41,14 +41,17 @@ bool outq_push_urgent(outq *q, msg *m)
 {
     if (!outq_reserve(q))
         return false;
+    /* Goes after a partly written frame, after HTTP bytes (the 101 must come
+     * first) and after earlier control frames (they keep their order), but
+     * ahead of every data frame that has not started. */
+    uint32_t k = q->off > 0 ? 1 : 0;
+    while (k < q->count && (*outq_at(q, k))->kind != MSG_DATA)
+        k++;
     q->head = (q->head - 1) & (q->cap - 1);
     q->count++;
-    if (q->off > 0) { /* keep the partly written frame first */
-        *outq_at(q, 0) = *outq_at(q, 1);
-        *outq_at(q, 1) = m;
-    } else {
-        *outq_at(q, 0) = m;
-    }
+    for (uint32_t i = 0; i < k; i++)
+        *outq_at(q, i) = *outq_at(q, i + 1);
+    *outq_at(q, k) = m;
     q->bytes += m->len;
     return true;
 }
@@ -115,7 +118,11 @@ void outq_consume(outq *q, size_t n, outq_done *done)
         q->count--;
         if (m->kind == MSG_DATA) {
             done->data_msgs++;
-            done->oldest_ns = m->publish_ns;
+            if (done->lat) {
+                uint64_t pub_us = m->publish_ns / 1000u;
+                metrics_observe_latency(done->lat,
+                                        done->now_us > pub_us ? done->now_us - pub_us : 0);
+            }
         } else if (m->is_close) {
             done->close_sent = true;
         }

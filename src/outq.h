@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "metrics.h"
 #include "msg.h"
 
 typedef struct outq {
@@ -28,10 +29,11 @@ typedef struct outq {
 } outq;
 
 typedef struct outq_done {
+    metrics *lat;        /* in: where to record publish->written latency, or NULL */
+    uint64_t now_us;     /* in: CLOCK_MONOTONIC now */
     uint32_t data_msgs;  /* MSG_DATA messages fully written */
     size_t bytes;
     bool close_sent;     /* a close frame was fully written */
-    uint64_t oldest_ns;  /* publish time of the last completed data message */
 } outq_done;
 
 static inline bool outq_empty(const outq *q) { return q->count == 0; }

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "limits.h"
 #include "log.h"
 
 /* One SO_REUSEPORT listener per worker: the kernel spreads new connections
@@ -60,8 +61,8 @@ size_t server_metrics_text(server *s, char *buf, size_t cap, int json)
     metrics sum;
     metrics_sum(blocks, (size_t)n, &sum);
     double up = (double)(worker_clock_ms() - s->start_ms) / 1000.0;
-    return json ? metrics_json(&sum, s->nworkers, up, buf, cap)
-                : metrics_prometheus(&sum, s->nworkers, up, buf, cap);
+    return json ? metrics_json(&sum, n, up, buf, cap)
+                : metrics_prometheus(&sum, blocks, n, up, buf, cap);
 }
 
 extern char **environ;
@@ -179,6 +180,7 @@ int server_run(const config *cfg, int argc, char **argv)
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
+    limits_init();
     s.workers = calloc((size_t)s.nworkers, sizeof *s.workers);
     if (!s.workers)
         return 1;
@@ -231,6 +233,7 @@ int server_run(const config *cfg, int argc, char **argv)
     for (int i = 0; i < inited; i++)
         worker_cleanup(&s.workers[i]);
     free(s.workers);
+    limits_destroy();
     if (status == 0)
         log_msg(LOG_INFO, "stopped");
     return status;

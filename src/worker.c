@@ -24,6 +24,13 @@
 /* Tags that tell the loop's own descriptors from connections. */
 static char worker_tag_listen, worker_tag_wake;
 
+uint64_t worker_clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 uint64_t worker_clock_ms(void)
 {
     struct timespec ts;
@@ -232,7 +239,9 @@ static void worker_drain_inbox(worker *w)
 static void worker_accept(worker *w)
 {
     for (int i = 0; i < WORKER_ACCEPT_BATCH; i++) {
-        int fd = accept4(w->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof peer;
+        int fd = accept4(w->lfd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
                 return;
@@ -255,8 +264,17 @@ static void worker_accept(worker *w)
             close(fd);
             continue;
         }
-        if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+        if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
             conn_destroy(c);
+            continue;
+        }
+        limits_key(&peer, &c->ip);
+        if (limits_ip_acquire(&c->ip, w->cfg->max_conns_per_ip)) {
+            c->ip_counted = true;
+        } else {
+            METRIC_INC(&w->m, rate_limited);
+            conn_http_refuse(c, 429, "too many connections from this address", NULL);
+        }
     }
 }
 
@@ -390,7 +408,8 @@ static void *worker_main(void *arg)
         worker_refresh_config(w);
         int timeout = worker_has_pending(w) ? 1 : WORKER_TICK_MS;
         int n = epoll_wait(w->epfd, evs, WORKER_EVENTS, timeout);
-        w->now_ms = worker_clock_ms();
+        uint64_t t0 = worker_clock_ns();
+        w->now_ms = t0 / 1000000u;
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p == &worker_tag_listen) {
@@ -421,6 +440,7 @@ static void *worker_main(void *arg)
             w->next_tick_ms = w->now_ms + WORKER_TICK_MS;
         }
         worker_bury(w);
+        METRIC_ADD(&w->m, busy_ns, worker_clock_ns() - t0);
         if (w->draining && (w->nconns == 0 || w->now_ms >= w->drain_deadline_ms))
             break;
     }

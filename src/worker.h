@@ -78,5 +78,6 @@ void worker_mark_dirty(worker *w, struct conn *c);
 int worker_epoll_mod(worker *w, struct conn *c, bool want_out);
 
 uint64_t worker_clock_ms(void);
+uint64_t worker_clock_ns(void);
 
 #endif

@@ -93,8 +93,12 @@ bool ws_close_code_valid(unsigned code)
 size_t ws_close_frame(uint8_t out[2 + WS_MAX_CONTROL], unsigned code, const char *reason)
 {
     size_t rlen = reason ? strlen(reason) : 0;
-    if (rlen > WS_MAX_CONTROL - 2)
+    if (rlen > WS_MAX_CONTROL - 2) {
         rlen = WS_MAX_CONTROL - 2;
+        /* Cut on a character boundary: the reason must stay valid UTF-8. */
+        while (rlen > 0 && ((unsigned char)reason[rlen] & 0xC0) == 0x80)
+            rlen--;
+    }
     out[0] = 0x80 | WS_OP_CLOSE;
     out[1] = (uint8_t)(2 + rlen);
     out[2] = (uint8_t)(code >> 8);
@@ -193,6 +197,7 @@ static unsigned ws_begin_frame(ws_reader *r)
     if (!ws_is_control(op) && r->max_message && len > r->max_message - r->msg_len)
         return WS_CLOSE_TOO_BIG;
     r->in_payload = true;
+    r->frames++;
     return 0;
 }
 

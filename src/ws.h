@@ -99,6 +99,7 @@ typedef struct ws_reader {
     bool end_pending;      /* the last DATA event finished the message */
     bool failed;
     uint16_t fail_code;
+    uint64_t frames;       /* frame headers accepted so far (for rate limits) */
 } ws_reader;
 
 void ws_reader_init(ws_reader *r, uint64_t max_message);
