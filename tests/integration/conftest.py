@@ -6,6 +6,7 @@ build dir tests its own binary); default: build/herald under the repo root.
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -38,6 +39,12 @@ def herald_bin():
     return b
 
 
+def clean_env():
+    """The caller's environment minus HERALD_* (herald reads its options from HERALD_<NAME>;
+    a stray HERALD_PUBLISH_KEY or HERALD_CONFIG must not change what the tests see)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+
+
 _asan_cache = {}
 
 
@@ -55,7 +62,7 @@ def binary_is_sanitized(path):
 class Herald:
     """One running herald process."""
 
-    def __init__(self, args, workers=2, env_extra=None, tmpdir=None):
+    def __init__(self, args, workers=2, env_extra=None, tmpdir=None, nofile=None):
         self.binary = herald_bin()
         if not os.path.exists(self.binary):
             pytest.fail(f"herald binary not found: {self.binary} (build it with `make`)")
@@ -70,7 +77,7 @@ class Herald:
         self.stdout_path = self.stderr_path[:-7] + ".stdout"
         self._err = open(self.stderr_path, "wb")
         self._out = open(self.stdout_path, "wb")
-        env = os.environ.copy()
+        env = clean_env()
         # keep sanitizer output recognisable; a smaller quarantine keeps RSS meaningful under ASan
         asan = env.get("ASAN_OPTIONS", "")
         env["ASAN_OPTIONS"] = ":".join(x for x in [asan, "detect_leaks=1", "abort_on_error=0"] if x)
@@ -80,8 +87,12 @@ class Herald:
                 env[k] = (env.get(k, "") + ":" + v).strip(":") if k.endswith("_OPTIONS") else v
         self.signalled = None      # signal we sent on purpose
         self.killed = False        # we had to SIGKILL it
+        preexec = None
+        if nofile is not None:
+            def preexec():
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         self.proc = subprocess.Popen([self.binary] + args, stdin=subprocess.DEVNULL,
-                                     stdout=self._out, stderr=self._err, env=env)
+                                     stdout=self._out, stderr=self._err, env=env, preexec_fn=preexec)
         self.pid = self.proc.pid
         self.host, self.port = self._wait_listening()
         self._wait_healthy()
@@ -140,6 +151,12 @@ class Herald:
                     return int(ln.split()[1])
         return 0
 
+    def cpu_seconds(self):
+        """user+system CPU time consumed so far (all threads)."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def signal(self, sig=signal.SIGTERM):
         self.signalled = sig
         self.proc.send_signal(sig)
@@ -184,8 +201,8 @@ class HeraldFactory:
         self.tmpdir = tmpdir
         self.servers = []
 
-    def __call__(self, *args, workers=2, env_extra=None):
-        h = Herald(list(args), workers=workers, env_extra=env_extra, tmpdir=self.tmpdir)
+    def __call__(self, *args, workers=2, env_extra=None, nofile=None):
+        h = Herald(list(args), workers=workers, env_extra=env_extra, tmpdir=self.tmpdir, nofile=nofile)
         self.servers.append(h)
         return h
 

@@ -262,6 +262,7 @@ def raw_request(port, data, timeout=5.0, expect_close=True, chunked_send=None):
             if chunked_send:
                 for i in range(0, len(data), chunked_send):
                     s.sendall(data[i:i + chunked_send])
+                    time.sleep(0.001)
             else:
                 s.sendall(data)
         except (BrokenPipeError, ConnectionResetError):

@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from herald_helpers import (OP_BINARY, OP_TEXT, Publisher, RawWS, apublish, expect_silence, recv, recv_n,
-                            run, sub_path, ws_connect)
+from herald_helpers import (OP_BINARY, OP_TEXT, Publisher, RawWS, apublish, build_frame, close_payload,
+                            expect_silence, recv, recv_n, run, sub_path, ws_connect)
 
 
 @pytest.fixture(scope="module")
@@ -244,4 +244,50 @@ def test_subscriber_data_messages_are_ignored(srv):
             await apublish(srv.port, "real", group="ign", content_type="text/plain")
             assert await recv(s2) == "real"
             assert await recv(s1) == "real"
+    run(main())
+
+
+def test_messages_before_publisher_close_are_delivered(srv):
+    async def main():
+        async with ws_connect(srv.port, sub_path("pc")) as s:
+            p = RawWS.connect(srv.port, "/publish?group=pc")
+            try:
+                frames = b"".join(build_frame(OP_TEXT, f"last-{i}".encode()) for i in range(100))
+                p.send(frames + build_frame(0x8, close_payload(1000)))
+                p.expect_close(1000)
+            finally:
+                p.close()
+            assert await recv_n(s, 100) == [f"last-{i}" for i in range(100)]
+    run(main())
+
+
+def test_publisher_vanishing_mid_message_publishes_nothing(srv):
+    async def main():
+        async with ws_connect(srv.port, sub_path("pv")) as s:
+            p = RawWS.connect(srv.port, "/publish?group=pv")
+            p.send_frame(OP_TEXT, b"half", fin=False)
+            p.send(build_frame(OP_BINARY, b"x" * 500)[:100])  # and a truncated frame
+            p.close()
+            await apublish(srv.port, "sentinel", group="pv", content_type="text/plain")
+            assert await recv(s) == "sentinel"
+            await expect_silence(s, 0.2)
+    run(main())
+
+
+def test_percent_encoded_group_names(srv):
+    async def main():
+        async with ws_connect(srv.port, "/ws?groups=%61%62") as sab, \
+                ws_connect(srv.port, "/ws?groups=x%3Ay.z") as sxy:
+            pub = Publisher(srv.port)
+            try:
+                pub.publish("to-ab", group="ab", content_type="text/plain")  # plain name
+                pub.conn.request("POST", "/publish?group=x%3ay%2ez", body=b"to-x:y.z",
+                                 headers={"Content-Type": "text/plain", "Content-Length": "8"})
+                r = pub.conn.getresponse()
+                body = r.read()
+                assert r.status == 200, body
+            finally:
+                pub.close()
+            assert await recv(sab) == "to-ab"
+            assert await recv(sxy) == "to-x:y.z"
     run(main())

@@ -9,7 +9,7 @@ import pytest
 
 from herald_helpers import (COUNTERS, GAUGES, HOST, RawWS, apublish, build_frame, http_call, metrics,
                             parse_prometheus, read_response, recv_n, run, wait_until, ws_connect)
-from conftest import herald_bin
+from conftest import clean_env, herald_bin
 
 FLAGS = ["--listen", "--workers", "--max-message-size", "--queue-limit", "--write-timeout", "--slow-policy",
          "--ping-interval", "--idle-timeout", "--max-header-size", "--max-groups", "--shutdown-timeout",
@@ -204,7 +204,7 @@ def test_http_publish_many_connections_parallel(srv):
 
 def cli(*args, timeout=10):
     p = subprocess.run([herald_bin()] + list(args), stdin=subprocess.DEVNULL, capture_output=True,
-                       timeout=timeout)
+                       timeout=timeout, env=clean_env())
     return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
 
 

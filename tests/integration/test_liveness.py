@@ -105,3 +105,53 @@ def test_idle_close_counts_and_frees_connection(srv):
             c.close()
     wait_until(lambda: metrics(srv.port).get("herald_idle_timeouts_total", 0)
                >= base.get("herald_idle_timeouts_total", 0) + 5, 5, 0.1, "idle_timeouts_total += 5")
+
+
+def _backlog(port, group, nmsg, size):
+    """A subscriber that does not read while nmsg messages of size bytes are published to it."""
+    c = RawWS.connect(port, f"/ws?groups={group}", rcvbuf=4096)
+    body = bytes(size)
+    pub = RawWS.connect(port, f"/publish?group={group}")
+    try:
+        for i in range(nmsg):
+            pub.send_frame(0x2, i.to_bytes(8, "big") + body[8:])
+        pub.ping_roundtrip(b"sync")  # all of it has been read by the server
+    finally:
+        pub.close()
+    return c
+
+
+@pytest.mark.parametrize("kind", ["pong", "close"])
+def test_control_frames_overtake_backlog(herald, kind):
+    """Pongs and close frames go out ahead of queued data frames that have not started
+    (so a backlog never makes a live client look dead). 8 MiB are queued for a client that does
+    not read; at most ~4 MiB can sit in kernel buffers, so the reply must arrive well before the end."""
+    srv = herald("--queue-limit", str(64 * 1024 * 1024), "--slow-policy", "drop-oldest")
+    nmsg, size = 128, 64 * 1024
+    c = _backlog(srv.port, "bl", nmsg, size)
+    try:
+        time.sleep(0.2)
+        if kind == "pong":
+            c.send_frame(OP_PING, b"jump")
+        else:
+            c.send_close(1000)
+        last_seq = -1
+        while True:
+            f = c.recv_frame(20, partial_ok=(kind == "close"))
+            assert f is not None, "EOF before the control reply"
+            if f.opcode == 0x2:
+                last_seq = int.from_bytes(f.payload[:8], "big")
+                continue
+            if f.opcode == OP_PING:
+                continue
+            if kind == "pong":
+                assert f.opcode == OP_PONG and f.payload == b"jump", f
+            else:
+                assert f.opcode == OP_CLOSE and f.close_code == 1000, f
+            break
+        assert last_seq < nmsg - 1, f"{kind} only arrived after the whole backlog (last seq {last_seq})"
+        if kind == "close":
+            # nothing but EOF after a close frame
+            assert c.recv_frame(10, partial_ok=True) is None
+    finally:
+        c.close()

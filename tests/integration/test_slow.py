@@ -17,7 +17,7 @@ WINDOW = 8  # messages the publisher may be ahead of the *fast* subscriber (512 
 
 # Under ASan freed blocks sit in a quarantine (256 MB by default) and would look like a leak of
 # everything published; keep it small so that RSS still measures what the server holds on to.
-SAN_ENV = {"ASAN_OPTIONS": "quarantine_size_mb=16"}
+SAN_ENV = {"ASAN_OPTIONS": "quarantine_size_mb=8"}
 
 
 class RssSampler(threading.Thread):
@@ -172,6 +172,9 @@ def test_slow_policy_drop_oldest(herald):
         assert m.get("herald_messages_dropped_total", 0) > 0, m
         assert m.get("herald_slow_consumer_closes_total", 0) == 0, m
         assert m.get("herald_connections_open", 0) >= len(stuck), m
+        bound = len(stuck) * (QUEUE_LIMIT + 2 * MSG)
+        assert 0 < m.get("herald_queued_bytes", 0) <= bound, \
+            f"queued_bytes {m.get('herald_queued_bytes')} should be >0 and <= {bound} with {len(stuck)} stuck clients"
         # each stuck subscriber is still open; what it gets is whole messages, in order, ending with the newest
         for idx, c in enumerate(stuck):
             last = -1
