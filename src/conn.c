@@ -9,7 +9,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "log.h"
+#include "server.h"
 #include "worker.h"
 
 #define CONN_IOV 128
@@ -27,7 +32,24 @@ conn *conn_new(worker *w, int fd)
     c->keepalive = true;
     c->last_read_ms = w->now_ms;
     c->last_progress_ms = w->now_ms;
+    if (w->srv->tls) {
+        /* Reads come straight from the socket; writes go to a memory BIO so
+         * that encrypting never blocks and queued plaintext is consumed at
+         * once (see conn_tls_flush). */
+        BIO *rb = BIO_new_socket(fd, BIO_NOCLOSE), *wb = BIO_new(BIO_s_mem());
+        c->ssl = SSL_new(w->srv->tls);
+        if (!rb || !wb || !c->ssl) {
+            BIO_free(rb);
+            BIO_free(wb);
+            SSL_free(c->ssl);
+            free(c);
+            return NULL;
+        }
+        SSL_set_bio(c->ssl, rb, wb);
+        SSL_set_accept_state(c->ssl);
+    }
     if (!worker_add_conn(w, c)) {
+        SSL_free(c->ssl);
         free(c);
         return NULL;
     }
@@ -113,6 +135,8 @@ void conn_enqueue(conn *c, msg *m)
     conn_send(c, msg_ref(m), false);
 }
 
+static void conn_flush_done(conn *c);
+
 static void conn_after_write(conn *c, const outq_done *done)
 {
     worker *w = c->w;
@@ -131,8 +155,81 @@ static uint64_t conn_now_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+/* Writes the ciphertext waiting in the write BIO. Returns 1 when it is all
+ * out, 0 when the socket is full, -1 when the peer is gone. */
+static int conn_tls_drain(conn *c)
+{
+    BIO *wb = SSL_get_wbio(c->ssl);
+    char *p;
+    long n;
+    while ((n = BIO_get_mem_data(wb, &p)) > 0) {
+        ssize_t r = write(c->fd, p, (size_t)n);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
+        }
+        /* Consume what went out (a copy into scratch: cheap next to AES). */
+        for (ssize_t left = r; left > 0;) {
+            int k = BIO_read(wb, c->w->scratch, left > 16384 ? 16384 : (int)left);
+            if (k <= 0)
+                return -1;
+            left -= k;
+        }
+        c->tls_wbio_used = true;
+        c->last_progress_ms = c->w->now_ms;
+    }
+    return 1;
+}
+
+/* TLS flush: one SSL_write per run of up to CONN_TLS_STAGE plaintext bytes
+ * gathered from many queued frames, instead of one per frame. */
+static int conn_tls_flush(conn *c, outq_done *done)
+{
+    struct iovec iov[CONN_IOV];
+    for (;;) {
+        int rc = conn_tls_drain(c);
+        if (rc <= 0)
+            return rc;
+        if (outq_empty(&c->q))
+            return 1;
+        int n = outq_iov(&c->q, iov, CONN_IOV);
+        size_t len = 0;
+        for (int i = 0; i < n && len < CONN_TLS_STAGE; i++) {
+            size_t k = iov[i].iov_len < CONN_TLS_STAGE - len ? iov[i].iov_len : CONN_TLS_STAGE - len;
+            memcpy(c->w->tls_stage + len, iov[i].iov_base, k);
+            len += k;
+        }
+        ERR_clear_error();
+        int r = SSL_write(c->ssl, c->w->tls_stage, (int)len);
+        if (r <= 0)
+            return -1;
+        size_t before = c->q.bytes;
+        outq_consume(&c->q, (size_t)r, done);
+        conn_account(c, before);
+    }
+}
+
 void conn_flush(conn *c)
 {
+    if (c->ssl) {
+        outq_done done = {.lat = &c->w->m, .now_us = conn_now_us()};
+        int rc = conn_tls_flush(c, &done);
+        conn_after_write(c, &done);
+        if (done.data_msgs)
+            METRIC_ADD(&c->w->m, deliveries_tls, done.data_msgs);
+        if (rc < 0) {
+            conn_destroy(c);
+            return;
+        }
+        if (rc == 0) {
+            if (!c->want_out && worker_epoll_mod(c->w, c, true) == 0)
+                c->want_out = true;
+            return;
+        }
+        conn_flush_done(c);
+        return;
+    }
     struct iovec iov[CONN_IOV];
     while (!outq_empty(&c->q)) {
         int n = outq_iov(&c->q, iov, CONN_IOV);
@@ -154,11 +251,21 @@ void conn_flush(conn *c)
         conn_account(c, before);
         conn_after_write(c, &done);
     }
+    conn_flush_done(c);
+}
+
+/* The queue is empty: stop watching for writability and finish a close. */
+static void conn_flush_done(conn *c)
+{
     if (c->want_out && worker_epoll_mod(c->w, c, false) == 0)
         c->want_out = false;
     if (c->close_after_flush && c->state != CONN_DRAIN) {
         /* Half-close and wait for the peer's EOF: closing at once could turn
          * unread input into an RST that destroys the frames just written. */
+        if (c->ssl) {
+            SSL_shutdown(c->ssl); /* close_notify, into the write BIO */
+            conn_tls_drain(c);
+        }
         shutdown(c->fd, SHUT_WR);
         c->state = CONN_DRAIN;
         c->deadline_ms = c->w->now_ms + CONN_DRAIN_MS;
@@ -194,36 +301,72 @@ void conn_process(conn *c, uint8_t *p, size_t n)
     }
 }
 
+/* Reads into buf: > 0 bytes, 0 end of stream, -1 nothing now, -2 error. */
+static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
+{
+    if (!c->ssl) {
+        ssize_t r = read(c->fd, buf, cap);
+        if (r < 0)
+            return (errno == EAGAIN || errno == EINTR) ? -1 : -2;
+        return r;
+    }
+    ERR_clear_error();
+    int r = SSL_read(c->ssl, buf, cap > INT_MAX ? INT_MAX : (int)cap);
+    /* The handshake (or a key update) may have produced bytes to send. */
+    if (BIO_ctrl_pending(SSL_get_wbio(c->ssl)) > 0)
+        worker_mark_dirty(c->w, c);
+    if (r > 0)
+        return r;
+    switch (SSL_get_error(c->ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        return -1;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    default:
+        return -2; /* not TLS, bad handshake, or the peer went away */
+    }
+}
+
+/* Puts a partial request head back aside (scratch is shared by the worker). */
+static bool conn_save_pending(conn *c, size_t have)
+{
+    if (!have)
+        return true;
+    c->pend = malloc(have);
+    if (!c->pend)
+        return false;
+    memcpy(c->pend, c->w->scratch, have);
+    c->pend_len = (uint32_t)have;
+    return true;
+}
+
 void conn_on_readable(conn *c)
 {
     worker *w = c->w;
-    size_t have = c->pend_len;
-    if (have) {
-        memcpy(w->scratch, c->pend, have);
-        free(c->pend);
-        c->pend = NULL;
-        c->pend_len = 0;
-    }
-    ssize_t r = read(c->fd, w->scratch + have, w->scratch_cap - have);
-    if (r <= 0) {
-        if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
-            if (have) { /* put the saved head back */
-                c->pend = malloc(have);
-                if (!c->pend) {
-                    conn_destroy(c);
-                    return;
-                }
-                memcpy(c->pend, w->scratch, have);
-                c->pend_len = (uint32_t)have;
-            }
+    do {
+        size_t have = c->pend_len;
+        if (have) {
+            memcpy(w->scratch, c->pend, have);
+            free(c->pend);
+            c->pend = NULL;
+            c->pend_len = 0;
+        }
+        ssize_t r = conn_io_read(c, w->scratch + have, w->scratch_cap - have);
+        if (r == -1) {
+            if (!conn_save_pending(c, have))
+                conn_destroy(c);
             return;
         }
-        conn_destroy(c); /* EOF or error */
-        return;
-    }
-    METRIC_ADD(&w->m, bytes_in, (uint64_t)r);
-    c->last_read_ms = w->now_ms;
-    conn_process(c, w->scratch, have + (size_t)r);
+        if (r <= 0) {
+            conn_destroy(c); /* EOF or error */
+            return;
+        }
+        METRIC_ADD(&w->m, bytes_in, (uint64_t)r);
+        c->last_read_ms = w->now_ms;
+        conn_process(c, w->scratch, have + (size_t)r);
+        /* TLS may hold decrypted bytes epoll cannot see: read them now. */
+    } while (!c->dead && c->ssl && SSL_pending(c->ssl) > 0);
 }
 
 void conn_tick(conn *c, uint64_t now)
@@ -261,8 +404,17 @@ void conn_tick(conn *c, uint64_t now)
         if (m)
             conn_send(c, m, true);
     }
-    if (outq_empty(&c->q))
+    if (outq_empty(&c->q)) {
         outq_shrink(&c->q);
+        if (c->tls_wbio_used && BIO_ctrl_pending(SSL_get_wbio(c->ssl)) == 0) {
+            /* A memory BIO keeps its peak size: give it back when idle. */
+            BIO *fresh = BIO_new(BIO_s_mem());
+            if (fresh) {
+                SSL_set0_wbio(c->ssl, fresh);
+                c->tls_wbio_used = false;
+            }
+        }
+    }
 }
 
 void conn_abort(conn *c)
@@ -289,10 +441,12 @@ void conn_destroy(conn *c)
     worker_remove_conn(w, c);
     METRIC_SUB(&w->m, queued_bytes, c->q.bytes);
     outq_clear(&c->q);
+    SSL_free(c->ssl); /* frees both BIOs; the socket BIO leaves the fd to us */
+    c->ssl = NULL;
     close(c->fd);
     c->fd = -1;
     if (c->ip_counted)
-        limits_ip_release(&c->ip);
+        admit_ip_release(&c->ip);
     METRIC_SUB(&w->m, connections_open, 1);
     c->next_dead = w->graveyard;
     w->graveyard = c;

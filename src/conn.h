@@ -9,12 +9,18 @@
 #include <stdint.h>
 
 #include "groups.h"
-#include "limits.h"
+#include "admit.h"
 #include "msg.h"
 #include "outq.h"
 #include "ws.h"
 
+typedef struct ssl_st SSL;
+
 struct worker;
+
+/* TLS: plaintext handed to one SSL_write (a run of up to four full records),
+ * which also bounds the ciphertext buffered per connection. */
+#define CONN_TLS_STAGE 65536
 
 typedef enum conn_state {
     CONN_HTTP = 0,  /* reading request heads */
@@ -43,6 +49,7 @@ typedef struct conn {
     bool body_text;        /* POST body must be UTF-8 and goes out as a text frame */
     bool in_all;           /* member of the worker's broadcast-to-all list */
     bool ip_counted;       /* holds a slot in the per-IP connection count */
+    bool tls_wbio_used;    /* ciphertext went through the write BIO since the last tick */
     uint16_t nsubs;
     uint32_t slot;         /* index in worker->conns */
     uint32_t all_slot;     /* index in worker->all */
@@ -63,6 +70,7 @@ typedef struct conn {
     uint64_t rate_frames;  /* reader frame count at the start of the rate window */
     uint64_t rate_window_ms;
     ip_key ip;
+    SSL *ssl;              /* NULL for cleartext */
     ws_reader rd;
 } conn;
 

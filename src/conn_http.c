@@ -287,7 +287,7 @@ static bool conn_origin_ok(conn *c, const http_request *req)
 
 static bool conn_accept_rate_ok(conn *c)
 {
-    if (limits_accept_allow(c->w->now_ms, c->w->cfg->accept_rate))
+    if (admit_accept_allow(c->w->now_ms, c->w->cfg->accept_rate))
         return true;
     METRIC_INC(&c->w->m, rate_limited);
     conn_http_refuse(c, 503, "too many new connections, retry shortly", "Retry-After: 1\r\n");

@@ -11,8 +11,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "limits.h"
+#include "admit.h"
 #include "log.h"
+#include "tls.h"
 
 /* One SO_REUSEPORT listener per worker: the kernel spreads new connections
  * over the workers, so no thread hands sockets to another. */
@@ -180,7 +181,9 @@ int server_run(const config *cfg, int argc, char **argv)
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
-    limits_init();
+    admit_init();
+    if (cfg->tls_cert && !(s.tls = tls_ctx_new(cfg->tls_cert, cfg->tls_key)))
+        return 1;
     s.workers = calloc((size_t)s.nworkers, sizeof *s.workers);
     if (!s.workers)
         return 1;
@@ -213,8 +216,8 @@ int server_run(const config *cfg, int argc, char **argv)
     if (status == 0) {
         const char *h = cfg->listen_host;
         bool v6 = strchr(h, ':') != NULL;
-        fprintf(stderr, "herald: listening on %s%s%s:%u (%d workers)\n", v6 ? "[" : "", h,
-                v6 ? "]" : "", s.port, s.nworkers);
+        fprintf(stderr, "herald: listening on %s%s%s:%u (%d workers%s)\n", v6 ? "[" : "", h,
+                v6 ? "]" : "", s.port, s.nworkers, s.tls ? ", TLS" : "");
         int sig = server_wait_signal(&s, argc, argv);
         cfg = s.cfg;
         log_msg(LOG_INFO, "%s: closing connections (up to %.1f s)",
@@ -233,7 +236,9 @@ int server_run(const config *cfg, int argc, char **argv)
     for (int i = 0; i < inited; i++)
         worker_cleanup(&s.workers[i]);
     free(s.workers);
-    limits_destroy();
+    admit_destroy();
+    if (s.tls)
+        tls_ctx_free(s.tls);
     if (status == 0)
         log_msg(LOG_INFO, "stopped");
     return status;

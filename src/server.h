@@ -8,8 +8,11 @@
 #include "config.h"
 #include "worker.h"
 
+typedef struct ssl_ctx_st SSL_CTX;
+
 typedef struct server {
     const config *cfg;
+    SSL_CTX *tls;       /* NULL: cleartext listener */
     worker *workers;
     int nworkers;
     uint16_t port;

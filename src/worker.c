@@ -52,6 +52,8 @@ int worker_init(worker *w, server *srv, int id, int listen_fd)
     w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     w->scratch_cap = 65536 + w->cfg->max_header_size;
     w->scratch = malloc(w->scratch_cap);
+    if (srv->tls && !(w->tls_stage = malloc(CONN_TLS_STAGE)))
+        return -1;
     w->npending = (size_t)srv->nworkers;
     w->pending = calloc(w->npending, sizeof *w->pending);
     w->now_ms = worker_clock_ms();
@@ -268,8 +270,8 @@ static void worker_accept(worker *w)
             conn_destroy(c);
             continue;
         }
-        limits_key(&peer, &c->ip);
-        if (limits_ip_acquire(&c->ip, w->cfg->max_conns_per_ip)) {
+        admit_key(&peer, &c->ip);
+        if (admit_ip_acquire(&c->ip, w->cfg->max_conns_per_ip)) {
             c->ip_counted = true;
         } else {
             METRIC_INC(&w->m, rate_limited);
@@ -490,6 +492,7 @@ void worker_cleanup(worker *w)
     free(w->conns);
     free(w->all);
     free(w->scratch);
+    free(w->tls_stage);
     if (w->lfd >= 0)
         close(w->lfd);
     close(w->epfd);

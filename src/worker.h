@@ -52,6 +52,7 @@ typedef struct worker {
     size_t npending;
     uint8_t *scratch;
     size_t scratch_cap;
+    uint8_t *tls_stage;   /* plaintext gathered for one SSL_write run (TLS only) */
     metrics m;
 } worker;
 

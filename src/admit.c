@@ -1,4 +1,4 @@
-#include "limits.h"
+#include "admit.h"
 
 #include <netinet/in.h>
 #include <pthread.h>
@@ -14,28 +14,28 @@ typedef struct ip_entry {
 
 #define LIMITS_BUCKETS 4096
 
-static pthread_mutex_t limits_lock = PTHREAD_MUTEX_INITIALIZER;
-static ip_entry *limits_table[LIMITS_BUCKETS];
-static _Atomic uint64_t limits_window; /* second << 32 | upgrades in it */
+static pthread_mutex_t admit_lock = PTHREAD_MUTEX_INITIALIZER;
+static ip_entry *admit_table[LIMITS_BUCKETS];
+static _Atomic uint64_t admit_window; /* second << 32 | upgrades in it */
 
-void limits_init(void) { atomic_store(&limits_window, 0); }
+void admit_init(void) { atomic_store(&admit_window, 0); }
 
-void limits_destroy(void)
+void admit_destroy(void)
 {
-    pthread_mutex_lock(&limits_lock);
+    pthread_mutex_lock(&admit_lock);
     for (size_t i = 0; i < LIMITS_BUCKETS; i++) {
-        ip_entry *e = limits_table[i];
+        ip_entry *e = admit_table[i];
         while (e) {
             ip_entry *n = e->next;
             free(e);
             e = n;
         }
-        limits_table[i] = NULL;
+        admit_table[i] = NULL;
     }
-    pthread_mutex_unlock(&limits_lock);
+    pthread_mutex_unlock(&admit_lock);
 }
 
-void limits_key(const struct sockaddr_storage *ss, ip_key *out)
+void admit_key(const struct sockaddr_storage *ss, ip_key *out)
 {
     memset(out, 0, sizeof *out);
     out->family = (uint8_t)ss->ss_family;
@@ -45,7 +45,7 @@ void limits_key(const struct sockaddr_storage *ss, ip_key *out)
         memcpy(out->addr, &((const struct sockaddr_in *)ss)->sin_addr, 4);
 }
 
-static uint32_t limits_hash(const ip_key *k)
+static uint32_t admit_hash(const ip_key *k)
 {
     uint32_t h = 2166136261u ^ k->family;
     for (int i = 0; i < 16; i++)
@@ -53,35 +53,35 @@ static uint32_t limits_hash(const ip_key *k)
     return h & (LIMITS_BUCKETS - 1);
 }
 
-bool limits_ip_acquire(const ip_key *ip, int max)
+bool admit_ip_acquire(const ip_key *ip, int max)
 {
     bool ok = true;
-    uint32_t b = limits_hash(ip);
-    pthread_mutex_lock(&limits_lock);
-    ip_entry *e = limits_table[b];
+    uint32_t b = admit_hash(ip);
+    pthread_mutex_lock(&admit_lock);
+    ip_entry *e = admit_table[b];
     while (e && memcmp(&e->key, ip, sizeof *ip) != 0)
         e = e->next;
     if (!e) {
         e = calloc(1, sizeof *e);
         if (e) {
             e->key = *ip;
-            e->next = limits_table[b];
-            limits_table[b] = e;
+            e->next = admit_table[b];
+            admit_table[b] = e;
         }
     }
     if (!e || (max > 0 && e->count >= (uint32_t)max))
         ok = false;
     else
         e->count++;
-    pthread_mutex_unlock(&limits_lock);
+    pthread_mutex_unlock(&admit_lock);
     return ok;
 }
 
-void limits_ip_release(const ip_key *ip)
+void admit_ip_release(const ip_key *ip)
 {
-    uint32_t b = limits_hash(ip);
-    pthread_mutex_lock(&limits_lock);
-    ip_entry **pp = &limits_table[b];
+    uint32_t b = admit_hash(ip);
+    pthread_mutex_lock(&admit_lock);
+    ip_entry **pp = &admit_table[b];
     while (*pp && memcmp(&(*pp)->key, ip, sizeof *ip) != 0)
         pp = &(*pp)->next;
     if (*pp && --(*pp)->count == 0) {
@@ -89,20 +89,20 @@ void limits_ip_release(const ip_key *ip)
         *pp = e->next;
         free(e);
     }
-    pthread_mutex_unlock(&limits_lock);
+    pthread_mutex_unlock(&admit_lock);
 }
 
-bool limits_accept_allow(uint64_t now_ms, int rate)
+bool admit_accept_allow(uint64_t now_ms, int rate)
 {
     if (rate <= 0)
         return true;
     uint64_t sec = now_ms / 1000;
-    uint64_t cur = atomic_load_explicit(&limits_window, memory_order_relaxed);
+    uint64_t cur = atomic_load_explicit(&admit_window, memory_order_relaxed);
     for (;;) {
         uint64_t next = (cur >> 32) == (sec & 0xFFFFFFFFu) ? cur + 1 : ((sec & 0xFFFFFFFFu) << 32) | 1;
         if ((next & 0xFFFFFFFFu) > (uint64_t)rate)
             return false;
-        if (atomic_compare_exchange_weak_explicit(&limits_window, &cur, next,
+        if (atomic_compare_exchange_weak_explicit(&admit_window, &cur, next,
                                                   memory_order_relaxed, memory_order_relaxed))
             return true;
     }

@@ -2,8 +2,8 @@
  * IP and new WebSocket upgrades per second. These sit on the accept and
  * handshake paths only, never on the delivery path, so a mutex-protected
  * table and one atomic window counter are cheap enough. */
-#ifndef HERALD_LIMITS_H
-#define HERALD_LIMITS_H
+#ifndef HERALD_ADMIT_H
+#define HERALD_ADMIT_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -14,18 +14,18 @@ typedef struct ip_key {
     uint8_t addr[16];
 } ip_key;
 
-void limits_init(void);
-void limits_destroy(void);
+void admit_init(void);
+void admit_destroy(void);
 
 /* Makes an ip_key from a peer address. */
-void limits_key(const struct sockaddr_storage *ss, ip_key *out);
+void admit_key(const struct sockaddr_storage *ss, ip_key *out);
 
 /* Counts a connection from ip; false (and not counted) when max (> 0) is
  * already reached. */
-bool limits_ip_acquire(const ip_key *ip, int max);
-void limits_ip_release(const ip_key *ip);
+bool admit_ip_acquire(const ip_key *ip, int max);
+void admit_ip_release(const ip_key *ip);
 
 /* One more WebSocket upgrade now; false when rate (> 0) per second is spent. */
-bool limits_accept_allow(uint64_t now_ms, int rate);
+bool admit_accept_allow(uint64_t now_ms, int rate);
 
 #endif
