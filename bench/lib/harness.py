@@ -1,0 +1,597 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark driver for herald (called by bench/run.sh).
+
+Runs the scenarios of issue 3 (S1-S5) against herald and the peers (Node.js ws,
+nginx + Nchan, Go + gorilla/websocket), one server at a time on 127.0.0.1, each
+started fresh for its scenario and stopped by PID afterwards. The load comes
+from build/herald-bench (--json). Server CPU and memory are sampled here from
+/proc for the whole server process tree (nginx runs a master and workers), so
+every server is measured the same way; herald-bench's own single-PID figures
+are kept in the raw JSON for cross-checking.
+
+Prints one markdown table (rows = metrics, columns = servers, ratio to herald)
+plus herald's worker/pinning table and the ring microbenchmark, and writes them
+with the machine info to bench/results/latest.md (raw runs: latest.jsonl).
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BENCH = os.path.join(ROOT, "bench")
+BUILD = os.path.join(BENCH, ".build")
+HERALD = os.path.join(ROOT, "build", "herald")
+HBENCH = os.path.join(ROOT, "build", "herald-bench")
+NPROC = os.cpu_count() or 1
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+SERVERS = ["herald", "node", "nchan", "gorilla"]
+LABEL = {"herald": "herald", "node": "Node ws", "nchan": "nginx+Nchan", "gorilla": "Go gorilla"}
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- /proc
+def proc_children(pid):
+    """Direct and indirect children of pid (scan of /proc; no CONFIG_PROC_CHILDREN here)."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                s = f.read()
+            ppid = int(s[s.rindex(")") + 2:].split()[1])
+            kids.setdefault(ppid, []).append(int(d))
+        except (OSError, ValueError):
+            pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for c in kids.get(p, []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def proc_cpu(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+        fields = s[s.rindex(")") + 2:].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def proc_mem_kb(pid):
+    """(rss_kb, pss_kb): PSS splits pages shared between nginx's processes fairly."""
+    rss = pss = None
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+    except OSError:
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                rss = int(f.read().split()[1]) * PAGE_KB
+                pss = rss
+        except OSError:
+            pass
+    return rss, pss
+
+
+class Sampler(threading.Thread):
+    """Samples CPU (and, for idle runs, memory) of a process tree every `period` s."""
+
+    def __init__(self, pids, period=0.05, mem=False):
+        super().__init__(daemon=True)
+        self.pids, self.period, self.mem = list(pids), period, mem
+        self.samples = []  # (t, cpu_s, rss_kb, pss_kb)
+        self.dead_cpu = 0.0
+        self.last = {}
+        self.stop_ev = threading.Event()
+
+    def sample(self):
+        total = 0.0
+        for p in self.pids:
+            c = proc_cpu(p)
+            if c is None:  # exited: keep its last known CPU
+                c = self.last.get(p, 0.0)
+            self.last[p] = c
+            total += c
+        rss = pss = None
+        if self.mem:
+            rss = pss = 0
+            for p in self.pids:
+                r, s = proc_mem_kb(p)
+                rss += r or 0
+                pss += s or 0
+        self.samples.append((time.monotonic(), total, rss, pss))
+
+    def run(self):
+        n = 0
+        while not self.stop_ev.is_set():
+            self.sample()
+            n += 1
+            self.stop_ev.wait(self.period if not self.mem else max(self.period, 0.25))
+
+    def stop(self):
+        self.stop_ev.set()
+        self.join(2)
+        self.sample()
+
+    def cpu_at(self, t):
+        s = self.samples
+        if not s:
+            return None
+        if t <= s[0][0]:
+            return s[0][1]
+        for a, b in zip(s, s[1:]):
+            if a[0] <= t <= b[0]:
+                if b[0] == a[0]:
+                    return b[1]
+                return a[1] + (b[1] - a[1]) * (t - a[0]) / (b[0] - a[0])
+        return s[-1][1]
+
+    def mem_before(self, t):
+        best = None
+        for smp in self.samples:
+            if smp[0] <= t and smp[3] is not None:
+                best = smp
+        return best
+
+
+# --------------------------------------------------------------------------- servers
+def port_free(port):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+class PortPool:
+    def __init__(self, base=21000):
+        self.next = base
+
+    def get(self):
+        for _ in range(2000):
+            p = self.next
+            self.next += 1
+            if self.next > 29000:
+                self.next = 21000
+            if port_free(p):
+                return p
+        raise RuntimeError("no free port")
+
+
+class Server:
+    def __init__(self, name, port, workdir, workers=None, cpus=None):
+        self.name, self.port, self.workdir = name, port, workdir
+        self.workers, self.cpus = workers, cpus
+        self.proc = None
+        self.tree = []
+        self.logpath = os.path.join(workdir, f"{name}-{port}.log")
+
+    def command(self):
+        w = self.workers or NPROC
+        if self.name == "herald":
+            cmd = [HERALD, "--listen", f"127.0.0.1:{self.port}", "--workers", str(w)]
+        elif self.name == "node":
+            cmd = ["node", os.path.join(BENCH, "peers", "node", "server.js"), str(self.port)]
+        elif self.name == "nchan":
+            d = os.path.join(self.workdir, f"nchan-{self.port}")
+            cmd = [os.path.join(BENCH, "peers", "nchan", "run.sh"), d, str(self.port), str(w)]
+        elif self.name == "gorilla":
+            cmd = [os.path.join(BUILD, "gorilla-peer"), "-addr", f"127.0.0.1:{self.port}"]
+        else:
+            raise ValueError(self.name)
+        if self.cpus is not None:
+            cmd = ["taskset", "-c", self.cpus] + cmd
+        return cmd
+
+    def start(self, timeout=15):
+        logf = open(self.logpath, "w")
+        self.proc = subprocess.Popen(self.command(), stdout=logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=self.workdir)
+        logf.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: "
+                                   f"{open(self.logpath).read()[-500:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            self.stop()
+            raise RuntimeError(f"{self.name} did not answer /healthz in {timeout}s")
+        time.sleep(0.3)
+        self.tree = [self.proc.pid] + proc_children(self.proc.pid)
+        if self.name == "nchan":
+            want = self.workers or NPROC
+            t_end = time.monotonic() + 5
+            while len(self.tree) < 1 + want and time.monotonic() < t_end:
+                time.sleep(0.1)
+                self.tree = [self.proc.pid] + proc_children(self.proc.pid)
+        return self
+
+    def stop(self, timeout=8):
+        if not self.proc or self.proc.poll() is not None:
+            return
+        kids = proc_children(self.proc.pid)  # recorded now: ours, since we started their parent
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log(f"  {self.name}: no exit {timeout}s after SIGTERM, SIGKILL pid {self.proc.pid}")
+            self.proc.kill()
+            self.proc.wait(5)
+        for k in kids:
+            try:
+                os.kill(k, 0)
+            except OSError:
+                continue
+            time.sleep(0.5)
+            try:
+                os.kill(k, signal.SIGKILL)
+                log(f"  {self.name}: killed leftover child pid {k}")
+            except OSError:
+                pass
+
+
+# --------------------------------------------------------------------------- scenarios
+def scenarios(quick, duration_override=None):
+    d = duration_override or (3 if quick else 10)
+    common = ["--size", "128", "--connect-concurrency", "256", "--connect-timeout", "15"]
+    sc = {
+        "S1": dict(desc=f"5,000 subscribers, 1 x 128 B broadcast/s, {d:g} s",
+                   args=["--subscribers", "5000", "--publishers", "1", "--groups", "1",
+                         "--rate", "1", "--duration", str(d)]),
+        "S2": dict(desc=f"10,000 subscribers, 128 B at 100 msg/s, {d:g} s",
+                   args=["--subscribers", "10000", "--publishers", "1", "--groups", "1",
+                         "--rate", "100", "--duration", str(d),
+                         "--source-ips", "4"]),
+        "S3": dict(desc=f"1,000 subscribers, 128 B, saturation (window 64), {d:g} s",
+                   args=["--subscribers", "1000", "--publishers", "1", "--groups", "1",
+                         "--saturate", "--window", "64", "--duration", str(d), "--warmup", "1"]),
+        "S4": dict(desc=f"100 groups x 50 subscribers, 100 publishers, 2,000 msg/s total, 128 B, {d:g} s",
+                   args=["--subscribers", "5000", "--publishers", "100", "--groups", "100",
+                         "--rate", "2000", "--duration", str(d)]),
+        "S5": dict(desc=("18,000" if not quick else "5,000") + " idle subscribers: memory per connection",
+                   args=["--subscribers", "18000" if not quick else "5000", "--idle",
+                         "--duration", "4" if not quick else "2", "--source-ips", "4",
+                         "--connect-concurrency", "512"]),
+    }
+    for v in sc.values():
+        for i in range(0, len(common), 2):
+            if common[i] not in v["args"]:
+                v["args"] += common[i:i + 2]
+    return sc
+
+
+def run_bench(args, server, threads, client_cpus, runlog):
+    """Run herald-bench against a started server; returns the merged result dict."""
+    cmd = [HBENCH, "--host", "127.0.0.1", "--port", str(server.port), "--json",
+           "--threads", str(threads), "--server-pid", str(server.proc.pid)] + args
+    if client_cpus is not None:
+        cmd = ["taskset", "-c", client_cpus] + cmd
+    idle = "--idle" in args
+    dur = float(args[args.index("--duration") + 1])
+    warm = float(args[args.index("--warmup") + 1]) if "--warmup" in args else 0.0
+    subs = int(args[args.index("--subscribers") + 1])
+    limit = 60 + dur + warm + subs / 500.0
+    sampler = Sampler(server.tree, mem=idle)
+    if idle:
+        sampler.sample()  # empty-server memory, before any connection
+    sampler.start()
+    load0 = os.getloadavg()[0]
+    t0 = time.monotonic()
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=limit)
+        rc, out, err = p.returncode, p.stdout, p.stderr
+    except subprocess.TimeoutExpired as e:  # subprocess.run kills its child on timeout
+        rc, out, err = -9, e.stdout or "", f"herald-bench timed out after {limit:.0f}s"
+        out = out if isinstance(out, str) else out.decode(errors="replace")
+    t_end = time.monotonic()
+    sampler.stop()
+    runlog.write(f"$ {' '.join(cmd)}\nrc={rc}\n{out}{err}\n")
+    res = {"rc": rc, "cmd": " ".join(cmd), "load1_before": load0, "stderr": err.strip()[-400:]}
+    line = next((l for l in out.splitlines() if l.startswith("{")), None)
+    if line:
+        try:
+            res.update(json.loads(line))
+        except ValueError:
+            res["parse_error"] = line[:200]
+    if "connect_seconds" in res:
+        start = t0 + res["connect_seconds"] + warm
+        if idle:
+            # memory: empty server vs. all subscribers connected (last sample in the idle window)
+            first = sampler.samples[0]
+            at = sampler.mem_before(start + dur - 0.05)
+            ok = res.get("connections_ok") or 0
+            if at and first[3] is not None and ok:
+                res["tree_pss_empty_kb"] = first[3]
+                res["tree_rss_empty_kb"] = first[2]
+                res["tree_pss_kb"] = at[3]
+                res["tree_rss_kb"] = at[2]
+                res["tree_pss_per_conn_bytes"] = (at[3] - first[3]) * 1024.0 / ok
+                res["tree_rss_per_conn_bytes"] = (at[2] - first[2]) * 1024.0 / ok
+        else:
+            end = start + (res.get("measured_seconds") or dur)
+            c0, c1 = sampler.cpu_at(start), sampler.cpu_at(min(end, t_end))
+            if c0 is not None and c1 is not None:
+                res["tree_cpu_seconds"] = c1 - c0
+                d = res.get("delivered") or 0
+                res["tree_cpu_us_per_1k"] = (c1 - c0) * 1e9 / d if d else None
+    res["load1_after"] = os.getloadavg()[0]
+    return res
+
+
+# --------------------------------------------------------------------------- table
+def fmt_num(v, kind):
+    if v is None:
+        return "n/a"
+    if kind == "pct":
+        return f"{v:.1f} %" if v < 99.95 or v >= 100 else f"{v:.2f} %"
+    if kind == "ms":
+        return f"{v:.0f} ms" if v >= 100 else f"{v:.1f} ms" if v >= 10 else f"{v:.2f} ms"
+    if kind == "rate":
+        return f"{v / 1e6:.2f}M/s" if v >= 1e6 else f"{v / 1e3:.0f}k/s" if v >= 1e3 else f"{v:.0f}/s"
+    if kind == "us":
+        return f"{v:.0f} µs" if v >= 10 else f"{v:.1f} µs"
+    if kind == "bytes":
+        return f"{v / 1024:.1f} KiB" if abs(v) >= 1024 else f"{v:.0f} B"
+    if kind == "mib":
+        return f"{v / 1024:.1f} MiB"
+    if kind == "s":
+        return f"{v:.2f} s"
+    if kind == "int":
+        return f"{v:,.0f}"
+    return str(v)
+
+
+def metric_rows():
+    """(scenario, label, extractor, kind, better) ; better: 'high' | 'low' | None"""
+    def pct(r):
+        e = r.get("expected")
+        return 100.0 * r["delivered"] / e if e else None
+
+    def get(k):
+        return lambda r: r.get(k)
+
+    def lat(k):  # a latency means nothing when nothing was delivered
+        return lambda r: r.get(k) if r.get("delivered") else None
+
+    def anomalies(r):
+        keys = ("lost", "duplicated", "out_of_order", "disconnects", "protocol_errors", "connections_failed")
+        bad = {k: r.get(k) for k in keys if r.get(k)}
+        return ", ".join(f"{k} {v:,}" for k, v in bad.items()) if bad else "none"
+
+    return [
+        ("S1", "S1 delivered", pct, "pct", "high"),
+        ("S1", "S1 p50 latency", lat("p50_ms"), "ms", "low"),
+        ("S1", "S1 p99 latency", lat("p99_ms"), "ms", "low"),
+        ("S1", "S1 server CPU per 1k deliveries", get("tree_cpu_us_per_1k"), "us", "low"),
+        ("S2", "S2 delivered", pct, "pct", "high"),
+        ("S2", "S2 deliveries/s", get("deliveries_per_sec"), "rate", "high"),
+        ("S2", "S2 p99 latency", lat("p99_ms"), "ms", "low"),
+        ("S2", "S2 server CPU per 1k deliveries", get("tree_cpu_us_per_1k"), "us", "low"),
+        ("S3", "S3 deliveries/s (saturation)", get("deliveries_per_sec"), "rate", "high"),
+        ("S3", "S3 p99 latency", lat("p99_ms"), "ms", "low"),
+        ("S3", "S3 server CPU per 1k deliveries", get("tree_cpu_us_per_1k"), "us", "low"),
+        ("S4", "S4 delivered", pct, "pct", "high"),
+        ("S4", "S4 p99 latency", lat("p99_ms"), "ms", "low"),
+        ("S4", "S4 server CPU per 1k deliveries", get("tree_cpu_us_per_1k"), "us", "low"),
+        ("S5", "S5 idle connections ok", get("connections_ok"), "int", "high"),
+        ("S5", "S5 connect time", get("connect_seconds"), "s", "low"),
+        ("S5", "S5 server memory (PSS) per idle connection", get("tree_pss_per_conn_bytes"), "bytes", "low"),
+        ("S5", "S5 empty server memory (PSS)", get("tree_pss_empty_kb"), "mib", "low"),
+        ("*", "anomalies (lost, dup, out of order, disconnects, failed)", anomalies, "text", None),
+    ]
+
+
+def render_table(results, servers, scen_list):
+    """results[(scenario, server)] = dict"""
+    head = ["metric"] + [LABEL[s] for s in servers]
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(["---"] + ["---:"] * len(servers)) + " |"]
+    for sc, label, fn, kind, better in metric_rows():
+        if sc == "*":
+            for s2 in scen_list:
+                cells = []
+                for s in servers:
+                    r = results.get((s2, s))
+                    cells.append(fn(r) if r and "delivered" in r else "n/a" if r is None else
+                                 "failed: " + (r.get("stderr") or "no output")[:80].replace("|", "/"))
+                lines.append(f"| {s2} anomalies | " + " | ".join(cells) + " |")
+            continue
+        if sc not in scen_list:
+            continue
+        base = results.get((sc, "herald"))
+        bv = fn(base) if base and "connections_ok" in base else None
+        cells = []
+        for s in servers:
+            r = results.get((sc, s))
+            v = fn(r) if r and "connections_ok" in r else None
+            cell = fmt_num(v, kind)
+            if s != "herald" and bv not in (None, 0) and v is not None and kind != "text":
+                cell += f" ({v / bv:.2f}×)"
+            cells.append(cell)
+        arrow = " ↑" if better == "high" else " ↓" if better == "low" else ""
+        lines.append(f"| {label}{arrow} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="3 s scenarios, 5,000 idle subscribers, 1M ring items")
+    ap.add_argument("--only", default=",".join(SERVERS), help="servers, comma list: " + ",".join(SERVERS))
+    ap.add_argument("--scenarios", default="S1,S2,S3,S4,S5")
+    ap.add_argument("--duration", type=float, help="override each scenario's duration (s)")
+    ap.add_argument("--threads", type=int, default=1, help="herald-bench event-loop threads")
+    ap.add_argument("--no-ring", action="store_true", help="skip the ring microbenchmark")
+    ap.add_argument("--no-workers", action="store_true", help="skip herald's S3 workers/taskset table")
+    ap.add_argument("--out", default=os.path.join(BENCH, "results", "latest.md"))
+    a = ap.parse_args()
+
+    servers = [s.strip() for s in a.only.split(",") if s.strip()]
+    for s in servers:
+        if s not in SERVERS:
+            ap.error(f"unknown server {s!r}")
+    servers = [s for s in SERVERS if s in servers]
+    scen = scenarios(a.quick, a.duration)
+    scen_list = [s.strip().upper() for s in a.scenarios.split(",") if s.strip()]
+    for s in scen_list:
+        if s not in scen:
+            ap.error(f"unknown scenario {s!r}")
+    scen_list = [s for s in scen if s in scen_list]
+
+    workdir = tempfile.mkdtemp(prefix="herald-bench-")
+    runlog = open(os.path.join(workdir, "runs.log"), "w")
+    ports = PortPool()
+    t_start = time.time()
+    load_before = open("/proc/loadavg").read().strip()
+    machine = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "nproc": NPROC,
+        "kernel": platform.release(),
+        "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
+        "loadavg_before": load_before,
+        "quick": a.quick,
+        "herald_git": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                                     stdout=subprocess.PIPE, text=True).stdout.strip(),
+    }
+    log(f"bench: {machine['nproc']} CPUs, kernel {machine['kernel']}, load {load_before}; logs in {workdir}")
+
+    results, raw = {}, []
+
+    def one(sc, name, workers=None, server_cpus=None, client_cpus=None, tag=None):
+        srv = Server(name, ports.get(), workdir, workers=workers, cpus=server_cpus)
+        label = tag or name
+        try:
+            srv.start()
+        except RuntimeError as e:
+            log(f"  {sc} {label}: cannot start: {e}")
+            return {"rc": -1, "stderr": f"server did not start: {e}"}
+        try:
+            r = run_bench(scen[sc]["args"], srv, a.threads, client_cpus, runlog)
+        finally:
+            srv.stop()
+        r.update({"scenario": sc, "server": name, "tag": label, "workers": workers,
+                  "server_cpus": server_cpus, "client_cpus": client_cpus})
+        raw.append(r)
+        if "delivered" in r:
+            log(f"  {sc} {label:>10}: ok {r.get('connections_ok')} delivered "
+                f"{r.get('delivered')}/{r.get('expected')} {r.get('deliveries_per_sec', 0):.0f}/s "
+                f"p99 {r.get('p99_ms')} ms cpu/1k {r.get('tree_cpu_us_per_1k')} "
+                f"(hb {r.get('server_cpu_us_per_1k')}) mem/conn {r.get('tree_pss_per_conn_bytes')}")
+        else:
+            log(f"  {sc} {label:>10}: FAILED rc={r.get('rc')} {r.get('stderr', '')[-300:]}")
+        time.sleep(1)
+        return r
+
+    for sc in scen_list:
+        log(f"{sc}: {scen[sc]['desc']}")
+        for name in servers:
+            results[(sc, name)] = one(sc, name)
+
+    # herald: workers 1 vs 2 and pinning, on S3
+    workers_rows = []
+    if not a.no_workers and "herald" in servers and "S3" in scen_list and NPROC >= 2:
+        log("S3 herald: workers and pinning")
+        for w, scpu, ccpu, label in [(1, None, None, "--workers 1"),
+                                     (2, None, None, "--workers 2"),
+                                     (1, "0", "1", "--workers 1, server on CPU 0, herald-bench on CPU 1"),
+                                     (2, "0", "1", "--workers 2, both on CPU 0, herald-bench on CPU 1")]:
+            r = one("S3", "herald", workers=w, server_cpus=scpu, client_cpus=ccpu, tag=f"w{w}{'p' if scpu else ''}")
+            workers_rows.append((label, r))
+
+    ring_out = ""
+    if not a.no_ring:
+        log("ring microbenchmark")
+        rb = os.path.join(BUILD, "ring_bench")
+        rargs = ["--items", "1000000", "--reps", "1"] if a.quick else ["--items", "10000000", "--reps", "3"]
+        try:
+            p = subprocess.run([rb] + rargs, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240)
+            ring_out = p.stdout
+        except (OSError, subprocess.TimeoutExpired) as e:
+            ring_out = f"ring_bench failed: {e}"
+
+    machine["loadavg_after"] = open("/proc/loadavg").read().strip()
+    machine["wall_seconds"] = round(time.time() - t_start)
+
+    out = []
+    out.append("# herald side-by-side benchmark\n")
+    out.append(f"- date: {machine['date']}; herald commit {machine['herald_git']}")
+    out.append(f"- machine: {machine['nproc']} CPUs ({machine['cpu']}), kernel {machine['kernel']}")
+    out.append(f"- load average before: {machine['loadavg_before']}; after: {machine['loadavg_after']}")
+    out.append(f"- run: `bench/run.sh {' '.join(sys.argv[1:])}`, {machine['wall_seconds']} s wall"
+               f"{' (QUICK: short durations, not comparable to full runs)' if a.quick else ''}")
+    out.append(f"- load generator: build/herald-bench --threads {a.threads}, same machine; servers on 127.0.0.1, "
+               f"one at a time, fresh for every scenario; herald --workers {NPROC}, nginx worker_processes "
+               f"{NPROC}, Go GOMAXPROCS default ({NPROC}), Node single-threaded")
+    out.append("- server CPU and memory: sampled from /proc over the whole server process tree during the "
+               "measured phase (PSS for memory, so nginx's shared pages count once)\n")
+    out.append("## Scenarios\n")
+    for sc in scen_list:
+        out.append(f"- {sc}: {scen[sc]['desc']}: `herald-bench {' '.join(scen[sc]['args'])}`")
+    out.append("\n## Results (↑ higher is better, ↓ lower is better; peers' ratio to herald in parentheses)\n")
+    out.append(render_table(results, servers, scen_list))
+    if workers_rows:
+        out.append("\n## herald, S3 saturation: workers and CPU pinning (taskset)\n")
+        out.append("| herald configuration | deliveries/s | p99 | server CPU per 1k deliveries | delivered |")
+        out.append("| --- | ---: | ---: | ---: | ---: |")
+        for label, r in workers_rows:
+            if "delivered" in r:
+                e = r.get("expected") or 0
+                out.append(f"| {label} | {fmt_num(r.get('deliveries_per_sec'), 'rate')} | "
+                           f"{fmt_num(r.get('p99_ms'), 'ms')} | {fmt_num(r.get('tree_cpu_us_per_1k'), 'us')} | "
+                           f"{fmt_num(100.0 * r['delivered'] / e if e else None, 'pct')} |")
+            else:
+                out.append(f"| {label} | failed | | | |")
+    if ring_out:
+        out.append("\n## Ring microbenchmark (bench/ring/ring_bench.c)\n")
+        out.append(ring_out.strip())
+    out.append("\nNotes: nginx+Nchan answers every websocket publish with a channel-info text message to the "
+               "publisher (not the message itself; no option turns it off); herald-bench counts those as "
+               "'unexpected' and they are not part of any metric above.")
+    text = "\n".join(out) + "\n"
+    print(text)
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    with open(a.out, "w") as f:
+        f.write(text)
+    with open(os.path.splitext(a.out)[0] + ".jsonl", "w") as f:
+        f.write(json.dumps({"machine": machine}) + "\n")
+        for r in raw:
+            f.write(json.dumps(r) + "\n")
+    log(f"written: {a.out} (raw: {os.path.splitext(a.out)[0]}.jsonl; server logs: {workdir})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
