@@ -251,6 +251,14 @@ def test_text_invalid_utf8_fails_fast(srv, endpoint, case):
     check_error(srv, endpoint, [build_frame(OP_TEXT, FAIL_FAST[case], fin=False)], 1007)
 
 
+@pytest.mark.parametrize("first,second", [(b"ok\xed", b"\xa0\x80"), (b"\xf4", b"\x90"), (b"\xe2\x82", b"a")],
+                         ids=["surrogate", "above-10ffff", "truncated"])
+def test_text_invalid_utf8_across_fragment_boundary_fails_fast(srv, endpoint, first, second):
+    """The invalid sequence starts in one fragment and is completed (wrongly) in the next, which is not final."""
+    frames = [build_frame(OP_TEXT, first, fin=False), build_frame(OP_CONT, second, fin=False)]
+    check_error(srv, endpoint, frames, 1007)
+
+
 def test_valid_utf8_prefix_not_rejected_early(srv):
     """A fragment ending in an incomplete (but valid so far) sequence must not be rejected."""
     async def main():

@@ -7,7 +7,7 @@ import threading
 import time
 
 from herald_helpers import (HOST, OP_BINARY, Publisher, RawWS, apublish, build_frame, expect_silence, http_call,
-                            raw_request, recv, recv_n, run, wait_until, ws_connect, ws_request_bytes)
+                            metrics, raw_request, recv, recv_n, run, wait_until, ws_connect, ws_request_bytes)
 
 
 def rst_close(sock):
@@ -68,6 +68,10 @@ def test_subscriber_churn_during_fanout(herald):
     run(main(), 120)
     st, _, body = http_call(srv.port, "GET", "/healthz")
     assert st == 200
+    # every churned connection is accounted for and released (only our /metrics request is left)
+    wait_until(lambda: metrics(srv.port)["herald_connections_open"] <= 1, 10, 0.1,
+               "connections_open to return to 1 after churn")
+    wait_until(lambda: metrics(srv.port)["herald_queued_bytes"] == 0, 10, 0.1, "queued_bytes to return to 0")
 
 
 def test_partial_publish_body_then_disconnect(herald):
@@ -191,3 +195,20 @@ def test_binary_frame_via_raw_pipeline_burst(herald):
     run(main(), 60)
 
 
+
+
+def test_publish_right_after_handshake_is_received(herald):
+    """A subscriber whose handshake has completed is registered: a publish accepted afterwards
+    (from another connection, possibly another worker) reaches it. Repeated to shake out races."""
+    srv = herald()
+    pub = Publisher(srv.port)
+    try:
+        for i in range(100):
+            c = RawWS.connect(srv.port, f"/ws?groups=race{i % 3}")
+            try:
+                pub.publish(f"r{i}", group=f"race{i % 3}", content_type="text/plain")
+                assert c.recv_message(5) == (0x1, f"r{i}".encode()), f"iteration {i}"
+            finally:
+                c.close()
+    finally:
+        pub.close()

@@ -196,6 +196,9 @@ def test_slow_policy_drop_oldest(herald):
     finally:
         for c in stuck:
             c.close()
+    # all queues released once the stuck clients are gone
+    wait_until(lambda: metrics(srv.port)["herald_queued_bytes"] == 0, 10, 0.1, "queued_bytes to return to 0")
+    wait_until(lambda: metrics(srv.port)["herald_connections_open"] <= 1, 10, 0.1, "connections_open to drop")
 
 
 def test_write_timeout_closes_stuck_client(herald):
