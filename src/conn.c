@@ -67,6 +67,23 @@ static void conn_account(conn *c, size_t before)
         METRIC_SUB(&c->w->m, queued_bytes, before - c->q.bytes);
 }
 
+/* Appends without touching the reference count: the caller takes the
+ * references for a whole fan-out at once. False when nothing was queued. */
+static bool conn_push(conn *c, msg *m)
+{
+    size_t before = c->q.bytes;
+    if (outq_empty(&c->q))
+        c->last_progress_ms = c->w->now_ms;
+    if (!outq_push(&c->q, m)) {
+        log_msg(LOG_WARN, "out of memory queueing for fd %d", c->fd);
+        conn_abort(c);
+        return false;
+    }
+    conn_account(c, before);
+    worker_mark_dirty(c->w, c);
+    return true;
+}
+
 bool conn_send(conn *c, msg *m, bool urgent)
 {
     size_t before = c->q.bytes;
@@ -114,16 +131,16 @@ void conn_close_ws(conn *c, unsigned code, const char *reason, bool after_data)
     conn_close_after_flush(c);
 }
 
-void conn_enqueue(conn *c, msg *m)
+bool conn_enqueue(conn *c, msg *m)
 {
     if (c->state != CONN_WS || c->dead)
-        return;
+        return false;
     const config *cfg = c->w->cfg;
     if (c->q.bytes + m->len > cfg->queue_limit && !outq_empty(&c->q)) {
         if (cfg->slow_policy == SLOW_CLOSE) {
             METRIC_INC(&c->w->m, slow_consumer_closes);
             conn_close_ws(c, WS_CLOSE_POLICY, "slow consumer", false);
-            return;
+            return false;
         }
         size_t before = c->q.bytes;
         uint64_t dropped = 0;
@@ -132,7 +149,7 @@ void conn_enqueue(conn *c, msg *m)
         conn_account(c, before);
         METRIC_ADD(&c->w->m, messages_dropped, dropped);
     }
-    conn_send(c, msg_ref(m), false);
+    return conn_push(c, m);
 }
 
 static void conn_flush_done(conn *c);
@@ -213,7 +230,7 @@ static int conn_tls_flush(conn *c, outq_done *done)
 void conn_flush(conn *c)
 {
     if (c->ssl) {
-        outq_done done = {.lat = &c->w->m, .now_us = conn_now_us()};
+        outq_done done = {.lat = &c->w->m, .release = &c->w->release, .now_us = conn_now_us()};
         int rc = conn_tls_flush(c, &done);
         conn_after_write(c, &done);
         if (done.data_msgs)
@@ -246,7 +263,7 @@ void conn_flush(conn *c)
             return;
         }
         size_t before = c->q.bytes;
-        outq_done done = {.lat = &c->w->m, .now_us = conn_now_us()};
+        outq_done done = {.lat = &c->w->m, .release = &c->w->release, .now_us = conn_now_us()};
         outq_consume(&c->q, (size_t)r, &done);
         conn_account(c, before);
         conn_after_write(c, &done);

@@ -84,8 +84,10 @@ void conn_on_writable(conn *c);
  * connection's current state. */
 void conn_process(conn *c, uint8_t *p, size_t n);
 
-/* Queues a published message for a subscriber, applying the slow policy. */
-void conn_enqueue(conn *c, msg *m);
+/* Queues a published message for a subscriber, applying the slow policy.
+ * Takes no reference: returns true when the queue now holds m, and the
+ * caller adds one reference per true (msg_ref_n, once per fan-out). */
+bool conn_enqueue(conn *c, msg *m);
 
 /* Queues a message and marks the connection for flushing. Takes over the
  * caller's reference; false (and reference dropped) on allocation failure. */

@@ -104,3 +104,12 @@ msg *msg_new_close(unsigned code, const char *reason)
 }
 
 void msg_free(msg *m) { free(m); }
+
+void msg_batch_flush(msg_batch *b)
+{
+    for (unsigned i = 0; i < MSG_BATCH_SLOTS; i++)
+        if (b->m[i]) {
+            msg_unref_n(b->m[i], b->n[i]);
+            b->m[i] = NULL;
+        }
+}

@@ -68,10 +68,38 @@ static inline void msg_ref_n(msg *m, unsigned n)
 
 void msg_free(msg *m);
 
-static inline void msg_unref(msg *m)
+static inline void msg_unref_n(msg *m, unsigned n)
 {
-    if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1)
+    if (atomic_fetch_sub_explicit(&m->refs, n, memory_order_acq_rel) == n)
         msg_free(m);
 }
+
+static inline void msg_unref(msg *m) { msg_unref_n(m, 1); }
+
+/* Batched releases. A broadcast completes on many connections of one worker
+ * in the same loop pass; instead of one atomic decrement per delivery on a
+ * cache line the other workers also touch, a worker counts releases per
+ * message in this small table and applies them once (msg_batch_flush). */
+#define MSG_BATCH_SLOTS 32
+
+typedef struct msg_batch {
+    msg *m[MSG_BATCH_SLOTS];
+    unsigned n[MSG_BATCH_SLOTS];
+} msg_batch;
+
+static inline void msg_batch_unref(msg_batch *b, msg *m)
+{
+    unsigned h = (unsigned)(((uintptr_t)m >> 6) & (MSG_BATCH_SLOTS - 1));
+    if (b->m[h] == m) {
+        b->n[h]++;
+        return;
+    }
+    if (b->m[h])
+        msg_unref_n(b->m[h], b->n[h]);
+    b->m[h] = m;
+    b->n[h] = 1;
+}
+
+void msg_batch_flush(msg_batch *b);
 
 #endif

@@ -126,7 +126,10 @@ void outq_consume(outq *q, size_t n, outq_done *done)
         } else if (m->is_close) {
             done->close_sent = true;
         }
-        msg_unref(m);
+        if (done->release)
+            msg_batch_unref(done->release, m);
+        else
+            msg_unref(m);
     }
 }
 

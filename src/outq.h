@@ -30,6 +30,7 @@ typedef struct outq {
 
 typedef struct outq_done {
     metrics *lat;        /* in: where to record publish->written latency, or NULL */
+    msg_batch *release;  /* in: batch finished messages' releases here, or NULL */
     uint64_t now_us;     /* in: CLOCK_MONOTONIC now */
     uint32_t data_msgs;  /* MSG_DATA messages fully written */
     size_t bytes;

@@ -140,18 +140,22 @@ int worker_epoll_mod(worker *w, conn *c, bool want_out)
 
 /* ---- delivery ------------------------------------------------------------ */
 
+/* The caller holds a reference for the whole loop, and nothing in it can
+ * release m (queues only drop messages queued before m), so the references
+ * for all the queues are added with one atomic operation at the end. */
 static void worker_fanout(worker *w, msg *m)
 {
+    unsigned queued = 0;
     if (m->group_len == 0) { /* every subscriber, whatever its groups */
         for (uint32_t i = 0; i < w->nall; i++)
-            conn_enqueue(w->all[i], m);
-        return;
+            queued += conn_enqueue(w->all[i], m);
+    } else {
+        group *g = groups_find(&w->groups, m->group, m->group_len);
+        for (uint32_t i = 0; g && i < g->n; i++)
+            queued += conn_enqueue(g->members[i], m);
     }
-    group *g = groups_find(&w->groups, m->group, m->group_len);
-    if (!g)
-        return;
-    for (uint32_t i = 0; i < g->n; i++)
-        conn_enqueue(g->members[i], m);
+    if (queued)
+        msg_ref_n(m, queued);
 }
 
 static void worker_notify(worker *target)
@@ -289,6 +293,7 @@ static void worker_flush_dirty(worker *w)
         if (!c->dead)
             conn_flush(c);
     }
+    msg_batch_flush(&w->release);
 }
 
 static void worker_bury(worker *w)
@@ -477,6 +482,7 @@ void worker_cleanup(worker *w)
     for (uint32_t i = w->nconns; i-- > 0;)
         conn_destroy(w->conns[i]);
     worker_bury(w);
+    msg_batch_flush(&w->release);
     msg *m;
     while ((m = ring_pop(&w->inbox)))
         msg_unref(m);

@@ -52,7 +52,8 @@ typedef struct worker {
     size_t npending;
     uint8_t *scratch;
     size_t scratch_cap;
-    uint8_t *tls_stage;   /* plaintext gathered for one SSL_write run (TLS only) */
+    uint8_t *tls_stage;
+    msg_batch release;    /* releases of written messages, applied once per pass */   /* plaintext gathered for one SSL_write run (TLS only) */
     metrics m;
 } worker;
 
