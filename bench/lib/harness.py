@@ -490,6 +490,35 @@ def main():
 
     results, raw = {}, []
 
+    def on_term(signum, frame):  # stop cleanly: `finally` blocks stop the running server
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+
+    # correctness gate: group isolation, opcodes, raw payloads, no echo to the
+    # publisher, no history for late subscribers (bench/peers/check.js)
+    checks = {}
+    for name in servers:
+        srv = Server(name, ports.get(), workdir)
+        try:
+            srv.start()
+            p = subprocess.run(["node", os.path.join(BENCH, "peers", "check.js"), str(srv.port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30)
+            fails = [l for l in p.stdout.splitlines() if l.startswith("FAIL")]
+            if p.returncode == 0:
+                checks[name] = "pass"
+            elif name == "nchan" and fails and all(
+                    l.startswith(("FAIL pubA", "FAIL pubB")) and "queued messages" in l for l in fails):
+                checks[name] = "pass (publisher gets channel-info replies)"
+            else:
+                checks[name] = "FAIL"
+            runlog.write(f"check {name}:\n{p.stdout}\n")
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            checks[name] = "FAIL"
+            runlog.write(f"check {name}: {e}\n")
+        finally:
+            srv.stop()
+        log(f"check {name}: {checks[name]}")
+
     def one(sc, name, workers=None, server_cpus=None, client_cpus=None, tag=None):
         srv = Server(name, ports.get(), workdir, workers=workers, cpus=server_cpus)
         label = tag or name
@@ -562,6 +591,14 @@ def main():
         out.append(f"- {sc}: {scen[sc]['desc']}: `herald-bench {' '.join(scen[sc]['args'])}`")
     out.append("\n## Results (↑ higher is better, ↓ lower is better; peers' ratio to herald in parentheses)\n")
     out.append(render_table(results, servers, scen_list))
+    out.append("| correctness check (bench/peers/check.js) | " + " | ".join(checks.get(s, "n/a") for s in servers) + " |")
+    loads = []
+    for sc in scen_list:
+        v = [r.get("load1_before") for r in raw if r.get("scenario") == sc and r.get("load1_before") is not None]
+        if v:
+            loads.append(f"{sc} {min(v):.2f}–{max(v):.2f}")
+    if loads:
+        out.append("\n1-minute load average at the start of each run (the machine is shared): " + "; ".join(loads))
     if workers_rows:
         out.append("\n## herald, S3 saturation: workers and CPU pinning (taskset)\n")
         out.append("| herald configuration | deliveries/s | p99 | server CPU per 1k deliveries | delivered |")
