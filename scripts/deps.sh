@@ -4,10 +4,11 @@
 set -euo pipefail
 
 pkgs_build="build-essential cmake pkg-config libssl-dev libjansson-dev"
-pkgs_test="libcmocka-dev python3 python3-websockets python3-pytest"
+pkgs_test="libcmocka-dev python3 python3-websockets python3-pytest openssl chromium fonts-dejavu-core nodejs npm"
 pkgs_fuzz="clang libclang-rt-14-dev"
 
 want=""
+root=$(cd "$(dirname "$0")/.." && pwd)
 for set in "$@"; do
     case "$set" in
         build) want="$want $pkgs_build" ;;
@@ -17,13 +18,25 @@ for set in "$@"; do
     esac
 done
 
+# The browser test drives Debian's chromium with playwright-core from npm
+# (never a downloaded browser); install it once from the lock file.
+web_modules() {
+    case " $* " in *" test "*) ;; *) return 0 ;; esac
+    [ -d "$root/tests/web/node_modules/playwright-core" ] && return 0
+    command -v npm >/dev/null || return 0
+    npm ci --prefix "$root/tests/web" --no-audit --no-fund --loglevel=error
+}
+
 missing=""
 for p in $want; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
         missing="$missing $p"
     fi
 done
-[ -z "$missing" ] && exit 0
+if [ -z "$missing" ]; then
+    web_modules "$@"
+    exit 0
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "herald needs these Debian packages:$missing" >&2
@@ -35,3 +48,4 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $missing
+web_modules "$@"
