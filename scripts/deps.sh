@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs_build="build-essential cmake pkg-config libssl-dev libjansson-dev"
-pkgs_test="libcmocka-dev python3 python3-websockets python3-pytest openssl chromium fonts-dejavu-core nodejs npm"
+pkgs_test="libcmocka-dev python3 python3-websockets python3-pytest openssl chromium fonts-dejavu-core"
 pkgs_fuzz="clang libclang-rt-14-dev"
 
 want=""
@@ -28,6 +28,12 @@ web_modules() {
 }
 
 missing=""
+# Node.js may come from elsewhere with its own npm (Debian's npm package then
+# conflicts): only ask apt for them when the commands are missing.
+case " $* " in *" test "*)
+    command -v node >/dev/null || missing="$missing nodejs"
+    command -v npm >/dev/null || missing="$missing npm" ;;
+esac
 for p in $want; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
         missing="$missing $p"

@@ -200,7 +200,10 @@ static int conn_tls_drain(conn *c)
 }
 
 /* TLS flush: one SSL_write per run of up to CONN_TLS_STAGE plaintext bytes
- * gathered from many queued frames, instead of one per frame. */
+ * gathered from many queued frames, instead of one per frame. Returns 1 when
+ * everything is out, 0 when the socket is full, 2 while the handshake has not
+ * finished (a refusal can be queued before the ClientHello arrives; reads
+ * drive the handshake and mark the connection dirty again), -1 on error. */
 static int conn_tls_flush(conn *c, outq_done *done)
 {
     struct iovec iov[CONN_IOV];
@@ -210,6 +213,8 @@ static int conn_tls_flush(conn *c, outq_done *done)
             return rc;
         if (outq_empty(&c->q))
             return 1;
+        if (!SSL_is_init_finished(c->ssl))
+            return 2;
         int n = outq_iov(&c->q, iov, CONN_IOV);
         size_t len = 0;
         for (int i = 0; i < n && len < CONN_TLS_STAGE; i++) {
@@ -219,8 +224,10 @@ static int conn_tls_flush(conn *c, outq_done *done)
         }
         ERR_clear_error();
         int r = SSL_write(c->ssl, c->w->tls_stage, (int)len);
-        if (r <= 0)
-            return -1;
+        if (r <= 0) {
+            int e = SSL_get_error(c->ssl, r);
+            return (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) ? 2 : -1;
+        }
         size_t before = c->q.bytes;
         outq_consume(&c->q, (size_t)r, done);
         conn_account(c, before);
@@ -244,6 +251,8 @@ void conn_flush(conn *c)
                 c->want_out = true;
             return;
         }
+        if (rc == 2)
+            return;
         conn_flush_done(c);
         return;
     }
@@ -329,8 +338,10 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
     }
     ERR_clear_error();
     int r = SSL_read(c->ssl, buf, cap > INT_MAX ? INT_MAX : (int)cap);
-    /* The handshake (or a key update) may have produced bytes to send. */
-    if (BIO_ctrl_pending(SSL_get_wbio(c->ssl)) > 0)
+    /* The handshake (or a key update) may have produced bytes to send, or
+     * just finished with a response already waiting in the queue. */
+    if (BIO_ctrl_pending(SSL_get_wbio(c->ssl)) > 0 ||
+        (!outq_empty(&c->q) && SSL_is_init_finished(c->ssl)))
         worker_mark_dirty(c->w, c);
     if (r > 0)
         return r;

@@ -280,7 +280,6 @@ static bool conn_origin_ok(conn *c, const http_request *req)
     if (!o || allowed->n == 0 ||
         auth_origin_allowed(o->p, o->n, (const char *const *)allowed->v, allowed->n))
         return true;
-    METRIC_INC(&c->w->m, rate_limited);
     conn_http_refuse(c, 403, "origin not allowed", NULL);
     return false;
 }
@@ -448,7 +447,7 @@ static void conn_route(conn *c, const http_request *req)
     if (path.p[1] == 'h') {
         conn_http_respond(c, 200, "text/plain; charset=utf-8", "ok\n", 3, NULL, head);
     } else if (path.p[1] == 'm' || path.p[1] == 's') {
-        static _Thread_local char buf[16384];
+        static _Thread_local char buf[65536];
         bool json = path.p[1] == 's';
         size_t n = server_metrics_text(srv, buf, sizeof buf, json);
         conn_http_respond(c, 200,

@@ -93,10 +93,22 @@ static void server_reload(server *s, int argc, char **argv)
 {
     const config *old = config_get();
     config *c = NULL;
-    if (config_load(argc, argv, environ, stderr, stderr, &c) != CONFIG_OK) {
+    /* Collect the loader's messages so they reach the log in its format. */
+    char *why = NULL;
+    size_t whylen = 0;
+    FILE *err = open_memstream(&why, &whylen);
+    config_result rc = config_load(argc, argv, environ, err ? err : stderr, err ? err : stderr, &c);
+    if (err)
+        fclose(err);
+    if (rc != CONFIG_OK) {
+        if (why)
+            for (char *line = strtok(why, "\n"); line; line = strtok(NULL, "\n"))
+                log_msg(LOG_ERROR, "reload: %s", line);
         log_msg(LOG_ERROR, "reload failed: keeping the previous configuration");
+        free(why);
         return;
     }
+    free(why);
     /* What the running process cannot change stays as it was. */
     if (strcmp(c->listen, old->listen) || c->workers != old->workers ||
         (c->tls_cert ? !old->tls_cert || strcmp(c->tls_cert, old->tls_cert) : !!old->tls_cert) ||

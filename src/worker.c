@@ -340,37 +340,35 @@ static void worker_begin_drain(worker *w, bool restart)
     epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->lfd, NULL);
     close(w->lfd);
     w->lfd = -1;
+    w->drain_total = w->drain_closed = 0;
     for (uint32_t i = w->nconns; i-- > 0;) {
         conn *c = w->conns[i];
         if (!restart || c->state != CONN_WS)
             worker_shut_conn(w, c, WS_CLOSE_GOING_AWAY);
+        else
+            w->drain_total++;
     }
 }
 
-/* SIGTERM drain: closes the open WebSockets with 1012 in even steps over the
- * drain window, so clients reconnecting elsewhere arrive spread out instead of
- * in one burst. */
+/* SIGTERM drain: closes the WebSockets open at the start of the drain with
+ * 1012 on an even schedule over the window (close i at start + i*window/N),
+ * so clients reconnecting elsewhere arrive spread out instead of in a burst. */
 static void worker_drain_step(worker *w)
 {
     uint64_t window = w->cfg->drain_window_ms, elapsed = w->now_ms - w->drain_start_ms;
-    uint32_t open = 0;
-    for (uint32_t i = 0; i < w->nconns; i++)
-        open += w->conns[i]->state == CONN_WS;
-    if (!open)
-        return;
-    /* Share of the remaining connections due by now. */
-    uint64_t left_ms = elapsed >= window ? 0 : window - elapsed;
-    uint32_t due = left_ms == 0 ? open
-                                : (uint32_t)((uint64_t)open * WORKER_TICK_MS / (left_ms + WORKER_TICK_MS));
-    if (due == 0 && open)
-        due = 1;
-    for (uint32_t i = w->nconns; i-- > 0 && due > 0;) {
+    uint64_t total = w->drain_total;
+    uint64_t due = elapsed >= window || window == 0 ? total : total * elapsed / window + 1;
+    for (uint32_t i = w->nconns; i-- > 0 && w->drain_closed < due;) {
         conn *c = w->conns[i];
         if (c->state == CONN_WS) {
             worker_shut_conn(w, c, WS_CLOSE_RESTART);
-            due--;
+            w->drain_closed++;
         }
     }
+    if (elapsed >= window) /* connections that were not counted at the start */
+        for (uint32_t i = w->nconns; i-- > 0;)
+            if (w->conns[i]->state == CONN_WS)
+                worker_shut_conn(w, w->conns[i], WS_CLOSE_RESTART);
 }
 
 /* Picks up a reloaded configuration between loop passes; advertising the
@@ -439,7 +437,7 @@ static void *worker_main(void *arg)
         worker_drain_inbox(w);
         worker_flush_pending(w);
         worker_check_stop(w);
-        if (w->draining && w->restart_drain && w->now_ms >= w->next_tick_ms)
+        if (w->draining && w->restart_drain)
             worker_drain_step(w);
         worker_flush_dirty(w);
         if (w->now_ms >= w->next_tick_ms) {

@@ -38,6 +38,7 @@ typedef struct worker {
     bool draining;
     bool restart_drain;           /* closing with 1012 over the drain window */
     uint64_t drain_start_ms;
+    uint64_t drain_total, drain_closed; /* WebSockets to close with 1012, and closed so far */
     uint64_t drain_deadline_ms;
     uint64_t now_ms;
     uint64_t next_tick_ms;
