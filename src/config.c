@@ -85,6 +85,11 @@ static const opt opts[] = {
     {"allowed-origins", OPT_LIST, OFF(allowed_origins), 0, 0, NULL, true, false,
      "ORIGINS  comma list of browser origins allowed to open WebSockets; others: 403\n"
      "      (default: any)"},
+    {"history", OPT_INT, OFF(history), 0, 1000000, NULL, true, false,
+     "N  messages kept per group so reconnecting clients can recover what they\n"
+     "      missed (/ws?...&since=g:OFFSET&epoch=E; default 0 = none)"},
+    {"history-ttl", OPT_SECONDS, OFF(history_ttl_ms), 0, 0, NULL, true, false,
+     "SECONDS  also forget history older than this (default 0 = no age limit)"},
     {"tls-cert", OPT_STR, OFF(tls_cert), 0, 0, NULL, false, false,
      "FILE  PEM certificate chain: serve https:// and wss://"},
     {"tls-key", OPT_STR, OFF(tls_key), 0, 0, NULL, false, false, "FILE  PEM private key"},

@@ -44,6 +44,8 @@ typedef struct config {
     int max_conns_per_ip;      /* 0: unlimited */
     int client_frame_rate;     /* frames/s a subscriber may send; 0: unlimited */
     int accept_rate;           /* new WebSocket upgrades/s; 0: unlimited */
+    int history;               /* messages kept per group for recovery */
+    uint64_t history_ttl_ms;   /* 0: no age limit */
     char *tls_cert;
     char *tls_key;
     log_format log_format;

@@ -50,6 +50,7 @@ typedef struct conn {
     bool in_all;           /* member of the worker's broadcast-to-all list */
     bool ip_counted;       /* holds a slot in the per-IP connection count */
     bool tls_wbio_used;    /* ciphertext went through the write BIO since the last tick */
+    uint8_t format;        /* msg_format: raw, json or msgpack envelopes */
     uint16_t nsubs;
     uint32_t slot;         /* index in worker->conns */
     uint32_t all_slot;     /* index in worker->all */
@@ -126,7 +127,11 @@ void conn_http_body(conn *c, uint8_t *p, size_t n, size_t *used);
 
 /* conn_ws.c */
 void conn_ws_process(conn *c, uint8_t *p, size_t n);
-bool conn_subscribe(conn *c, const char *name, size_t len);
+/* Joins a group. With recover, first replays the kept messages after `since`
+ * (or queues a recovery-failed notice) and joins so that live delivery
+ * continues exactly after the replay. */
+bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_t since,
+                    bool epoch_ok);
 void conn_unsubscribe_all(conn *c);
 
 #endif

@@ -7,7 +7,9 @@
 #include <time.h>
 
 #include "auth.h"
+#include "chan.h"
 #include "conn.h"
+#include "envelope.h"
 #include "http.h"
 #include "server.h"
 #include "utf8.h"
@@ -337,9 +339,82 @@ static bool conn_jwt_ok(conn *c, const http_request *req, const char *list, long
     return true;
 }
 
+/* The last ':' of since[s..e): group names may contain ':' themselves. */
+static const char *conn_last_colon(const char *p, size_t n)
+{
+    const char *colon = NULL;
+    for (size_t k = 0; k < n; k++)
+        if (p[k] == ':')
+            colon = p + k;
+    return colon;
+}
+
+/* Finds g's offset in a since list "a:5,b:7"; false when g is not listed.
+ * *bad is set when any entry scanned is not name:digits. */
+static bool conn_since_for(const char *since, size_t n, const char *g, size_t glen,
+                           uint64_t *off, bool *bad)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t s = i;
+        while (i < n && since[i] != ',')
+            i++;
+        const char *colon = conn_last_colon(since + s, i - s);
+        if (!colon || colon == since + s || colon + 1 == since + i) {
+            *bad = true;
+            return false;
+        }
+        uint64_t v = 0;
+        for (const char *p = colon + 1; p < since + i; p++) {
+            if (*p < '0' || *p > '9' || v > UINT64_MAX / 10 - 1) {
+                *bad = true;
+                return false;
+            }
+            v = v * 10 + (uint64_t)(*p - '0');
+        }
+        if ((size_t)(colon - since - s) == glen && memcmp(since + s, g, glen) == 0) {
+            *off = v;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* True when the comma list holds name. */
+static bool conn_list_has(const char *list, size_t n, const char *name, size_t len)
+{
+    for (size_t i = 0; i <= n; i++) {
+        size_t s = i;
+        while (i < n && list[i] != ',')
+            i++;
+        if (i - s == len && memcmp(list + s, name, len) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Every since entry must be well formed and name a requested group. */
+static bool conn_since_valid(const char *since, size_t sl, const char *list, long n)
+{
+    uint64_t off;
+    bool bad = false;
+    conn_since_for(since, sl, "", 0, &off, &bad); /* matches nothing: checks every entry */
+    if (bad || n < 0)
+        return false;
+    for (size_t i = 0; i < sl; i++) {
+        size_t s = i;
+        while (i < sl && since[i] != ',')
+            i++;
+        const char *colon = conn_last_colon(since + s, i - s);
+        if (!conn_list_has(list, (size_t)n, since + s, (size_t)(colon - since - s)))
+            return false;
+    }
+    return true;
+}
+
 static void conn_route_ws(conn *c, const http_request *req)
 {
-    char list[CONN_GROUP_LIST_MAX];
+    static _Thread_local char list[CONN_GROUP_LIST_MAX], since[CONN_GROUP_LIST_MAX];
+    char fmt[16], epoch[64];
     long n = http_query_get(req->query, "groups", list, sizeof list);
     if (n == -2) {
         conn_http_refuse(c, 400, "malformed groups parameter", NULL);
@@ -352,31 +427,46 @@ static void conn_route_ws(conn *c, const http_request *req)
             return;
         }
     }
+    long fl = http_query_get(req->query, "format", fmt, sizeof fmt);
+    msg_format format = FORMAT_RAW;
+    if (fl >= 0 && !strcmp(fmt, "json"))
+        format = FORMAT_JSON;
+    else if (fl >= 0 && !strcmp(fmt, "msgpack"))
+        format = FORMAT_MSGPACK;
+    else if (fl != -1 && strcmp(fmt, "raw") != 0) {
+        conn_http_refuse(c, 400, "format must be raw, json or msgpack", NULL);
+        return;
+    }
+    long sl = http_query_get(req->query, "since", since, sizeof since);
+    long el = http_query_get(req->query, "epoch", epoch, sizeof epoch);
+    if (sl == -2 || el == -2) {
+        conn_http_refuse(c, 400, "malformed since or epoch parameter", NULL);
+        return;
+    }
+    if (sl >= 0 && !conn_since_valid(since, (size_t)sl, list, n)) {
+        conn_http_refuse(c, 400, "since entries must be group:offset for requested groups", NULL);
+        return;
+    }
     if (!conn_ws_handshake_ok(c, req) || !conn_origin_ok(c, req) || !conn_accept_rate_ok(c) ||
         !conn_jwt_ok(c, req, list, n))
         return;
-    /* Join before the 101 goes out: anything published after the client sees
-     * the upgrade reaches it. */
-    if (n >= 0) {
-        size_t i = 0;
-        while (i <= (size_t)n) {
-            size_t s = i;
-            while (i < (size_t)n && list[i] != ',')
-                i++;
-            if (!conn_subscribe(c, list + s, i - s)) {
-                conn_unsubscribe_all(c);
-                conn_http_refuse(c, 503, "out of memory", NULL);
-                return;
-            }
-            i++;
-        }
-    }
-    if (!worker_add_all(c->w, c)) {
-        conn_unsubscribe_all(c);
-        conn_http_refuse(c, 503, "out of memory", NULL);
+    c->format = (uint8_t)format;
+    conn_ws_accept(c, req, ROLE_SUB); /* the 101 is queued first, replays after it */
+    if (c->dead)
         return;
+    bool epoch_ok = el >= 0 && strcmp(epoch, chan_epoch()) == 0;
+    bool ok = worker_add_all(c->w, c);
+    for (size_t i = 0; ok && n >= 0 && i <= (size_t)n; i++) {
+        size_t s = i;
+        while (i < (size_t)n && list[i] != ',')
+            i++;
+        uint64_t off = 0;
+        bool bad = false;
+        bool recover = sl >= 0 && conn_since_for(since, (size_t)sl, list + s, i - s, &off, &bad);
+        ok = conn_subscribe(c, list + s, i - s, recover, off, epoch_ok);
     }
-    conn_ws_accept(c, req, ROLE_SUB);
+    if (!ok)
+        conn_close_ws(c, WS_CLOSE_INTERNAL, "out of memory", false);
 }
 
 /* The group of /publish: returns its length (0 = all), or -1 after answering

@@ -1,9 +1,12 @@
 /* WebSocket side of a connection: the read path (frames in, events out),
  * streaming publishers, and group membership of subscribers. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "chan.h"
 #include "conn.h"
+#include "envelope.h"
 #include "log.h"
 #include "worker.h"
 
@@ -128,7 +131,31 @@ void conn_ws_process(conn *c, uint8_t *p, size_t n)
     }
 }
 
-bool conn_subscribe(conn *c, const char *name, size_t len)
+static void conn_replay_one(void *arg, msg *m)
+{
+    conn *c = arg;
+    msg *v = c->format ? envelope_variant(m, (msg_format)c->format, chan_epoch()) : m;
+    if (v && !c->dead)
+        conn_send(c, msg_ref(v), false);
+}
+
+/* Tells a recovering client that it cannot get a gap-free history and must
+ * resync: a text frame (JSON whatever the format) ahead of live messages. */
+static void conn_recovery_failed(conn *c, const char *name, size_t len, const char *reason,
+                                 uint64_t last)
+{
+    char buf[320];
+    int n = snprintf(buf, sizeof buf,
+                     "{\"type\":\"recovery_failed\",\"group\":\"%.*s\",\"reason\":\"%s\","
+                     "\"epoch\":\"%s\",\"offset\":%llu}",
+                     (int)len, name, reason, chan_epoch(), (unsigned long long)last);
+    msg *m = msg_new_frame(MSG_CONTROL, WS_OP_TEXT, buf, (size_t)n);
+    if (m)
+        conn_send(c, m, false);
+}
+
+bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_t since,
+                    bool epoch_ok)
 {
     for (uint16_t i = 0; i < c->nsubs; i++) {
         group *g = c->subs[i].g;
@@ -144,7 +171,31 @@ bool conn_subscribe(conn *c, const char *name, size_t len)
         return false;
     }
     c->subs = s;
-    long slot = groups_add(g, c);
+    uint64_t after = 0;
+    if (recover) {
+        /* Under the group's lock no publish can slip between the replay and
+         * the join: everything up to `after` is replayed, everything above
+         * it arrives live (the inbox may still hold older ones: skipped). */
+        chan *ch = chan_lock(name, len);
+        if (!ch) {
+            groups_release_if_empty(&c->w->groups, g);
+            return false;
+        }
+        const config *cfg = c->w->cfg;
+        chan_history_cfg hc = {(size_t)cfg->history, cfg->history_ttl_ms};
+        after = chan_last_offset(ch);
+        chan_replay_result r = epoch_ok ? chan_replay(ch, since, &hc, c->w->now_ms,
+                                                      conn_replay_one, c)
+                                        : CHAN_REPLAY_FUTURE;
+        chan_unlock(ch);
+        if (!epoch_ok)
+            conn_recovery_failed(c, name, len, "epoch", after);
+        else if (r == CHAN_REPLAY_TOO_OLD)
+            conn_recovery_failed(c, name, len, "too_old", after);
+        else if (r == CHAN_REPLAY_FUTURE)
+            conn_recovery_failed(c, name, len, "unknown_offset", after);
+    }
+    long slot = groups_add(g, c, after);
     if (slot < 0) {
         groups_release_if_empty(&c->w->groups, g);
         return false;

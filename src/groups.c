@@ -96,17 +96,17 @@ group *groups_get(group_table *t, const char *name, size_t len)
     return g;
 }
 
-long groups_add(group *g, struct conn *c)
+long groups_add(group *g, struct conn *c, uint64_t after)
 {
     if (g->n == g->cap) {
         uint32_t nc = g->cap ? g->cap * 2 : 4;
-        struct conn **m = realloc(g->members, sizeof *m * nc);
+        group_entry *m = realloc(g->members, sizeof *m * nc);
         if (!m)
             return -1;
         g->members = m;
         g->cap = nc;
     }
-    g->members[g->n] = c;
+    g->members[g->n] = (group_entry){c, after};
     return g->n++;
 }
 
@@ -116,7 +116,7 @@ struct conn *groups_remove(group *g, uint32_t slot)
     if (slot == g->n)
         return NULL;
     g->members[slot] = g->members[g->n];
-    return g->members[slot];
+    return g->members[slot].c;
 }
 
 void groups_release_if_empty(group_table *t, group *g)

@@ -10,11 +10,16 @@
 
 struct conn;
 
+typedef struct group_entry {
+    struct conn *c;
+    uint64_t after; /* deliver only offsets above this (the end of a history replay) */
+} group_entry;
+
 typedef struct group {
     struct group *next; /* hash chain */
     uint32_t hash;
     uint32_t n, cap;
-    struct conn **members;
+    group_entry *members;
     uint8_t name_len;
     char name[];
 } group;
@@ -35,7 +40,7 @@ group *groups_find(const group_table *t, const char *name, size_t len);
 group *groups_get(group_table *t, const char *name, size_t len); /* creates; NULL on OOM */
 
 /* Adds c; returns its slot or -1 on OOM. */
-long groups_add(group *g, struct conn *c);
+long groups_add(group *g, struct conn *c, uint64_t after);
 
 /* Removes the member at slot; returns the member moved into it (or NULL) so
  * the caller can update that member's remembered slot. */

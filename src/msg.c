@@ -21,6 +21,9 @@ msg *msg_alloc(size_t payload_cap)
     m->cap = (uint32_t)payload_cap;
     m->payload_len = 0;
     m->publish_ns = 0;
+    m->offset = 0;
+    atomic_init(&m->variant[0], NULL);
+    atomic_init(&m->variant[1], NULL);
     m->data = msg_payload(m);
     return m;
 }
@@ -103,7 +106,15 @@ msg *msg_new_close(unsigned code, const char *reason)
     return m;
 }
 
-void msg_free(msg *m) { free(m); }
+void msg_free(msg *m)
+{
+    for (int i = 0; i < 2; i++) {
+        msg *v = atomic_load_explicit(&m->variant[i], memory_order_acquire);
+        if (v)
+            msg_unref(v);
+    }
+    free(m);
+}
 
 void msg_batch_flush(msg_batch *b)
 {

@@ -31,6 +31,10 @@ typedef struct msg {
     uint32_t cap;           /* payload capacity while assembling */
     uint32_t payload_len;
     uint64_t publish_ns;    /* CLOCK_MONOTONIC at publish, for latency metrics */
+    uint64_t offset;        /* position in its group (chan.c), 0 for non-published */
+    /* The same message wrapped in an envelope (JSON, msgpack), built at most
+     * once, on first need, and shared by every subscriber using that format. */
+    _Atomic(struct msg *) variant[2];
     uint8_t *data;
     char group[MSG_GROUP_MAX + 1];
     /* WS_MAX_SERVER_HEADER bytes of room, then the payload */

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "admit.h"
+#include "chan.h"
 #include "log.h"
 #include "tls.h"
 
@@ -194,6 +195,8 @@ int server_run(const config *cfg, int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     admit_init();
+    if (!chan_init())
+        return 1;
     if (cfg->tls_cert && !(s.tls = tls_ctx_new(cfg->tls_cert, cfg->tls_key)))
         return 1;
     s.workers = calloc((size_t)s.nworkers, sizeof *s.workers);
@@ -248,6 +251,7 @@ int server_run(const config *cfg, int argc, char **argv)
     for (int i = 0; i < inited; i++)
         worker_cleanup(&s.workers[i]);
     free(s.workers);
+    chan_destroy();
     admit_destroy();
     if (s.tls)
         tls_ctx_free(s.tls);

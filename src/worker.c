@@ -12,7 +12,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "chan.h"
 #include "conn.h"
+#include "envelope.h"
 #include "log.h"
 #include "server.h"
 
@@ -54,14 +56,14 @@ int worker_init(worker *w, server *srv, int id, int listen_fd)
     w->scratch = malloc(w->scratch_cap);
     if (srv->tls && !(w->tls_stage = malloc(CONN_TLS_STAGE)))
         return -1;
-    w->npending = (size_t)srv->nworkers;
-    w->pending = calloc(w->npending, sizeof *w->pending);
+    pthread_mutex_init(&w->overflow_lock, NULL);
+    atomic_init(&w->overflow_used, false);
     w->now_ms = worker_clock_ms();
     atomic_init(&w->notified, false);
     atomic_init(&w->stop, 0);
     atomic_init(&w->seen_generation, 0);
     atomic_init(&w->done, false);
-    if (w->epfd < 0 || w->efd < 0 || !w->scratch || !w->pending || !groups_init(&w->groups) ||
+    if (w->epfd < 0 || w->efd < 0 || !w->scratch || !groups_init(&w->groups) ||
         !ring_init(&w->inbox, WORKER_INBOX))
         return -1;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &worker_tag_listen};
@@ -142,20 +144,35 @@ int worker_epoll_mod(worker *w, conn *c, bool want_out)
 
 /* The caller holds a reference for the whole loop, and nothing in it can
  * release m (queues only drop messages queued before m), so the references
- * for all the queues are added with one atomic operation at the end. */
+ * for all the queues are added with one atomic operation per format at the
+ * end. Subscribers asking for an envelope get the message's shared variant. */
 static void worker_fanout(worker *w, msg *m)
 {
-    unsigned queued = 0;
+    msg *v[3] = {m, NULL, NULL};
+    unsigned queued[3] = {0, 0, 0};
     if (m->group_len == 0) { /* every subscriber, whatever its groups */
-        for (uint32_t i = 0; i < w->nall; i++)
-            queued += conn_enqueue(w->all[i], m);
+        for (uint32_t i = 0; i < w->nall; i++) {
+            conn *c = w->all[i];
+            unsigned f = c->format;
+            if (!v[f] && !(v[f] = envelope_variant(m, (msg_format)f, chan_epoch())))
+                continue;
+            queued[f] += conn_enqueue(c, v[f]);
+        }
     } else {
         group *g = groups_find(&w->groups, m->group, m->group_len);
-        for (uint32_t i = 0; g && i < g->n; i++)
-            queued += conn_enqueue(g->members[i], m);
+        for (uint32_t i = 0; g && i < g->n; i++) {
+            group_entry *gm = &g->members[i];
+            if (m->offset <= gm->after)
+                continue; /* already sent by this subscriber's history replay */
+            unsigned f = gm->c->format;
+            if (!v[f] && !(v[f] = envelope_variant(m, (msg_format)f, chan_epoch())))
+                continue;
+            queued[f] += conn_enqueue(gm->c, v[f]);
+        }
     }
-    if (queued)
-        msg_ref_n(m, queued);
+    for (int f = 0; f < 3; f++)
+        if (queued[f])
+            msg_ref_n(v[f], queued[f]);
 }
 
 static void worker_notify(worker *target)
@@ -186,57 +203,69 @@ static bool fifo_push(msg_fifo *f, msg *m)
     return true;
 }
 
-/* Retries messages that found a full inbox, preserving their order. */
-static void worker_flush_pending(worker *w)
+/* Hands m (one reference) to a worker. Called with the group's channel lock
+ * held, so for one group the pushes into any inbox happen in offset order:
+ * once a message went to the overflow list, later ones follow it there until
+ * the owner has taken the list. */
+static void worker_push(worker *o, msg *m)
 {
-    for (size_t t = 0; t < w->npending; t++) {
-        msg_fifo *f = &w->pending[t];
-        worker *target = &w->srv->workers[t];
-        bool pushed = false;
-        while (f->count && ring_push(&target->inbox, f->items[f->head])) {
-            f->head = (f->head + 1) % f->cap;
-            f->count--;
-            pushed = true;
-        }
-        if (pushed)
-            worker_notify(target);
+    if (!atomic_load_explicit(&o->overflow_used, memory_order_acquire) &&
+        ring_push(&o->inbox, m))
+        return;
+    pthread_mutex_lock(&o->overflow_lock);
+    bool ok = fifo_push(&o->overflow, m);
+    if (ok)
+        atomic_store_explicit(&o->overflow_used, true, memory_order_release);
+    pthread_mutex_unlock(&o->overflow_lock);
+    if (!ok) {
+        log_msg(LOG_ERROR, "out of memory: message lost for worker %d", o->id);
+        msg_unref(m);
     }
-}
-
-static bool worker_has_pending(const worker *w)
-{
-    for (size_t t = 0; t < w->npending; t++)
-        if (w->pending[t].count)
-            return true;
-    return false;
 }
 
 void worker_publish(worker *w, msg *m)
 {
     METRIC_INC(&w->m, messages_published);
-    for (int i = 0; i < w->srv->nworkers; i++) {
-        worker *o = &w->srv->workers[i];
-        if (o == w)
-            continue;
-        msg_ref(m);
-        msg_fifo *f = &w->pending[i];
-        if (f->count == 0 && ring_push(&o->inbox, m)) {
-            worker_notify(o);
-        } else if (!fifo_push(f, m)) {
-            log_msg(LOG_ERROR, "out of memory: message lost for worker %d", i);
-            msg_unref(m);
-        }
+    chan *ch = chan_lock(m->group, m->group_len);
+    if (!ch) {
+        log_msg(LOG_ERROR, "out of memory: publish to '%s' lost", m->group);
+        msg_unref(m);
+        return;
     }
-    worker_fanout(w, m);
+    chan_history_cfg hc = {(size_t)w->cfg->history, w->cfg->history_ttl_ms};
+    chan_append(ch, m, &hc, w->now_ms);
+    /* Local subscribers too go through our own inbox: delivering them directly
+     * could overtake an earlier offset of the same group still in the ring. */
+    for (int i = 0; i < w->srv->nworkers; i++)
+        worker_push(&w->srv->workers[i], msg_ref(m));
+    chan_unlock(ch);
+    for (int i = 0; i < w->srv->nworkers; i++)
+        if (&w->srv->workers[i] != w)
+            worker_notify(&w->srv->workers[i]);
     msg_unref(m);
 }
 
 static void worker_drain_inbox(worker *w)
 {
-    msg *m;
-    while ((m = ring_pop(&w->inbox))) {
-        worker_fanout(w, m);
-        msg_unref(m);
+    for (;;) {
+        msg *m;
+        while ((m = ring_pop(&w->inbox))) {
+            worker_fanout(w, m);
+            msg_unref(m);
+        }
+        if (!atomic_load_explicit(&w->overflow_used, memory_order_acquire))
+            return;
+        pthread_mutex_lock(&w->overflow_lock);
+        msg_fifo f = w->overflow;
+        memset(&w->overflow, 0, sizeof w->overflow);
+        atomic_store_explicit(&w->overflow_used, false, memory_order_release);
+        pthread_mutex_unlock(&w->overflow_lock);
+        for (size_t i = 0; i < f.count; i++) {
+            m = f.items[(f.head + i) % f.cap];
+            worker_fanout(w, m);
+            msg_unref(m);
+        }
+        free(f.items);
     }
 }
 
@@ -411,8 +440,7 @@ static void *worker_main(void *arg)
     w->next_tick_ms = w->now_ms + WORKER_TICK_MS;
     for (;;) {
         worker_refresh_config(w);
-        int timeout = worker_has_pending(w) ? 1 : WORKER_TICK_MS;
-        int n = epoll_wait(w->epfd, evs, WORKER_EVENTS, timeout);
+        int n = epoll_wait(w->epfd, evs, WORKER_EVENTS, WORKER_TICK_MS);
         uint64_t t0 = worker_clock_ns();
         w->now_ms = t0 / 1000000u;
         for (int i = 0; i < n; i++) {
@@ -435,7 +463,6 @@ static void *worker_main(void *arg)
             }
         }
         worker_drain_inbox(w);
-        worker_flush_pending(w);
         worker_check_stop(w);
         if (w->draining && w->restart_drain)
             worker_drain_step(w);
@@ -484,13 +511,10 @@ void worker_cleanup(worker *w)
     msg *m;
     while ((m = ring_pop(&w->inbox)))
         msg_unref(m);
-    for (size_t t = 0; t < w->npending; t++) {
-        msg_fifo *f = &w->pending[t];
-        for (size_t i = 0; i < f->count; i++)
-            msg_unref(f->items[(f->head + i) % f->cap]);
-        free(f->items);
-    }
-    free(w->pending);
+    for (size_t i = 0; i < w->overflow.count; i++)
+        msg_unref(w->overflow.items[(w->overflow.head + i) % w->overflow.cap]);
+    free(w->overflow.items);
+    pthread_mutex_destroy(&w->overflow_lock);
     ring_destroy(&w->inbox);
     groups_destroy(&w->groups);
     free(w->conns);

@@ -49,8 +49,11 @@ typedef struct worker {
     uint32_t nall, cap_all;
     struct conn *dirty;
     struct conn *graveyard;
-    msg_fifo *pending; /* per target worker, when its inbox was full */
-    size_t npending;
+    /* When the inbox ring is full, producers append here instead (in order,
+     * under the lock); the owner drains the ring, then this. */
+    pthread_mutex_t overflow_lock;
+    msg_fifo overflow;
+    atomic_bool overflow_used;
     uint8_t *scratch;
     size_t scratch_cap;
     uint8_t *tls_stage;

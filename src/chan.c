@@ -1,0 +1,174 @@
+#include "chan.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHAN_SHARDS 64
+#define CHAN_BUCKETS 256 /* per shard, power of two */
+
+struct chan {
+    struct chan *next;
+    struct chan_shard *shard;
+    uint32_t hash;
+    uint64_t last_offset;
+    /* history: a ring of message references, oldest at head */
+    msg **hist;
+    uint32_t hist_cap, hist_head, hist_count;
+    uint8_t name_len;
+    char name[];
+};
+
+typedef struct chan_shard {
+    pthread_mutex_t lock;
+    chan *buckets[CHAN_BUCKETS];
+} chan_shard;
+
+static chan_shard *chan_shards;
+static char chan_epoch_str[17];
+
+const char *chan_epoch(void) { return chan_epoch_str; }
+
+bool chan_init(void)
+{
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof r, 0) != sizeof r) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        r = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)getpid();
+    }
+    snprintf(chan_epoch_str, sizeof chan_epoch_str, "%016llx", (unsigned long long)r);
+    chan_shards = calloc(CHAN_SHARDS, sizeof *chan_shards);
+    if (!chan_shards)
+        return false;
+    for (int i = 0; i < CHAN_SHARDS; i++)
+        pthread_mutex_init(&chan_shards[i].lock, NULL);
+    return true;
+}
+
+static void chan_drop_oldest(chan *c)
+{
+    msg_unref(c->hist[c->hist_head]);
+    c->hist_head = (c->hist_head + 1) % c->hist_cap;
+    c->hist_count--;
+}
+
+void chan_destroy(void)
+{
+    if (!chan_shards)
+        return;
+    for (int i = 0; i < CHAN_SHARDS; i++) {
+        for (int b = 0; b < CHAN_BUCKETS; b++) {
+            chan *c = chan_shards[i].buckets[b];
+            while (c) {
+                chan *n = c->next;
+                while (c->hist_count)
+                    chan_drop_oldest(c);
+                free(c->hist);
+                free(c);
+                c = n;
+            }
+        }
+        pthread_mutex_destroy(&chan_shards[i].lock);
+    }
+    free(chan_shards);
+    chan_shards = NULL;
+}
+
+static uint32_t chan_hash(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+chan *chan_lock(const char *name, size_t len)
+{
+    uint32_t h = chan_hash(name, len);
+    chan_shard *sh = &chan_shards[h % CHAN_SHARDS];
+    pthread_mutex_lock(&sh->lock);
+    chan **head = &sh->buckets[(h / CHAN_SHARDS) & (CHAN_BUCKETS - 1)];
+    for (chan *c = *head; c; c = c->next)
+        if (c->hash == h && c->name_len == len && memcmp(c->name, name, len) == 0)
+            return c;
+    chan *c = calloc(1, sizeof *c + len + 1);
+    if (!c) {
+        pthread_mutex_unlock(&sh->lock);
+        return NULL;
+    }
+    c->shard = sh;
+    c->hash = h;
+    c->name_len = (uint8_t)len;
+    memcpy(c->name, name, len);
+    c->next = *head;
+    *head = c;
+    return c;
+}
+
+void chan_unlock(chan *c) { pthread_mutex_unlock(&c->shard->lock); }
+
+uint64_t chan_last_offset(const chan *c) { return c->last_offset; }
+
+static bool chan_expired(const msg *m, const chan_history_cfg *cfg, uint64_t now_ms)
+{
+    return cfg->ttl_ms && now_ms > m->publish_ns / 1000000u + cfg->ttl_ms;
+}
+
+static void chan_trim(chan *c, const chan_history_cfg *cfg, uint64_t now_ms)
+{
+    while (c->hist_count && (c->hist_count > cfg->max ||
+                             chan_expired(c->hist[c->hist_head], cfg, now_ms)))
+        chan_drop_oldest(c);
+}
+
+void chan_append(chan *c, msg *m, const chan_history_cfg *cfg, uint64_t now_ms)
+{
+    m->offset = ++c->last_offset;
+    chan_trim(c, cfg, now_ms);
+    if (cfg->max == 0)
+        return;
+    if (c->hist_count == c->hist_cap) {
+        if (c->hist_cap >= cfg->max) {
+            chan_drop_oldest(c);
+        } else { /* grow towards max: groups with little traffic stay small */
+            uint32_t ncap = c->hist_cap ? c->hist_cap * 2 : 8;
+            if (ncap > cfg->max)
+                ncap = (uint32_t)cfg->max;
+            msg **n = malloc(sizeof *n * ncap);
+            if (!n)
+                return; /* history is best effort; recovery reports the gap */
+            for (uint32_t i = 0; i < c->hist_count; i++)
+                n[i] = c->hist[(c->hist_head + i) % c->hist_cap];
+            free(c->hist);
+            c->hist = n;
+            c->hist_cap = ncap;
+            c->hist_head = 0;
+        }
+    }
+    c->hist[(c->hist_head + c->hist_count) % c->hist_cap] = msg_ref(m);
+    c->hist_count++;
+}
+
+chan_replay_result chan_replay(chan *c, uint64_t since, const chan_history_cfg *cfg,
+                               uint64_t now_ms, void (*fn)(void *arg, msg *m), void *arg)
+{
+    if (since > c->last_offset)
+        return CHAN_REPLAY_FUTURE;
+    chan_trim(c, cfg, now_ms);
+    if (since == c->last_offset)
+        return CHAN_REPLAY_OK;
+    uint64_t oldest = c->hist_count ? c->hist[c->hist_head]->offset : c->last_offset + 1;
+    if (since + 1 < oldest)
+        return CHAN_REPLAY_TOO_OLD;
+    for (uint32_t i = 0; i < c->hist_count; i++) {
+        msg *m = c->hist[(c->hist_head + i) % c->hist_cap];
+        if (m->offset > since)
+            fn(arg, m);
+    }
+    return CHAN_REPLAY_OK;
+}

@@ -1,0 +1,182 @@
+#include "envelope.h"
+
+#include <msgpack.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- JSON, by hand: the schema is fixed, so a direct encoder is a few
+ * dozen lines and several times faster than building a jansson tree. ---- */
+
+size_t envelope_json_bound(const envelope_in *in)
+{
+    size_t data = in->binary ? (in->len + 2) / 3 * 4 + 1 : in->len * 6;
+    return 96 + in->group_len + (in->epoch ? strlen(in->epoch) : 0) + data;
+}
+
+static size_t envelope_json_string(uint8_t *o, const uint8_t *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = s[i];
+        if (c == '"' || c == '\\') {
+            o[k++] = '\\';
+            o[k++] = c;
+        } else if (c < 0x20) {
+            o[k++] = '\\';
+            switch (c) {
+            case '\n': o[k++] = 'n'; break;
+            case '\r': o[k++] = 'r'; break;
+            case '\t': o[k++] = 't'; break;
+            default:
+                o[k++] = 'u'; o[k++] = '0'; o[k++] = '0';
+                o[k++] = (uint8_t)hex[c >> 4];
+                o[k++] = (uint8_t)hex[c & 15];
+            }
+        } else {
+            o[k++] = c; /* UTF-8 passes through: text payloads were validated */
+        }
+    }
+    return k;
+}
+
+size_t envelope_json(const envelope_in *in, uint8_t *out, size_t cap)
+{
+    (void)cap;
+    size_t k = 0;
+    memcpy(out, "{\"group\":", 9);
+    k = 9;
+    if (in->group) {
+        out[k++] = '"';
+        memcpy(out + k, in->group, in->group_len); /* names need no escaping */
+        k += in->group_len;
+        out[k++] = '"';
+    } else {
+        memcpy(out + k, "null", 4);
+        k += 4;
+    }
+    k += (size_t)sprintf((char *)out + k, ",\"offset\":%llu,\"epoch\":\"%s\",",
+                         (unsigned long long)in->offset, in->epoch ? in->epoch : "");
+    if (in->binary) {
+        memcpy(out + k, "\"binary\":true,\"data\":\"", 22);
+        k += 22;
+        k += (size_t)EVP_EncodeBlock(out + k, in->data, (int)in->len);
+    } else {
+        memcpy(out + k, "\"data\":\"", 8);
+        k += 8;
+        k += envelope_json_string(out + k, in->data, in->len);
+    }
+    out[k++] = '"';
+    out[k++] = '}';
+    return k;
+}
+
+/* ---- msgpack, with msgpack-c writing into our buffer ---------------------- */
+
+size_t envelope_msgpack_bound(const envelope_in *in)
+{
+    return 64 + in->group_len + (in->epoch ? strlen(in->epoch) : 0) + in->len;
+}
+
+typedef struct envelope_buf {
+    uint8_t *p;
+    size_t len, cap;
+} envelope_buf;
+
+static int envelope_buf_write(void *data, const char *buf, size_t len)
+{
+    envelope_buf *b = data;
+    if (b->len + len > b->cap)
+        return -1;
+    memcpy(b->p + b->len, buf, len);
+    b->len += len;
+    return 0;
+}
+
+static void envelope_pack_str(msgpack_packer *pk, const char *s, size_t n)
+{
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+size_t envelope_msgpack(const envelope_in *in, uint8_t *out, size_t cap)
+{
+    envelope_buf b = {out, 0, cap};
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &b, envelope_buf_write);
+    size_t elen = in->epoch ? strlen(in->epoch) : 0;
+    int rc = msgpack_pack_map(&pk, 4);
+    envelope_pack_str(&pk, "group", 5);
+    if (in->group)
+        envelope_pack_str(&pk, in->group, in->group_len);
+    else
+        msgpack_pack_nil(&pk);
+    envelope_pack_str(&pk, "offset", 6);
+    msgpack_pack_uint64(&pk, in->offset);
+    envelope_pack_str(&pk, "epoch", 5);
+    envelope_pack_str(&pk, in->epoch ? in->epoch : "", elen);
+    envelope_pack_str(&pk, "data", 4);
+    if (in->binary) {
+        msgpack_pack_bin(&pk, in->len);
+        rc |= msgpack_pack_bin_body(&pk, in->data, in->len);
+    } else {
+        msgpack_pack_str(&pk, in->len);
+        rc |= msgpack_pack_str_body(&pk, in->data, in->len);
+    }
+    return rc == 0 && b.len <= cap ? b.len : 0;
+}
+
+/* ---- shared variants ------------------------------------------------------ */
+
+static msg *envelope_build(const msg *m, msg_format f, const char *epoch)
+{
+    envelope_in in = {
+        .group = m->group_len ? m->group : NULL,
+        .group_len = m->group_len,
+        .offset = m->offset,
+        .epoch = epoch,
+        .data = m->data + (m->len - m->payload_len),
+        .len = m->payload_len,
+        .binary = m->opcode == WS_OP_BINARY,
+    };
+    size_t cap = f == FORMAT_JSON ? envelope_json_bound(&in) : envelope_msgpack_bound(&in);
+    msg *v = msg_alloc(cap);
+    if (!v)
+        return NULL;
+    size_t n = f == FORMAT_JSON ? envelope_json(&in, msg_payload(v), cap)
+                                : envelope_msgpack(&in, msg_payload(v), cap);
+    if (n == 0) {
+        msg_unref(v);
+        return NULL;
+    }
+    if (cap - n > 4096) { /* escaping bounds are generous: give the slack back */
+        msg *s = realloc(v, sizeof *v + WS_MAX_SERVER_HEADER + n);
+        if (s) {
+            v = s;
+            v->cap = (uint32_t)n;
+        }
+    }
+    v->payload_len = (uint32_t)n;
+    msg_finish(v, MSG_DATA, f == FORMAT_JSON ? WS_OP_TEXT : WS_OP_BINARY, m->group, m->group_len);
+    v->publish_ns = m->publish_ns; /* latency is measured from the original publish */
+    v->offset = m->offset;
+    return v;
+}
+
+msg *envelope_variant(msg *m, msg_format f, const char *epoch)
+{
+    _Atomic(msg *) *slot = &m->variant[f - 1];
+    msg *v = atomic_load_explicit(slot, memory_order_acquire);
+    if (v)
+        return v;
+    msg *built = envelope_build(m, f, epoch);
+    if (!built)
+        return NULL;
+    /* Two workers may race to build it: one wins, the other frees its copy. */
+    if (atomic_compare_exchange_strong_explicit(slot, &v, built, memory_order_acq_rel,
+                                                memory_order_acquire))
+        return built;
+    msg_unref(built);
+    return v;
+}
