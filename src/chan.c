@@ -16,6 +16,8 @@ struct chan {
     struct chan_shard *shard;
     uint32_t hash;
     uint64_t last_offset;
+    uint32_t subscribers;   /* local, all workers (cluster mode only) */
+    bool confirmed;         /* the broker acknowledged our SUBSCRIBE */
     /* history: a ring of message references, oldest at head */
     msg **hist;
     uint32_t hist_cap, hist_head, hist_count;
@@ -29,9 +31,24 @@ typedef struct chan_shard {
 } chan_shard;
 
 static chan_shard *chan_shards;
-static char chan_epoch_str[17];
+/* Read by every worker while the broker thread may replace it: two buffers,
+ * swapped through an atomic pointer; a reader copies what it points at before
+ * the other buffer is rewritten (epoch changes are seconds apart). */
+static char chan_epoch_buf[2][80];
+static _Atomic(const char *) chan_epoch_ptr = chan_epoch_buf[0];
+static pthread_mutex_t chan_epoch_lock = PTHREAD_MUTEX_INITIALIZER;
 
-const char *chan_epoch(void) { return chan_epoch_str; }
+const char *chan_epoch(void) { return atomic_load_explicit(&chan_epoch_ptr, memory_order_acquire); }
+
+void chan_set_epoch(const char *epoch)
+{
+    pthread_mutex_lock(&chan_epoch_lock);
+    char *next = atomic_load(&chan_epoch_ptr) == chan_epoch_buf[0] ? chan_epoch_buf[1]
+                                                                     : chan_epoch_buf[0];
+    snprintf(next, sizeof chan_epoch_buf[0], "%s", epoch);
+    atomic_store_explicit(&chan_epoch_ptr, next, memory_order_release);
+    pthread_mutex_unlock(&chan_epoch_lock);
+}
 
 bool chan_init(void)
 {
@@ -41,7 +58,9 @@ bool chan_init(void)
         clock_gettime(CLOCK_REALTIME, &ts);
         r = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)getpid();
     }
-    snprintf(chan_epoch_str, sizeof chan_epoch_str, "%016llx", (unsigned long long)r);
+    char e[17];
+    snprintf(e, sizeof e, "%016llx", (unsigned long long)r);
+    chan_set_epoch(e);
     chan_shards = calloc(CHAN_SHARDS, sizeof *chan_shards);
     if (!chan_shards)
         return false;
@@ -114,6 +133,41 @@ void chan_unlock(chan *c) { pthread_mutex_unlock(&c->shard->lock); }
 
 uint64_t chan_last_offset(const chan *c) { return c->last_offset; }
 
+const char *chan_name(const chan *c, size_t *len)
+{
+    *len = c->name_len;
+    return c->name;
+}
+
+bool chan_subscriber_add(chan *c) { return c->subscribers++ == 0; }
+
+bool chan_subscriber_del(chan *c) { return c->subscribers > 0 && --c->subscribers == 0; }
+
+bool chan_confirmed(const chan *c) { return c->confirmed; }
+
+void chan_set_confirmed(chan *c, bool yes) { c->confirmed = yes; }
+
+void chan_foreach(void (*fn)(chan *c, void *arg), void *arg)
+{
+    for (int i = 0; i < CHAN_SHARDS; i++) {
+        pthread_mutex_lock(&chan_shards[i].lock);
+        for (int b = 0; b < CHAN_BUCKETS; b++)
+            for (chan *c = chan_shards[i].buckets[b]; c; c = c->next)
+                fn(c, arg);
+        pthread_mutex_unlock(&chan_shards[i].lock);
+    }
+}
+
+static void chan_reset_one(chan *c, void *arg)
+{
+    (void)arg;
+    while (c->hist_count)
+        chan_drop_oldest(c);
+    c->last_offset = 0;
+}
+
+void chan_reset_all(void) { chan_foreach(chan_reset_one, NULL); }
+
 static bool chan_expired(const msg *m, const chan_history_cfg *cfg, uint64_t now_ms)
 {
     return cfg->ttl_ms && now_ms > m->publish_ns / 1000000u + cfg->ttl_ms;
@@ -128,7 +182,16 @@ static void chan_trim(chan *c, const chan_history_cfg *cfg, uint64_t now_ms)
 
 void chan_append(chan *c, msg *m, const chan_history_cfg *cfg, uint64_t now_ms)
 {
-    m->offset = ++c->last_offset;
+    chan_append_at(c, m, c->last_offset + 1, cfg, now_ms);
+}
+
+void chan_append_at(chan *c, msg *m, uint64_t offset, const chan_history_cfg *cfg,
+                    uint64_t now_ms)
+{
+    if (offset != c->last_offset + 1)
+        while (c->hist_count)
+            chan_drop_oldest(c);
+    m->offset = c->last_offset = offset;
     chan_trim(c, cfg, now_ms);
     if (cfg->max == 0)
         return;

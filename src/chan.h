@@ -41,8 +41,34 @@ void chan_unlock(chan *c);
  * (taking a reference) according to cfg; now_ms for the TTL. */
 void chan_append(chan *c, msg *m, const chan_history_cfg *cfg, uint64_t now_ms);
 
+/* With the lock held: the same, for a message whose offset was assigned
+ * elsewhere (the cluster broker). A jump in offsets clears the history: what
+ * lies between was never seen here, so replays must not pretend otherwise. */
+void chan_append_at(chan *c, msg *m, uint64_t offset, const chan_history_cfg *cfg,
+                    uint64_t now_ms);
+
 /* With the lock held. */
 uint64_t chan_last_offset(const chan *c);
+const char *chan_name(const chan *c, size_t *len);
+
+/* Cluster bookkeeping, with the lock held: local subscribers of the group
+ * across all workers (true when this made it the first / the last), and
+ * whether the broker confirmed our subscription to it. */
+bool chan_subscriber_add(chan *c);
+bool chan_subscriber_del(chan *c);
+bool chan_confirmed(const chan *c);
+void chan_set_confirmed(chan *c, bool yes);
+
+/* Calls fn on every channel, each under its lock (for resubscribing after a
+ * broker reconnect). */
+void chan_foreach(void (*fn)(chan *c, void *arg), void *arg);
+
+/* Forgets every channel's history and offsets: the node's history epoch is
+ * changing (broker outage and recovery). */
+void chan_reset_all(void);
+
+/* Replaces the epoch (cluster mode: shared by the nodes, from the broker). */
+void chan_set_epoch(const char *epoch);
 
 typedef enum chan_replay_result {
     CHAN_REPLAY_OK = 0,

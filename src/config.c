@@ -90,6 +90,9 @@ static const opt opts[] = {
      "      missed (/ws?...&since=g:OFFSET&epoch=E; default 0 = none)"},
     {"history-ttl", OPT_SECONDS, OFF(history_ttl_ms), 0, 0, NULL, true, false,
      "SECONDS  also forget history older than this (default 0 = no age limit)"},
+    {"broker", OPT_STR, OFF(broker), 0, 0, NULL, false, false,
+     "URL  redis://HOST:PORT[/DB]: run as one node of a cluster; publishes on any\n"
+     "      node reach subscribers on every node (default: single node)"},
     {"tls-cert", OPT_STR, OFF(tls_cert), 0, 0, NULL, false, false,
      "FILE  PEM certificate chain: serve https:// and wss://"},
     {"tls-key", OPT_STR, OFF(tls_key), 0, 0, NULL, false, false, "FILE  PEM private key"},
@@ -160,6 +163,7 @@ void config_free(config *c)
     free(c->listen);
     free(c->tls_cert);
     free(c->tls_key);
+    free(c->broker);
     list_clear(&c->publish_keys);
     list_clear(&c->jwt_secrets);
     list_clear(&c->allowed_origins);

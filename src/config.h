@@ -46,6 +46,7 @@ typedef struct config {
     int accept_rate;           /* new WebSocket upgrades/s; 0: unlimited */
     int history;               /* messages kept per group for recovery */
     uint64_t history_ttl_ms;   /* 0: no age limit */
+    char *broker;              /* redis://HOST:PORT[/DB] or NULL */
     char *tls_cert;
     char *tls_key;
     log_format log_format;

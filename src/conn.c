@@ -236,6 +236,8 @@ static int conn_tls_flush(conn *c, outq_done *done)
 
 void conn_flush(conn *c)
 {
+    if (c->hold)
+        return; /* worker_check_held marks it dirty again when released */
     if (c->ssl) {
         outq_done done = {.lat = &c->w->m, .release = &c->w->release, .now_us = conn_now_us()};
         int rc = conn_tls_flush(c, &done);

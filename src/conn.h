@@ -49,7 +49,8 @@ typedef struct conn {
     bool body_text;        /* POST body must be UTF-8 and goes out as a text frame */
     bool in_all;           /* member of the worker's broadcast-to-all list */
     bool ip_counted;       /* holds a slot in the per-IP connection count */
-    bool tls_wbio_used;    /* ciphertext went through the write BIO since the last tick */
+    bool tls_wbio_used;
+    bool hold;             /* cluster: 101 and data wait for the broker's SUBSCRIBE */    /* ciphertext went through the write BIO since the last tick */
     uint8_t format;        /* msg_format: raw, json or msgpack envelopes */
     uint16_t nsubs;
     uint32_t slot;         /* index in worker->conns */

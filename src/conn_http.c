@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "auth.h"
+#include "broker.h"
 #include "chan.h"
 #include "conn.h"
 #include "envelope.h"
@@ -354,7 +355,7 @@ static const char *conn_last_colon(const char *p, size_t n)
 static bool conn_since_for(const char *since, size_t n, const char *g, size_t glen,
                            uint64_t *off, bool *bad)
 {
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i <= n; i++) { /* <= n: an empty last entry ("a:1,") is malformed */
         size_t s = i;
         while (i < n && since[i] != ',')
             i++;
@@ -365,7 +366,7 @@ static bool conn_since_for(const char *since, size_t n, const char *g, size_t gl
         }
         uint64_t v = 0;
         for (const char *p = colon + 1; p < since + i; p++) {
-            if (*p < '0' || *p > '9' || v > UINT64_MAX / 10 - 1) {
+            if (*p < '0' || *p > '9' || v > (UINT64_MAX - (uint64_t)(*p - '0')) / 10) {
                 *bad = true;
                 return false;
             }
@@ -400,7 +401,7 @@ static bool conn_since_valid(const char *since, size_t sl, const char *list, lon
     conn_since_for(since, sl, "", 0, &off, &bad); /* matches nothing: checks every entry */
     if (bad || n < 0)
         return false;
-    for (size_t i = 0; i < sl; i++) {
+    for (size_t i = 0; i <= sl; i++) {
         size_t s = i;
         while (i < sl && since[i] != ',')
             i++;
@@ -429,11 +430,13 @@ static void conn_route_ws(conn *c, const http_request *req)
     }
     long fl = http_query_get(req->query, "format", fmt, sizeof fmt);
     msg_format format = FORMAT_RAW;
-    if (fl >= 0 && !strcmp(fmt, "json"))
+    /* Compare decoded lengths too: "json%00x" decodes to a string strcmp
+     * would call "json". */
+    if (fl == 4 && !memcmp(fmt, "json", 4))
         format = FORMAT_JSON;
-    else if (fl >= 0 && !strcmp(fmt, "msgpack"))
+    else if (fl == 7 && !memcmp(fmt, "msgpack", 7))
         format = FORMAT_MSGPACK;
-    else if (fl != -1 && strcmp(fmt, "raw") != 0) {
+    else if (fl != -1 && !(fl == 3 && !memcmp(fmt, "raw", 3))) {
         conn_http_refuse(c, 400, "format must be raw, json or msgpack", NULL);
         return;
     }
@@ -454,7 +457,8 @@ static void conn_route_ws(conn *c, const http_request *req)
     conn_ws_accept(c, req, ROLE_SUB); /* the 101 is queued first, replays after it */
     if (c->dead)
         return;
-    bool epoch_ok = el >= 0 && strcmp(epoch, chan_epoch()) == 0;
+    const char *cur = chan_epoch();
+    bool epoch_ok = el >= 0 && (size_t)el == strlen(cur) && memcmp(epoch, cur, (size_t)el) == 0;
     bool ok = worker_add_all(c->w, c);
     for (size_t i = 0; ok && n >= 0 && i <= (size_t)n; i++) {
         size_t s = i;
@@ -535,7 +539,12 @@ static void conn_route(conn *c, const http_request *req)
         return;
     }
     if (path.p[1] == 'h') {
-        conn_http_respond(c, 200, "text/plain; charset=utf-8", "ok\n", 3, NULL, head);
+        /* Degraded still answers 200: local subscribers are served; the body
+         * and /stats say the cluster is not. */
+        static const char degraded[] = "degraded: cluster broker unreachable\n";
+        bool down = broker_enabled() && !broker_up();
+        conn_http_respond(c, 200, "text/plain; charset=utf-8", down ? degraded : "ok\n",
+                          down ? sizeof degraded - 1 : 3, NULL, head);
     } else if (path.p[1] == 'm' || path.p[1] == 's') {
         static _Thread_local char buf[65536];
         bool json = path.p[1] == 's';

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker.h"
 #include "chan.h"
 #include "conn.h"
 #include "envelope.h"
@@ -154,6 +155,36 @@ static void conn_recovery_failed(conn *c, const char *name, size_t len, const ch
         conn_send(c, m, false);
 }
 
+/* Cluster: the node subscribes to a group at the broker on its first local
+ * subscriber. Until the broker confirms, this subscriber's 101 is held back:
+ * a message published on another node right after the client saw its 101
+ * must reach it. */
+static void conn_broker_join(conn *c, const char *name, size_t len)
+{
+    chan *ch = chan_lock(name, len);
+    if (!ch)
+        return;
+    bool first = chan_subscriber_add(ch), confirmed = chan_confirmed(ch);
+    chan_unlock(ch);
+    if (first)
+        broker_subscribe(name, len);
+    if (!confirmed && broker_up() && !c->hold && worker_hold(c->w, c))
+        c->hold = true;
+}
+
+static void conn_broker_leave(const char *name, size_t len)
+{
+    chan *ch = chan_lock(name, len);
+    if (!ch)
+        return;
+    bool last = chan_subscriber_del(ch);
+    if (last)
+        chan_set_confirmed(ch, false);
+    chan_unlock(ch);
+    if (last)
+        broker_unsubscribe(name, len);
+}
+
 bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_t since,
                     bool epoch_ok)
 {
@@ -201,6 +232,8 @@ bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_
         return false;
     }
     s[c->nsubs++] = (conn_sub){g, (uint32_t)slot};
+    if (broker_enabled())
+        conn_broker_join(c, name, len);
     return true;
 }
 
@@ -208,6 +241,8 @@ void conn_unsubscribe_all(conn *c)
 {
     for (uint16_t i = 0; i < c->nsubs; i++) {
         group *g = c->subs[i].g;
+        if (broker_enabled())
+            conn_broker_leave(g->name, g->name_len);
         conn *moved = groups_remove(g, c->subs[i].slot);
         if (moved) {
             for (uint16_t k = 0; k < moved->nsubs; k++)

@@ -94,10 +94,9 @@ static int envelope_buf_write(void *data, const char *buf, size_t len)
     return 0;
 }
 
-static void envelope_pack_str(msgpack_packer *pk, const char *s, size_t n)
+static int envelope_pack_str(msgpack_packer *pk, const char *s, size_t n)
 {
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s, n);
+    return msgpack_pack_str(pk, n) | msgpack_pack_str_body(pk, s, n);
 }
 
 size_t envelope_msgpack(const envelope_in *in, uint8_t *out, size_t cap)
@@ -107,24 +106,21 @@ size_t envelope_msgpack(const envelope_in *in, uint8_t *out, size_t cap)
     msgpack_packer_init(&pk, &b, envelope_buf_write);
     size_t elen = in->epoch ? strlen(in->epoch) : 0;
     int rc = msgpack_pack_map(&pk, 4);
-    envelope_pack_str(&pk, "group", 5);
-    if (in->group)
-        envelope_pack_str(&pk, in->group, in->group_len);
-    else
-        msgpack_pack_nil(&pk);
-    envelope_pack_str(&pk, "offset", 6);
-    msgpack_pack_uint64(&pk, in->offset);
-    envelope_pack_str(&pk, "epoch", 5);
-    envelope_pack_str(&pk, in->epoch ? in->epoch : "", elen);
-    envelope_pack_str(&pk, "data", 4);
+    rc |= envelope_pack_str(&pk, "group", 5);
+    rc |= in->group ? envelope_pack_str(&pk, in->group, in->group_len) : msgpack_pack_nil(&pk);
+    rc |= envelope_pack_str(&pk, "offset", 6);
+    rc |= msgpack_pack_uint64(&pk, in->offset);
+    rc |= envelope_pack_str(&pk, "epoch", 5);
+    rc |= envelope_pack_str(&pk, in->epoch ? in->epoch : "", elen);
+    rc |= envelope_pack_str(&pk, "data", 4);
     if (in->binary) {
-        msgpack_pack_bin(&pk, in->len);
+        rc |= msgpack_pack_bin(&pk, in->len);
         rc |= msgpack_pack_bin_body(&pk, in->data, in->len);
     } else {
-        msgpack_pack_str(&pk, in->len);
+        rc |= msgpack_pack_str(&pk, in->len);
         rc |= msgpack_pack_str_body(&pk, in->data, in->len);
     }
-    return rc == 0 && b.len <= cap ? b.len : 0;
+    return rc == 0 ? b.len : 0; /* any write past cap fails its call */
 }
 
 /* ---- shared variants ------------------------------------------------------ */

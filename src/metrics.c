@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "auth.h"
+#include "broker.h"
+#include "chan.h"
 
 const uint64_t metrics_lat_bounds_us[METRICS_LAT_BUCKETS - 1] = {
     100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
@@ -161,6 +163,10 @@ size_t metrics_prometheus(const metrics *m, const metrics *const *per_worker, in
         metrics_append(buf, cap, &len, "herald_worker_busy_seconds_total{worker=\"%d\"} %.6f\n",
                        i, (double)LOAD(per_worker[i]->busy_ns) / 1e9);
     metrics_append(buf, cap, &len,
+                   "# HELP herald_broker_up 1 when the cluster broker is connected\n"
+                   "# TYPE herald_broker_up gauge\nherald_broker_up %d\n",
+                   broker_enabled() && broker_up() ? 1 : 0);
+    metrics_append(buf, cap, &len,
                    "# HELP herald_workers Worker threads\n# TYPE herald_workers gauge\n"
                    "herald_workers %d\n"
                    "# HELP herald_uptime_seconds Seconds since start\n"
@@ -178,7 +184,10 @@ size_t metrics_json(const metrics *m, int workers, double uptime, char *buf, siz
     metrics_append(buf, cap, &len, "\"%s\":%llu,", #name, LOAD(m->name));
     METRICS_LIST(METRICS_JSON)
 #undef METRICS_JSON
-    metrics_append(buf, cap, &len, "\"workers\":%d,\"uptime_seconds\":%.3f,\"version\":\"%s\"}\n",
-                   workers, uptime, HERALD_VERSION);
+    metrics_append(buf, cap, &len,
+                   "\"workers\":%d,\"uptime_seconds\":%.3f,\"version\":\"%s\",\"epoch\":\"%s\","
+                   "\"broker\":\"%s\"}\n",
+                   workers, uptime, HERALD_VERSION, chan_epoch(),
+                   !broker_enabled() ? "none" : broker_up() ? "up" : "down");
     return len;
 }

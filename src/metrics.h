@@ -31,7 +31,11 @@
     X(published_ws, counter, "Messages published by WebSocket publishers")                 \
     X(deliveries_tls, counter, "Deliveries written over TLS (wss)")                        \
     X(rate_limited, counter, "Connections closed or refused by a rate or count limit")     \
-    X(busy_ns, counter, "Nanoseconds spent outside epoll_wait")
+    X(busy_ns, counter, "Nanoseconds spent outside epoll_wait")                            \
+    X(broker_published, counter, "Messages sent to the cluster broker")                    \
+    X(broker_received, counter, "Messages received from the cluster broker")               \
+    X(broker_errors, counter, "Cluster broker failures (disconnects, failed commands)")    \
+    X(broker_reconnects, counter, "Cluster broker (re)connections")
 
 /* Publish -> written latency inside the server, upper bounds in microseconds. */
 #define METRICS_LAT_BUCKETS 16

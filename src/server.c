@@ -12,13 +12,15 @@
 #include <unistd.h>
 
 #include "admit.h"
+#include "broker.h"
 #include "chan.h"
 #include "log.h"
 #include "tls.h"
 
 /* One SO_REUSEPORT listener per worker: the kernel spreads new connections
  * over the workers, so no thread hands sockets to another. */
-static int server_listen(const config *cfg, uint16_t port, struct sockaddr_storage *bound)
+static int server_listen(const config *cfg, uint16_t port, bool probe,
+                         struct sockaddr_storage *bound)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
@@ -30,8 +32,23 @@ static int server_listen(const config *cfg, uint16_t port, struct sockaddr_stora
         log_msg(LOG_ERROR, "cannot resolve %s: %s", cfg->listen_host, gai_strerror(rc));
         return -1;
     }
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
+    if (port != 0 && probe) {
+        /* SO_REUSEPORT would let us share a port another server (even another
+         * herald) already listens on: bind once without it to find out. */
+        int t = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (t >= 0 && (setsockopt(t, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+                       bind(t, res->ai_addr, res->ai_addrlen) < 0)) {
+            log_msg(LOG_ERROR, "cannot listen on %s:%u: %s", cfg->listen_host, port,
+                    strerror(errno));
+            close(t);
+            freeaddrinfo(res);
+            return -1;
+        }
+        if (t >= 0)
+            close(t);
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
         bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
@@ -195,7 +212,7 @@ int server_run(const config *cfg, int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     admit_init();
-    if (!chan_init())
+    if (!chan_init() || !broker_init(cfg->broker))
         return 1;
     if (cfg->tls_cert && !(s.tls = tls_ctx_new(cfg->tls_cert, cfg->tls_key)))
         return 1;
@@ -205,7 +222,7 @@ int server_run(const config *cfg, int argc, char **argv)
     int status = 0, started = 0, inited = 0;
     struct sockaddr_storage bound;
     for (int i = 0; i < s.nworkers; i++) {
-        int fd = server_listen(cfg, i == 0 ? cfg->listen_port : s.port, &bound);
+        int fd = server_listen(cfg, i == 0 ? cfg->listen_port : s.port, i == 0, &bound);
         if (fd < 0) {
             status = 1;
             break;
@@ -220,6 +237,8 @@ int server_run(const config *cfg, int argc, char **argv)
         }
         inited = i + 1;
     }
+    if (status == 0)
+        broker_attach(&s.workers[0]);
     if (status == 0) {
         for (; started < s.nworkers; started++)
             if (worker_start(&s.workers[started]) != 0) {
@@ -250,6 +269,7 @@ int server_run(const config *cfg, int argc, char **argv)
         worker_join(&s.workers[i]);
     for (int i = 0; i < inited; i++)
         worker_cleanup(&s.workers[i]);
+    broker_destroy();
     free(s.workers);
     chan_destroy();
     admit_destroy();

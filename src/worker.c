@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "broker.h"
 #include "chan.h"
 #include "conn.h"
 #include "envelope.h"
@@ -223,9 +224,11 @@ static void worker_push(worker *o, msg *m)
     }
 }
 
-void worker_publish(worker *w, msg *m)
+/* Under the group's lock: offset, history, and every inbox in offset order.
+ * Local subscribers too go through our own inbox: delivering them directly
+ * could overtake an earlier offset of the same group still in the ring. */
+static void worker_sequence(worker *w, msg *m, bool at, uint64_t offset)
 {
-    METRIC_INC(&w->m, messages_published);
     chan *ch = chan_lock(m->group, m->group_len);
     if (!ch) {
         log_msg(LOG_ERROR, "out of memory: publish to '%s' lost", m->group);
@@ -233,9 +236,10 @@ void worker_publish(worker *w, msg *m)
         return;
     }
     chan_history_cfg hc = {(size_t)w->cfg->history, w->cfg->history_ttl_ms};
-    chan_append(ch, m, &hc, w->now_ms);
-    /* Local subscribers too go through our own inbox: delivering them directly
-     * could overtake an earlier offset of the same group still in the ring. */
+    if (at)
+        chan_append_at(ch, m, offset, &hc, w->now_ms);
+    else
+        chan_append(ch, m, &hc, w->now_ms);
     for (int i = 0; i < w->srv->nworkers; i++)
         worker_push(&w->srv->workers[i], msg_ref(m));
     chan_unlock(ch);
@@ -243,6 +247,69 @@ void worker_publish(worker *w, msg *m)
         if (&w->srv->workers[i] != w)
             worker_notify(&w->srv->workers[i]);
     msg_unref(m);
+}
+
+void worker_deliver_local(worker *w, msg *m) { worker_sequence(w, m, false, 0); }
+
+void worker_deliver_sequenced(worker *w, msg *m, uint64_t offset)
+{
+    worker_sequence(w, m, true, offset);
+}
+
+void worker_publish(worker *w, msg *m)
+{
+    METRIC_INC(&w->m, messages_published);
+    if (broker_enabled() && broker_up())
+        broker_publish(m); /* comes back through the broker, with its offset */
+    else
+        worker_deliver_local(w, m);
+}
+
+bool worker_hold(worker *w, conn *c)
+{
+    if (!worker_grow(&w->held, &w->cap_held, w->nheld))
+        return false;
+    w->held[w->nheld++] = c;
+    return true;
+}
+
+void worker_release_held_all(server *s)
+{
+    for (int i = 0; i < s->nworkers; i++) {
+        atomic_store(&s->workers[i].check_held, true);
+        worker_wake(&s->workers[i]);
+    }
+}
+
+/* A held subscriber goes live once the broker confirmed all its groups, the
+ * broker is down (local delivery only), or it waited long enough. */
+static bool worker_held_ready(worker *w, conn *c)
+{
+    if (!broker_up() || w->now_ms - c->last_read_ms > 2000)
+        return true;
+    for (uint16_t i = 0; i < c->nsubs; i++) {
+        group *g = c->subs[i].g;
+        chan *ch = chan_lock(g->name, g->name_len);
+        bool ok = !ch || chan_confirmed(ch);
+        if (ch)
+            chan_unlock(ch);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static void worker_check_held(worker *w)
+{
+    atomic_store(&w->check_held, false);
+    for (uint32_t i = w->nheld; i-- > 0;) {
+        conn *c = w->held[i];
+        if (c->dead || worker_held_ready(w, c)) {
+            c->hold = false;
+            worker_mark_dirty(w, c);
+            w->held[i] = w->held[--w->nheld];
+        }
+    }
 }
 
 static void worker_drain_inbox(worker *w)
@@ -447,6 +514,8 @@ static void *worker_main(void *arg)
             void *p = evs[i].data.ptr;
             if (p == &worker_tag_listen) {
                 worker_accept(w);
+            } else if (broker_owns(p)) {
+                broker_on_event(p, evs[i].events);
             } else if (p == &worker_tag_wake) {
                 uint64_t v;
                 ssize_t r = read(w->efd, &v, sizeof v);
@@ -462,7 +531,11 @@ static void *worker_main(void *arg)
                     conn_on_readable(c);
             }
         }
+        if (w->id == 0)
+            broker_poll(w->now_ms);
         worker_drain_inbox(w);
+        if (w->nheld && (atomic_load(&w->check_held) || w->now_ms >= w->next_tick_ms))
+            worker_check_held(w);
         worker_check_stop(w);
         if (w->draining && w->restart_drain)
             worker_drain_step(w);
@@ -519,6 +592,7 @@ void worker_cleanup(worker *w)
     groups_destroy(&w->groups);
     free(w->conns);
     free(w->all);
+    free(w->held);
     free(w->scratch);
     free(w->tls_stage);
     if (w->lfd >= 0)

@@ -48,6 +48,9 @@ typedef struct worker {
     struct conn **all; /* every subscriber: broadcasts to all go here */
     uint32_t nall, cap_all;
     struct conn *dirty;
+    struct conn **held;
+    uint32_t nheld, cap_held;
+    atomic_bool check_held;
     struct conn *graveyard;
     /* When the inbox ring is full, producers append here instead (in order,
      * under the lock); the owner drains the ring, then this. */
@@ -71,9 +74,19 @@ void worker_cleanup(worker *w);
 void worker_request_stop(worker *w, bool restart);
 void worker_wake(worker *w);
 
-/* Publishes a finished message from this worker: to every other worker's
- * inbox and to local subscribers. Consumes the caller's reference. */
+/* Publishes a finished message from this worker: through the cluster broker
+ * when there is one, else sequenced here (worker_deliver_local). Consumes the
+ * caller's reference. */
 void worker_publish(worker *w, msg *m);
+
+/* Sequences m in its group (next local offset, or the broker's offset) and
+ * hands it to every worker's inbox. Consume the reference. */
+void worker_deliver_local(worker *w, msg *m);
+void worker_deliver_sequenced(worker *w, msg *m, uint64_t offset);
+
+/* Subscribers whose 101 waits for the broker to confirm a subscription. */
+bool worker_hold(worker *w, struct conn *c);
+void worker_release_held_all(struct server *s);
 
 /* Bookkeeping used by conn.c. */
 bool worker_add_conn(worker *w, struct conn *c);

@@ -1,0 +1,493 @@
+#include <errno.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "broker.h"
+#include "chan.h"
+#include "log.h"
+#include "server.h"
+#include "worker.h"
+
+#define BROKER_BACKOFF_MIN_MS 100
+#define BROKER_BACKOFF_MAX_MS 5000
+#define BROKER_ALL "herald:all"
+#define BROKER_GROUP_PREFIX "herald:g:"
+#define BROKER_OFFSET_PREFIX "herald:off:"
+
+/* INCR and PUBLISH in one atomic command: the offset and the channel order
+ * agree on every node. The payload is "<offset>:<t|b><bytes>". */
+static const char broker_script[] =
+    "local o = redis.call('INCR', KEYS[1]) "
+    "redis.call('PUBLISH', KEYS[2], o .. ':' .. ARGV[1]) "
+    "return o";
+
+typedef enum broker_op { BROKER_PUBLISH, BROKER_SUB, BROKER_UNSUB } broker_op;
+
+typedef struct broker_cmd {
+    struct broker_cmd *next;
+    broker_op op;
+    msg *m;
+    uint8_t len;
+    char group[MSG_GROUP_MAX + 1];
+} broker_cmd;
+
+/* One per hiredis context: what our epoll sees. */
+typedef struct broker_io {
+    redisAsyncContext *ac;
+    int fd;
+    uint32_t events;
+    bool added;
+} broker_io;
+
+static struct {
+    bool enabled;
+    char host[256];
+    int port, db;
+    worker *w;
+    pthread_mutex_t lock;
+    broker_cmd *head, *tail;
+    broker_io io[2]; /* 0: commands, 1: subscriptions */
+    bool connecting;
+    int ready;        /* contexts connected */
+    atomic_bool up;
+    uint64_t retry_at_ms, backoff_ms;
+    char redis_epoch[40];
+    unsigned generation; /* local history losses (outages) */
+} B;
+
+bool broker_enabled(void) { return B.enabled; }
+
+bool broker_up(void) { return atomic_load_explicit(&B.up, memory_order_acquire); }
+
+bool broker_owns(const void *tag) { return tag == &B.io[0] || tag == &B.io[1]; }
+
+bool broker_init(const char *url)
+{
+    memset(&B, 0, sizeof B);
+    pthread_mutex_init(&B.lock, NULL);
+    if (!url)
+        return true;
+    const char *p = url;
+    if (strncmp(p, "redis://", 8) != 0) {
+        log_msg(LOG_ERROR, "--broker must be redis://HOST:PORT[/DB], got '%s'", url);
+        return false;
+    }
+    p += 8;
+    const char *colon = strchr(p, ':'), *slash = strchr(p, '/');
+    size_t hl = colon ? (size_t)(colon - p) : slash ? (size_t)(slash - p) : strlen(p);
+    if (hl == 0 || hl >= sizeof B.host) {
+        log_msg(LOG_ERROR, "--broker: missing host in '%s'", url);
+        return false;
+    }
+    memcpy(B.host, p, hl);
+    B.port = 6379;
+    char *end;
+    if (colon && (!slash || colon < slash)) {
+        long port = strtol(colon + 1, &end, 10);
+        if (end == colon + 1 || port < 1 || port > 65535 || (*end && *end != '/')) {
+            log_msg(LOG_ERROR, "--broker: bad port in '%s'", url);
+            return false;
+        }
+        B.port = (int)port;
+    }
+    if (slash) {
+        long db = strtol(slash + 1, &end, 10);
+        if (end == slash + 1 || *end || db < 0 || db > 1000000) {
+            log_msg(LOG_ERROR, "--broker: bad database number in '%s'", url);
+            return false;
+        }
+        B.db = (int)db;
+    }
+    B.enabled = true;
+    B.backoff_ms = BROKER_BACKOFF_MIN_MS;
+    return true;
+}
+
+/* ---- our epoll as hiredis' event loop ------------------------------------- */
+
+static void broker_io_update(broker_io *io)
+{
+    struct epoll_event ev = {.events = io->events, .data.ptr = io};
+    if (!io->added && io->events) {
+        if (epoll_ctl(B.w->epfd, EPOLL_CTL_ADD, io->fd, &ev) == 0)
+            io->added = true;
+    } else if (io->added && io->events) {
+        epoll_ctl(B.w->epfd, EPOLL_CTL_MOD, io->fd, &ev);
+    } else if (io->added) {
+        epoll_ctl(B.w->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+        io->added = false;
+    }
+}
+
+static void broker_add_read(void *d) { broker_io *io = d; io->events |= EPOLLIN; broker_io_update(io); }
+static void broker_del_read(void *d) { broker_io *io = d; io->events &= ~(uint32_t)EPOLLIN; broker_io_update(io); }
+static void broker_add_write(void *d) { broker_io *io = d; io->events |= EPOLLOUT; broker_io_update(io); }
+static void broker_del_write(void *d) { broker_io *io = d; io->events &= ~(uint32_t)EPOLLOUT; broker_io_update(io); }
+static void broker_cleanup(void *d)
+{
+    broker_io *io = d;
+    io->events = 0;
+    broker_io_update(io);
+    io->ac = NULL;
+}
+
+void broker_on_event(void *tag, uint32_t events)
+{
+    broker_io *io = tag;
+    if (io->ac && (events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+        redisAsyncHandleRead(io->ac);
+    if (io->ac && (events & EPOLLOUT))
+        redisAsyncHandleWrite(io->ac);
+}
+
+/* ---- state changes ------------------------------------------------------------ */
+
+static void broker_set_epoch(void)
+{
+    char e[80];
+    snprintf(e, sizeof e, "%s.%u", B.redis_epoch[0] ? B.redis_epoch : "local", B.generation);
+    chan_set_epoch(e);
+}
+
+static void broker_unconfirm(chan *c, void *arg)
+{
+    (void)arg;
+    chan_set_confirmed(c, false);
+}
+
+/* Either context failing takes the broker down as a whole: simpler to reason
+ * about than half a connection. */
+static void broker_went_down(const char *why)
+{
+    bool was_up = atomic_exchange(&B.up, false);
+    for (int i = 0; i < 2; i++)
+        if (B.io[i].ac) {
+            redisAsyncContext *ac = B.io[i].ac;
+            B.io[i].ac = NULL;
+            ac->data = NULL;
+            redisAsyncFree(ac);
+        }
+    B.ready = 0;
+    B.connecting = false;
+    METRIC_INC(&B.w->m, broker_errors);
+    chan_foreach(broker_unconfirm, NULL);
+    if (was_up) {
+        /* Messages published elsewhere from now on will not reach us: what
+         * our history says from here is another story, under a new epoch. */
+        B.generation++;
+        broker_set_epoch();
+        log_msg(LOG_WARN, "broker %s:%d down (%s): local delivery only, retrying", B.host, B.port,
+                why);
+    }
+    B.retry_at_ms = B.w->now_ms + B.backoff_ms;
+    B.backoff_ms = B.backoff_ms * 2 > BROKER_BACKOFF_MAX_MS ? BROKER_BACKOFF_MAX_MS : B.backoff_ms * 2;
+}
+
+static void broker_on_disconnect(const redisAsyncContext *ac, int status)
+{
+    (void)status;
+    for (int i = 0; i < 2; i++)
+        if (B.io[i].ac == ac)
+            B.io[i].ac = NULL; /* hiredis frees it after this callback */
+    if (B.enabled && B.w)
+        broker_went_down(ac->errstr[0] ? ac->errstr : "disconnected");
+}
+
+static void broker_on_sub_reply(redisAsyncContext *ac, void *r, void *priv);
+
+static void broker_resubscribe(chan *c, void *arg)
+{
+    (void)arg;
+    size_t len;
+    const char *name = chan_name(c, &len);
+    if (len && chan_confirmed(c) == false) {
+        char ch[sizeof BROKER_GROUP_PREFIX + MSG_GROUP_MAX];
+        int n = snprintf(ch, sizeof ch, BROKER_GROUP_PREFIX "%.*s", (int)len, name);
+        if (B.io[1].ac)
+            redisAsyncCommand(B.io[1].ac, broker_on_sub_reply, NULL, "SUBSCRIBE %b", ch, (size_t)n);
+    }
+}
+
+static void broker_resubscribe_needed(chan *c, void *arg)
+{
+    /* only groups that still have local subscribers */
+    (void)arg;
+    (void)c;
+}
+
+static void broker_on_epoch(redisAsyncContext *ac, void *r, void *priv)
+{
+    (void)ac;
+    (void)priv;
+    redisReply *reply = r;
+    if (!reply || reply->type != REDIS_REPLY_STRING)
+        return;
+    snprintf(B.redis_epoch, sizeof B.redis_epoch, "%.*s", (int)reply->len, reply->str);
+    broker_set_epoch();
+}
+
+static void broker_on_connect(const redisAsyncContext *ac, int status)
+{
+    if (status != REDIS_OK) {
+        for (int i = 0; i < 2; i++)
+            if (B.io[i].ac == ac)
+                B.io[i].ac = NULL; /* hiredis frees a context that failed to connect */
+        broker_went_down(ac->errstr[0] ? ac->errstr : "connect failed");
+        return;
+    }
+    if (++B.ready < 2)
+        return;
+    /* Both up: agree on the cluster's epoch, resubscribe, open the gates. */
+    char e[17];
+    uint64_t rnd = 0;
+    if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
+        rnd = (uint64_t)getpid() ^ B.w->now_ms;
+    snprintf(e, sizeof e, "%016llx", (unsigned long long)rnd);
+    redisAsyncCommand(B.io[0].ac, NULL, NULL, "SET herald:epoch %s NX", e);
+    redisAsyncCommand(B.io[0].ac, broker_on_epoch, NULL, "GET herald:epoch");
+    chan_reset_all(); /* offsets now come from Redis again */
+    if (B.generation > 0)
+        B.generation++;
+    broker_set_epoch();
+    redisAsyncCommand(B.io[1].ac, broker_on_sub_reply, NULL, "SUBSCRIBE " BROKER_ALL);
+    chan_foreach(broker_resubscribe, NULL);
+    B.backoff_ms = BROKER_BACKOFF_MIN_MS;
+    B.connecting = false;
+    atomic_store(&B.up, true);
+    METRIC_INC(&B.w->m, broker_reconnects);
+    log_msg(LOG_INFO, "broker %s:%d connected", B.host, B.port);
+    (void)broker_resubscribe_needed;
+}
+
+static bool broker_connect_one(int i)
+{
+    redisAsyncContext *ac = redisAsyncConnect(B.host, B.port);
+    if (!ac)
+        return false;
+    if (ac->err) {
+        log_msg(LOG_WARN, "broker: %s", ac->errstr);
+        redisAsyncFree(ac);
+        return false;
+    }
+    broker_io *io = &B.io[i];
+    io->ac = ac;
+    io->fd = ac->c.fd;
+    io->events = 0;
+    io->added = false;
+    ac->ev.data = io;
+    ac->ev.addRead = broker_add_read;
+    ac->ev.delRead = broker_del_read;
+    ac->ev.addWrite = broker_add_write;
+    ac->ev.delWrite = broker_del_write;
+    ac->ev.cleanup = broker_cleanup;
+    redisAsyncSetConnectCallback(ac, broker_on_connect);
+    redisAsyncSetDisconnectCallback(ac, broker_on_disconnect);
+    if (B.db)
+        redisAsyncCommand(ac, NULL, NULL, "SELECT %d", B.db);
+    /* hiredis waits for writability to learn that the connect finished. */
+    broker_add_write(io);
+    return true;
+}
+
+static void broker_connect(void)
+{
+    B.connecting = true;
+    B.ready = 0;
+    if (!broker_connect_one(0) || !broker_connect_one(1))
+        broker_went_down("cannot create a connection");
+}
+
+void broker_attach(worker *w0) { B.w = w0; }
+
+/* ---- incoming messages ----------------------------------------------------------- */
+
+static void broker_deliver(const char *ch, size_t chlen, const char *p, size_t n)
+{
+    const char *group = NULL;
+    size_t glen = 0;
+    if (chlen > sizeof BROKER_GROUP_PREFIX - 1 &&
+        memcmp(ch, BROKER_GROUP_PREFIX, sizeof BROKER_GROUP_PREFIX - 1) == 0) {
+        group = ch + sizeof BROKER_GROUP_PREFIX - 1;
+        glen = chlen - (sizeof BROKER_GROUP_PREFIX - 1);
+    } else if (!(chlen == sizeof BROKER_ALL - 1 && memcmp(ch, BROKER_ALL, chlen) == 0)) {
+        return;
+    }
+    const char *colon = memchr(p, ':', n < 24 ? n : 24);
+    if (!colon || colon + 1 >= p + n || glen > MSG_GROUP_MAX) {
+        METRIC_INC(&B.w->m, broker_errors);
+        return;
+    }
+    uint64_t off = strtoull(p, NULL, 10);
+    char kind = colon[1];
+    const char *data = colon + 2;
+    size_t dlen = (size_t)(p + n - data);
+    msg *m = msg_alloc(dlen);
+    if (!m)
+        return;
+    memcpy(msg_payload(m), data, dlen);
+    m->payload_len = (uint32_t)dlen;
+    msg_finish(m, MSG_DATA, kind == 't' ? WS_OP_TEXT : WS_OP_BINARY, group, glen);
+    METRIC_INC(&B.w->m, broker_received);
+    worker_deliver_sequenced(B.w, m, off);
+}
+
+static void broker_on_sub_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    (void)ac;
+    (void)priv;
+    redisReply *reply = r;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3)
+        return;
+    redisReply *kind = reply->element[0], *ch = reply->element[1], *body = reply->element[2];
+    if (kind->type != REDIS_REPLY_STRING || ch->type != REDIS_REPLY_STRING)
+        return;
+    if (!strcmp(kind->str, "message") && body->type == REDIS_REPLY_STRING) {
+        broker_deliver(ch->str, ch->len, body->str, body->len);
+        return;
+    }
+    bool sub = !strcmp(kind->str, "subscribe");
+    if (!sub && strcmp(kind->str, "unsubscribe") != 0)
+        return;
+    if (ch->len <= sizeof BROKER_GROUP_PREFIX - 1 ||
+        memcmp(ch->str, BROKER_GROUP_PREFIX, sizeof BROKER_GROUP_PREFIX - 1) != 0)
+        return;
+    const char *g = ch->str + sizeof BROKER_GROUP_PREFIX - 1;
+    chan *c = chan_lock(g, ch->len - (sizeof BROKER_GROUP_PREFIX - 1));
+    if (c) {
+        chan_set_confirmed(c, sub);
+        chan_unlock(c);
+    }
+    if (sub)
+        worker_release_held_all(B.w->srv);
+}
+
+static void broker_on_publish_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    (void)ac;
+    (void)priv;
+    redisReply *reply = r;
+    if (!reply || reply->type == REDIS_REPLY_ERROR) {
+        METRIC_INC(&B.w->m, broker_errors);
+        if (reply)
+            log_msg(LOG_WARN, "broker publish failed: %.*s", (int)reply->len, reply->str);
+    }
+}
+
+/* ---- commands from any thread ------------------------------------------------------ */
+
+static void broker_enqueue(broker_op op, msg *m, const char *group, size_t len)
+{
+    broker_cmd *c = calloc(1, sizeof *c);
+    if (!c) {
+        if (m)
+            msg_unref(m);
+        log_msg(LOG_ERROR, "out of memory: broker command lost");
+        return;
+    }
+    c->op = op;
+    c->m = m;
+    c->len = (uint8_t)len;
+    memcpy(c->group, group, len);
+    pthread_mutex_lock(&B.lock);
+    if (B.tail)
+        B.tail->next = c;
+    else
+        B.head = c;
+    B.tail = c;
+    pthread_mutex_unlock(&B.lock);
+    if (B.w)
+        worker_wake(B.w);
+}
+
+void broker_publish(msg *m) { broker_enqueue(BROKER_PUBLISH, m, m->group, m->group_len); }
+void broker_subscribe(const char *g, size_t len) { broker_enqueue(BROKER_SUB, NULL, g, len); }
+void broker_unsubscribe(const char *g, size_t len) { broker_enqueue(BROKER_UNSUB, NULL, g, len); }
+
+static void broker_send_publish(msg *m)
+{
+    char key[sizeof BROKER_OFFSET_PREFIX + MSG_GROUP_MAX], ch[sizeof BROKER_GROUP_PREFIX + MSG_GROUP_MAX];
+    int kl, cl;
+    if (m->group_len) {
+        kl = snprintf(key, sizeof key, BROKER_OFFSET_PREFIX "%s", m->group);
+        cl = snprintf(ch, sizeof ch, BROKER_GROUP_PREFIX "%s", m->group);
+    } else {
+        kl = snprintf(key, sizeof key, BROKER_OFFSET_PREFIX "*");
+        cl = snprintf(ch, sizeof ch, BROKER_ALL);
+    }
+    /* ARGV[1] = kind + payload, built without copying the payload twice:
+     * hiredis takes the pieces as separate binary-safe arguments, so the kind
+     * byte lives in the frame header's last byte position... simpler: copy. */
+    size_t plen = m->payload_len;
+    char *arg = malloc(plen + 1);
+    if (!arg) {
+        msg_unref(m);
+        return;
+    }
+    arg[0] = m->opcode == WS_OP_TEXT ? 't' : 'b';
+    memcpy(arg + 1, m->data + (m->len - plen), plen);
+    const char *argv[6] = {"EVAL", broker_script, "2", key, ch, arg};
+    size_t lens[6] = {4, sizeof broker_script - 1, 1, (size_t)kl, (size_t)cl, plen + 1};
+    if (redisAsyncCommandArgv(B.io[0].ac, broker_on_publish_reply, NULL, 6, argv, lens) != REDIS_OK)
+        METRIC_INC(&B.w->m, broker_errors);
+    else
+        METRIC_INC(&B.w->m, broker_published);
+    free(arg);
+    msg_unref(m);
+}
+
+void broker_poll(uint64_t now_ms)
+{
+    if (!B.enabled)
+        return;
+    if (!broker_up() && !B.connecting && now_ms >= B.retry_at_ms)
+        broker_connect();
+    pthread_mutex_lock(&B.lock);
+    broker_cmd *c = B.head;
+    B.head = B.tail = NULL;
+    pthread_mutex_unlock(&B.lock);
+    while (c) {
+        broker_cmd *next = c->next;
+        if (c->op == BROKER_PUBLISH) {
+            if (broker_up())
+                broker_send_publish(c->m);
+            else /* Redis unreachable: local subscribers still get it */
+                worker_deliver_local(B.w, c->m);
+        } else if (broker_up() && B.io[1].ac) {
+            char ch[sizeof BROKER_GROUP_PREFIX + MSG_GROUP_MAX];
+            int n = snprintf(ch, sizeof ch, BROKER_GROUP_PREFIX "%.*s", (int)c->len, c->group);
+            redisAsyncCommand(B.io[1].ac, broker_on_sub_reply, NULL,
+                              c->op == BROKER_SUB ? "SUBSCRIBE %b" : "UNSUBSCRIBE %b", ch,
+                              (size_t)n);
+        }
+        free(c);
+        c = next;
+    }
+}
+
+void broker_destroy(void)
+{
+    broker_cmd *c = B.head;
+    while (c) {
+        broker_cmd *n = c->next;
+        if (c->m)
+            msg_unref(c->m);
+        free(c);
+        c = n;
+    }
+    B.head = B.tail = NULL;
+    B.enabled = false; /* the disconnect callbacks must not reconnect */
+    for (int i = 0; i < 2; i++)
+        if (B.io[i].ac) {
+            redisAsyncContext *ac = B.io[i].ac;
+            B.io[i].ac = NULL;
+            redisAsyncFree(ac);
+        }
+}
