@@ -23,6 +23,14 @@
 #define WORKER_EVENTS 256
 #define WORKER_TICK_MS 100
 #define WORKER_ACCEPT_BATCH 64
+/* Adaptive coalescing. A flush pass that wrote to many sockets (a large
+ * fan-out, where each write carries one frame and syscalls are the cost)
+ * holds the next pass back for twice as long as it took, capped: under load
+ * more frames then share each write on both ends, while passes over fewer
+ * sockets (and every idle server) flush at once, so closed-loop publishers
+ * are not slowed. Measured in BENCHMARKS.md (S2 vs S3). */
+#define WORKER_FLUSH_DELAY_MAX_NS (20 * 1000000ull)
+#define WORKER_FLUSH_COALESCE_CONNS 1024
 
 /* Tags that tell the loop's own descriptors from connections. */
 static char worker_tag_listen, worker_tag_wake;
@@ -380,16 +388,21 @@ static void worker_accept(worker *w)
     }
 }
 
-static void worker_flush_dirty(worker *w)
+/* Returns how many connections it wrote to. */
+static uint32_t worker_flush_dirty(worker *w)
 {
     conn *c;
+    uint32_t n = 0;
     while ((c = w->dirty)) {
         w->dirty = c->next_dirty;
         c->dirty = false;
-        if (!c->dead)
+        if (!c->dead) {
             conn_flush(c);
+            n++;
+        }
     }
     msg_batch_flush(&w->release);
+    return n;
 }
 
 static void worker_bury(worker *w)
@@ -507,7 +520,12 @@ static void *worker_main(void *arg)
     w->next_tick_ms = w->now_ms + WORKER_TICK_MS;
     for (;;) {
         worker_refresh_config(w);
-        int n = epoll_wait(w->epfd, evs, WORKER_EVENTS, WORKER_TICK_MS);
+        int timeout = WORKER_TICK_MS;
+        if (w->dirty) { /* a flush is being held back: wake up for it */
+            uint64_t now = worker_clock_ns();
+            timeout = now >= w->flush_after_ns ? 0 : (int)((w->flush_after_ns - now) / 1000000u) + 1;
+        }
+        int n = epoll_wait(w->epfd, evs, WORKER_EVENTS, timeout);
         uint64_t t0 = worker_clock_ns();
         w->now_ms = t0 / 1000000u;
         for (int i = 0; i < n; i++) {
@@ -539,7 +557,14 @@ static void *worker_main(void *arg)
         worker_check_stop(w);
         if (w->draining && w->restart_drain)
             worker_drain_step(w);
-        worker_flush_dirty(w);
+        uint64_t f0 = worker_clock_ns();
+        if (f0 >= w->flush_after_ns || w->draining) {
+            uint32_t written = worker_flush_dirty(w);
+            uint64_t took = worker_clock_ns() - f0, hold = 2 * took;
+            if (hold > WORKER_FLUSH_DELAY_MAX_NS)
+                hold = WORKER_FLUSH_DELAY_MAX_NS;
+            w->flush_after_ns = written >= WORKER_FLUSH_COALESCE_CONNS ? f0 + took + hold : 0;
+        }
         if (w->now_ms >= w->next_tick_ms) {
             worker_tick(w);
             w->next_tick_ms = w->now_ms + WORKER_TICK_MS;

@@ -42,6 +42,7 @@ typedef struct worker {
     uint64_t drain_deadline_ms;
     uint64_t now_ms;
     uint64_t next_tick_ms;
+    uint64_t flush_after_ns;  /* adaptive coalescing: no flush pass before this */
     group_table groups;
     struct conn **conns;
     uint32_t nconns, cap_conns;
