@@ -59,8 +59,6 @@ static struct {
     int ready;        /* contexts connected */
     atomic_bool up;
     uint64_t retry_at_ms, backoff_ms;
-    char redis_epoch[40];
-    unsigned generation; /* local history losses (outages) */
 } B;
 
 bool broker_enabled(void) { return B.enabled; }
@@ -150,10 +148,15 @@ void broker_on_event(void *tag, uint32_t events)
 
 /* ---- state changes ------------------------------------------------------------ */
 
-static void broker_set_epoch(void)
+/* While Redis is unreachable this node sequences alone: its offsets belong
+ * to no one else, so they get an epoch of their own. */
+static void broker_local_epoch(void)
 {
-    char e[80];
-    snprintf(e, sizeof e, "%s.%u", B.redis_epoch[0] ? B.redis_epoch : "local", B.generation);
+    uint64_t rnd = 0;
+    if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
+        rnd = (uint64_t)getpid() ^ B.w->now_ms;
+    char e[40];
+    snprintf(e, sizeof e, "local-%016llx", (unsigned long long)rnd);
     chan_set_epoch(e);
 }
 
@@ -182,8 +185,7 @@ static void broker_went_down(const char *why)
     if (was_up) {
         /* Messages published elsewhere from now on will not reach us: what
          * our history says from here is another story, under a new epoch. */
-        B.generation++;
-        broker_set_epoch();
+        broker_local_epoch();
         log_msg(LOG_WARN, "broker %s:%d down (%s): local delivery only, retrying", B.host, B.port,
                 why);
     }
@@ -208,30 +210,39 @@ static void broker_resubscribe(chan *c, void *arg)
     (void)arg;
     size_t len;
     const char *name = chan_name(c, &len);
-    if (len && chan_confirmed(c) == false) {
+    if (len && chan_subscribers(c) > 0 && B.io[1].ac) {
         char ch[sizeof BROKER_GROUP_PREFIX + MSG_GROUP_MAX];
         int n = snprintf(ch, sizeof ch, BROKER_GROUP_PREFIX "%.*s", (int)len, name);
-        if (B.io[1].ac)
-            redisAsyncCommand(B.io[1].ac, broker_on_sub_reply, NULL, "SUBSCRIBE %b", ch, (size_t)n);
+        redisAsyncCommand(B.io[1].ac, broker_on_sub_reply, NULL, "SUBSCRIBE %b", ch, (size_t)n);
     }
 }
 
-static void broker_resubscribe_needed(chan *c, void *arg)
-{
-    /* only groups that still have local subscribers */
-    (void)arg;
-    (void)c;
-}
-
+/* The cluster's epoch lives in Redis next to the offset counters: if Redis
+ * loses them (a restart without persistence), it loses the epoch too, the
+ * first node back sets a new one, and every node adopts it. Offsets from
+ * before and after can never be confused. Only then does the broker open:
+ * every message we deliver from here carries the shared epoch. */
 static void broker_on_epoch(redisAsyncContext *ac, void *r, void *priv)
 {
     (void)ac;
     (void)priv;
     redisReply *reply = r;
-    if (!reply || reply->type != REDIS_REPLY_STRING)
+    if (!reply || reply->type != REDIS_REPLY_STRING || reply->len == 0 || reply->len > 64) {
+        broker_went_down("no epoch from Redis");
         return;
-    snprintf(B.redis_epoch, sizeof B.redis_epoch, "%.*s", (int)reply->len, reply->str);
-    broker_set_epoch();
+    }
+    char e[80];
+    snprintf(e, sizeof e, "%.*s", (int)reply->len, reply->str);
+    chan_reset_all(); /* offsets come from Redis again; what we kept is another lineage */
+    chan_set_epoch(e);
+    redisAsyncCommand(B.io[1].ac, broker_on_sub_reply, NULL, "SUBSCRIBE " BROKER_ALL);
+    chan_foreach(broker_resubscribe, NULL);
+    B.backoff_ms = BROKER_BACKOFF_MIN_MS;
+    B.connecting = false;
+    atomic_store(&B.up, true);
+    METRIC_INC(&B.w->m, broker_reconnects);
+    log_msg(LOG_INFO, "broker %s:%d connected (epoch %s)", B.host, B.port, e);
+    worker_release_held_all(B.w->srv);
 }
 
 static void broker_on_connect(const redisAsyncContext *ac, int status)
@@ -245,7 +256,6 @@ static void broker_on_connect(const redisAsyncContext *ac, int status)
     }
     if (++B.ready < 2)
         return;
-    /* Both up: agree on the cluster's epoch, resubscribe, open the gates. */
     char e[17];
     uint64_t rnd = 0;
     if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
@@ -253,18 +263,6 @@ static void broker_on_connect(const redisAsyncContext *ac, int status)
     snprintf(e, sizeof e, "%016llx", (unsigned long long)rnd);
     redisAsyncCommand(B.io[0].ac, NULL, NULL, "SET herald:epoch %s NX", e);
     redisAsyncCommand(B.io[0].ac, broker_on_epoch, NULL, "GET herald:epoch");
-    chan_reset_all(); /* offsets now come from Redis again */
-    if (B.generation > 0)
-        B.generation++;
-    broker_set_epoch();
-    redisAsyncCommand(B.io[1].ac, broker_on_sub_reply, NULL, "SUBSCRIBE " BROKER_ALL);
-    chan_foreach(broker_resubscribe, NULL);
-    B.backoff_ms = BROKER_BACKOFF_MIN_MS;
-    B.connecting = false;
-    atomic_store(&B.up, true);
-    METRIC_INC(&B.w->m, broker_reconnects);
-    log_msg(LOG_INFO, "broker %s:%d connected", B.host, B.port);
-    (void)broker_resubscribe_needed;
 }
 
 static bool broker_connect_one(int i)

@@ -145,6 +145,8 @@ bool chan_subscriber_del(chan *c) { return c->subscribers > 0 && --c->subscriber
 
 bool chan_confirmed(const chan *c) { return c->confirmed; }
 
+uint32_t chan_subscribers(const chan *c) { return c->subscribers; }
+
 void chan_set_confirmed(chan *c, bool yes) { c->confirmed = yes; }
 
 void chan_foreach(void (*fn)(chan *c, void *arg), void *arg)

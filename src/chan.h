@@ -57,6 +57,7 @@ const char *chan_name(const chan *c, size_t *len);
 bool chan_subscriber_add(chan *c);
 bool chan_subscriber_del(chan *c);
 bool chan_confirmed(const chan *c);
+uint32_t chan_subscribers(const chan *c);
 void chan_set_confirmed(chan *c, bool yes);
 
 /* Calls fn on every channel, each under its lock (for resubscribing after a
