@@ -14,6 +14,7 @@
  * Decoded parts live in stack buffers; jansson allocates while parsing and
  * every json_t is released before returning. No mutable globals, no I/O. */
 #include "auth.h"
+#include "names.h"
 
 #include <math.h>
 #include <string.h>
@@ -28,7 +29,6 @@
 /* A base64url part of at most JWT_MAX_TOKEN characters decodes to at most
  * 3/4 of that. */
 #define JWT_MAX_DECODED (JWT_MAX_TOKEN / 4 * 3)
-#define GROUP_NAME_MAX 128
 
 const char *auth_result_name(auth_result r)
 {
@@ -166,30 +166,14 @@ static long b64url_decode(const char *in, size_t in_len, unsigned char *out)
 
 /* ---- JWT ---------------------------------------------------------------- */
 
-/* 1-128 bytes of [A-Za-z0-9._:-] (the same rule as group_name_valid in
- * groups.c, repeated here to keep the pure library self-contained). */
-static bool name_valid(const char *s, size_t n)
-{
-    if (n == 0 || n > GROUP_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '.' || c == '_' || c == ':' || c == '-';
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
 /* A groups entry: a name, "prefix.*" with a valid prefix, or "*". */
 static bool group_pattern_valid(const char *s, size_t n)
 {
     if (n == 1 && s[0] == '*')
         return true;
     if (n >= 3 && s[n - 2] == '.' && s[n - 1] == '*')
-        return name_valid(s, n - 2);
-    return name_valid(s, n);
+        return group_name_valid(s, n - 2);
+    return group_name_valid(s, n);
 }
 
 static bool str_equal(const json_t *j, const char *lit)
@@ -431,7 +415,7 @@ auth_result jwt_verify(const char *token, size_t len, const char *const *secrets
  * every group. Invalid group names never match. */
 bool jwt_group_allowed(const jwt_claims *c, const char *group, size_t len)
 {
-    if (!c || !c->has_groups || !group || !name_valid(group, len))
+    if (!c || !c->has_groups || !group || !group_name_valid(group, len))
         return false;
     size_t n = c->ngroups < JWT_MAX_GROUPS ? c->ngroups : JWT_MAX_GROUPS;
     for (size_t i = 0; i < n; i++) {

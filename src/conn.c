@@ -67,14 +67,14 @@ static void conn_account(conn *c, size_t before)
         METRIC_SUB(&c->w->m, queued_bytes, before - c->q.bytes);
 }
 
-/* Appends without touching the reference count: the caller takes the
- * references for a whole fan-out at once. False when nothing was queued. */
-static bool conn_push(conn *c, msg *m)
+/* Queues m, taking over its reference; false (reference kept by the caller)
+ * when the queue cannot grow, in which case the connection is aborted. */
+static bool conn_queue(conn *c, msg *m, bool urgent)
 {
     size_t before = c->q.bytes;
     if (outq_empty(&c->q))
         c->last_progress_ms = c->w->now_ms;
-    if (!outq_push(&c->q, m)) {
+    if (!(urgent ? outq_push_urgent(&c->q, m) : outq_push(&c->q, m))) {
         log_msg(LOG_WARN, "out of memory queueing for fd %d", c->fd);
         conn_abort(c);
         return false;
@@ -86,19 +86,10 @@ static bool conn_push(conn *c, msg *m)
 
 bool conn_send(conn *c, msg *m, bool urgent)
 {
-    size_t before = c->q.bytes;
-    if (outq_empty(&c->q))
-        c->last_progress_ms = c->w->now_ms;
-    bool ok = urgent ? outq_push_urgent(&c->q, m) : outq_push(&c->q, m);
-    if (!ok) {
-        msg_unref(m);
-        log_msg(LOG_WARN, "out of memory queueing for fd %d", c->fd);
-        conn_abort(c);
-        return false;
-    }
-    conn_account(c, before);
-    worker_mark_dirty(c->w, c);
-    return true;
+    if (conn_queue(c, m, urgent))
+        return true;
+    msg_unref(m);
+    return false;
 }
 
 void conn_close_after_flush(conn *c)
@@ -149,7 +140,8 @@ bool conn_enqueue(conn *c, msg *m)
         conn_account(c, before);
         METRIC_ADD(&c->w->m, messages_dropped, dropped);
     }
-    return conn_push(c, m);
+    /* No reference taken here: the fan-out adds them all at once. */
+    return conn_queue(c, m, false);
 }
 
 static void conn_flush_done(conn *c);

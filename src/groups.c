@@ -3,20 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-bool group_name_valid(const char *s, size_t n)
-{
-    if (n == 0 || n > 128)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '.' || c == '_' || c == ':' || c == '-';
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
 static uint32_t groups_hash(const char *s, size_t n)
 {
     uint32_t h = 2166136261u; /* FNV-1a: names are short, this is plenty */

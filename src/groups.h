@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "names.h"
+
 struct conn;
 
 typedef struct group_entry {
@@ -30,8 +32,6 @@ typedef struct group_table {
     uint32_t count;
 } group_table;
 
-/* A valid group name: 1-128 bytes of [A-Za-z0-9._:-]. */
-bool group_name_valid(const char *s, size_t n);
 
 bool groups_init(group_table *t);
 void groups_destroy(group_table *t);

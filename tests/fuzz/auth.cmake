@@ -6,7 +6,7 @@ if(NOT TARGET PkgConfig::JANSSON)
     pkg_check_modules(JANSSON REQUIRED IMPORTED_TARGET jansson)
 endif()
 
-add_library(herald_auth_fuzz STATIC ${CMAKE_SOURCE_DIR}/src/auth.c)
+add_library(herald_auth_fuzz STATIC ${CMAKE_SOURCE_DIR}/src/auth.c ${CMAKE_SOURCE_DIR}/src/names.c)
 target_include_directories(herald_auth_fuzz PUBLIC ${CMAKE_SOURCE_DIR}/src)
 target_compile_options(herald_auth_fuzz PRIVATE
     -fsanitize=fuzzer-no-link,${HERALD_FUZZ_SAN} -fno-sanitize-recover=undefined -g -O1)
