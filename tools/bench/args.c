@@ -14,6 +14,9 @@ void args_usage(FILE *out)
         "usage: herald-bench [options]\n"
         "  --host ADDR               server address in 127.0.0.0/8 (127.0.0.1)\n"
         "  --port PORT               server port (8080)\n"
+        "  --ports P1,P2,...         instead of --port: a cluster of nodes on this host;\n"
+        "                            subscriber i connects to P<i mod n>, publishers to P1\n"
+        "  --pub-ports-all           with --ports: publisher j connects to P<j mod n>\n"
         "  --subscribers N           subscriber connections; i joins group g<i mod G> (100)\n"
         "  --publishers K            publisher connections; j publishes to g<j mod G> (1)\n"
         "  --groups G                number of groups (1)\n"
@@ -26,7 +29,10 @@ void args_usage(FILE *out)
         "  --source-ips M            bind connections round-robin to 127.0.0.1..127.0.0.M (1)\n"
         "  --connect-concurrency C   max handshakes in flight (256)\n"
         "  --connect-timeout SECS    per connection, connect + handshake (10)\n"
-        "  --server-pid PID          report server CPU and RSS from /proc/PID\n"
+        "  --server-pid PID[,PID..]  report server CPU and RSS from /proc/PID (summed)\n"
+        "  --tls                     connect with TLS (wss://), certificate not verified\n"
+        "  --format raw|json|msgpack subscribers ask for ?format=: herald's JSON/msgpack\n"
+        "                            envelopes are unwrapped to the payload (raw)\n"
         "  --threads T               event-loop threads (1)\n"
         "  --json                    one JSON line instead of text\n"
         "  --sub-path PATH           subscriber path (/ws)\n"
@@ -83,7 +89,7 @@ static int args_path(const char *opt, const char *val, char *out, size_t cap)
 enum {
     O_HOST = 256, O_PORT, O_SUBS, O_PUBS, O_GROUPS, O_SIZE, O_RATE, O_DURATION, O_SATURATE,
     O_WINDOW, O_IDLE, O_SRCIPS, O_CONCURRENCY, O_CTIMEOUT, O_PID, O_THREADS, O_JSON,
-    O_SUBPATH, O_PUBPATH, O_WARMUP, O_GRACE, O_HELP,
+    O_SUBPATH, O_PUBPATH, O_WARMUP, O_GRACE, O_HELP, O_PORTS, O_PUBPORTSALL, O_TLS, O_FORMAT,
 };
 
 static const struct option args_opts[] = {
@@ -109,6 +115,10 @@ static const struct option args_opts[] = {
     {"warmup", required_argument, 0, O_WARMUP},
     {"grace", required_argument, 0, O_GRACE},
     {"help", no_argument, 0, O_HELP},
+    {"ports", required_argument, 0, O_PORTS},
+    {"pub-ports-all", no_argument, 0, O_PUBPORTSALL},
+    {"tls", no_argument, 0, O_TLS},
+    {"format", required_argument, 0, O_FORMAT},
     {0, 0, 0, 0},
 };
 
@@ -122,6 +132,38 @@ static int args_host(const char *val, bench_args *a)
         return args_bad("host", val, "must be in 127.0.0.0/8");
     strcpy(a->host, h);
     return ARGS_OK;
+}
+
+const char *args_format_name(int format)
+{
+    return format == FMT_JSON ? "json" : format == FMT_MSGPACK ? "msgpack" : "raw";
+}
+
+/* "A,B,C": integers lo..hi, at most max of them. */
+static int args_u32_list(const char *opt, const char *val, uint32_t lo, uint32_t hi,
+                         uint32_t *out, uint32_t max, uint32_t *n)
+{
+    char item[32];
+    *n = 0;
+    const char *p = val;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len == 0 || len >= sizeof item || *n == max) {
+            char why[64];
+            snprintf(why, sizeof why, "comma list of at most %u integers %u..%u", max, lo, hi);
+            return args_bad(opt, val, why);
+        }
+        memcpy(item, p, len);
+        item[len] = '\0';
+        int rc = args_u32(opt, item, lo, hi, &out[*n]);
+        if (rc != ARGS_OK)
+            return rc;
+        (*n)++;
+        if (!comma)
+            return ARGS_OK;
+        p = comma + 1;
+    }
 }
 
 int args_parse(int argc, char **argv, bench_args *a)
@@ -148,7 +190,8 @@ int args_parse(int argc, char **argv, bench_args *a)
     opterr = 0;
     optind = 1;
     int c, rc = ARGS_OK;
-    uint32_t u;
+    uint32_t u, list[BENCH_MAX_PORTS > BENCH_MAX_PIDS ? BENCH_MAX_PORTS : BENCH_MAX_PIDS];
+    bool port_given = false;
     while (rc == ARGS_OK && (c = getopt_long(argc, argv, "", args_opts, NULL)) != -1) {
         const char *v = optarg;
         switch (c) {
@@ -156,6 +199,24 @@ int args_parse(int argc, char **argv, bench_args *a)
         case O_PORT:
             rc = args_u32("port", v, 1, 65535, &u);
             a->port = (uint16_t)u;
+            port_given = true;
+            break;
+        case O_PORTS:
+            rc = args_u32_list("ports", v, 1, 65535, list, BENCH_MAX_PORTS, &a->nports);
+            for (uint32_t i = 0; rc == ARGS_OK && i < a->nports; i++)
+                a->ports[i] = (uint16_t)list[i];
+            break;
+        case O_PUBPORTSALL: a->pub_ports_all = true; break;
+        case O_TLS: a->tls = true; break;
+        case O_FORMAT:
+            if (strcmp(v, "raw") == 0)
+                a->format = FMT_RAW;
+            else if (strcmp(v, "json") == 0)
+                a->format = FMT_JSON;
+            else if (strcmp(v, "msgpack") == 0)
+                a->format = FMT_MSGPACK;
+            else
+                rc = args_bad("format", v, "raw, json or msgpack");
             break;
         case O_SUBS: rc = args_u32("subscribers", v, 0, 1000000, &a->subscribers); break;
         case O_PUBS: rc = args_u32("publishers", v, 0, 100000, &a->publishers); break;
@@ -172,8 +233,11 @@ int args_parse(int argc, char **argv, bench_args *a)
             break;
         case O_CTIMEOUT: rc = args_secs("connect-timeout", v, 0.001, 3600, &a->connect_timeout); break;
         case O_PID:
-            rc = args_u32("server-pid", v, 1, 0x7fffffff, &u);
-            a->server_pid = (int)u;
+            rc = args_u32_list("server-pid", v, 1, 0x7fffffff, list, BENCH_MAX_PIDS,
+                               &a->nserver_pids);
+            for (uint32_t i = 0; rc == ARGS_OK && i < a->nserver_pids; i++)
+                a->server_pids[i] = (int)list[i];
+            a->server_pid = a->nserver_pids ? a->server_pids[0] : 0;
             break;
         case O_THREADS: rc = args_u32("threads", v, 1, 64, &a->threads); break;
         case O_JSON: a->json = true; break;
@@ -192,6 +256,20 @@ int args_parse(int argc, char **argv, bench_args *a)
         return rc;
     if (optind < argc) {
         fprintf(stderr, "herald-bench: unexpected argument '%s'\n", argv[optind]);
+        return ARGS_BAD;
+    }
+    if (a->nports && port_given) {
+        fprintf(stderr, "herald-bench: --port and --ports exclude each other\n");
+        return ARGS_BAD;
+    }
+    if (a->nports) {
+        a->port = a->ports[0];
+    } else {
+        a->ports[0] = a->port;
+        a->nports = 1;
+    }
+    if (a->pub_ports_all && a->nports < 2) {
+        fprintf(stderr, "herald-bench: --pub-ports-all needs --ports with several ports\n");
         return ARGS_BAD;
     }
     if (a->saturate && a->idle) {

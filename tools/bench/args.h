@@ -7,10 +7,20 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#define BENCH_MAX_PORTS 64
+#define BENCH_MAX_PIDS 64
+
+/* ?format= of subscribers: raw payloads, or herald's JSON / msgpack envelopes */
+enum bench_format { FMT_RAW = 0, FMT_JSON = 1, FMT_MSGPACK = 2 };
+const char *args_format_name(int format);
+
 typedef struct bench_args {
     char host[64];
     struct in_addr addr;        /* resolved host, always in 127.0.0.0/8 */
-    uint16_t port;
+    uint16_t port;              /* = ports[0] */
+    uint16_t ports[BENCH_MAX_PORTS];    /* --ports: subscriber i -> ports[i mod nports] */
+    uint32_t nports;
+    bool pub_ports_all;         /* publishers round-robin over ports too (else ports[0]) */
     uint32_t subscribers;
     uint32_t publishers;
     uint32_t groups;
@@ -25,7 +35,11 @@ typedef struct bench_args {
     uint32_t source_ips;        /* bind to 127.0.0.1 .. 127.0.0.M */
     uint32_t connect_concurrency;
     double connect_timeout;
-    int server_pid;             /* 0 = none */
+    int server_pid;             /* 0 = none; = server_pids[0] */
+    int server_pids[BENCH_MAX_PIDS];    /* CPU and RSS are summed over these */
+    uint32_t nserver_pids;
+    bool tls;                   /* TLS without certificate verification */
+    int format;                 /* enum bench_format: what subscribers ask for */
     uint32_t threads;
     bool json;
     char sub_path[256];

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <openssl/ssl.h>
+
 #include "args.h"
 #include "hist.h"
 #include "track.h"
@@ -35,6 +37,7 @@ enum bench_phase {
 enum conn_state {
     CS_NEW = 0,
     CS_CONNECTING,
+    CS_TLS,       /* --tls: TLS handshake in progress */
     CS_SEND_REQ,
     CS_RECV_HEAD,
     CS_OPEN,
@@ -53,13 +56,17 @@ typedef struct conn {
     bool counted_open;      /* the handshake completed */
     uint8_t ctl_len;        /* subscribers: pending control frame (pong/close) */
     uint8_t ctl_sent;
+    bool tls_wpend;         /* SSL_write wants a retry: its buffer is frozen */
     uint16_t req_sent;      /* bytes of the upgrade request already written */
+    uint16_t hlen;          /* --tls: bytes of the response head in hbuf */
     uint32_t index;         /* global index among subscribers or publishers */
     uint32_t group;
     int64_t deadline;       /* connect + handshake must end by then */
     struct worker *w;
     track_entry *track;     /* subscriber: one entry per publisher of its group */
     struct pub *pub;        /* publisher */
+    SSL *ssl;               /* --tls */
+    char *hbuf;             /* --tls: response head being read (handshake only) */
     wsc_reader rd;
     uint8_t ctl[WSC_CTL_FRAME];
 } conn;
@@ -134,7 +141,7 @@ struct bench_run {
     const bench_args *a;
     _Atomic int phase;
     int64_t t_pub0;             /* pacing origin, set before PH_WARMUP/PH_RUN */
-    char host_port[80];
+    SSL_CTX *tls_ctx;           /* --tls */
     uint8_t *filler;            /* S bytes of payload template */
     _Atomic uint32_t *group_live;   /* connected subscribers per group */
     uint32_t *group_expect;     /* frozen after the subscriber phase */

@@ -1,13 +1,17 @@
 #include "conn.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <stdlib.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
 
 #include "deliver.h"
 #include "pub.h"
@@ -24,6 +28,99 @@ static const wsc_handler conn_pub_handler = {conn_pub_on_message, conn_on_ping, 
 /* close code from the last close frame the reader dispatched (per thread:
  * read right after wsc_feed returns on the same thread) */
 static _Thread_local int conn_last_close_code;
+
+/* --tls: the upgrade response head is read into a per-connection buffer
+ * (TLS has no MSG_PEEK across records), freed once the handshake is done */
+#define CONN_HEAD_MAX 4096
+
+/* ---- transport: the plain socket or TLS over it --------------------------
+ * Both return > 0 bytes, 0 at EOF (reads only) or -1 with errno; EAGAIN
+ * means "wait for the next event" (edge-triggered on EPOLLIN|EPOLLOUT, so
+ * any event retries both directions: TLS may need either for either). After
+ * an EAGAIN from a TLS write the same bytes must be offered again (at least
+ * as many; the buffer may have moved: SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER). */
+
+/* why the last TLS call on this thread failed (for the report) */
+static _Thread_local char conn_tls_why[120];
+
+static ssize_t conn_tls_result(conn *c, int r)
+{
+    int e = SSL_get_error(c->ssl, r);
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_ZERO_RETURN: /* close_notify, or EOF (SSL_OP_IGNORE_UNEXPECTED_EOF) */
+        ERR_clear_error();
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        if (errno == 0 || errno == EAGAIN || errno == EINTR)
+            errno = ECONNRESET;
+        snprintf(conn_tls_why, sizeof conn_tls_why, "%s", strerror(errno));
+        break;
+    default: {
+        unsigned long err = ERR_peek_error();
+        if (err)
+            ERR_error_string_n(err, conn_tls_why, sizeof conn_tls_why);
+        else
+            snprintf(conn_tls_why, sizeof conn_tls_why, "SSL error %d", e);
+        errno = EPROTO;
+        break;
+    }
+    }
+    ERR_clear_error();
+    return -1;
+}
+
+static ssize_t conn_io_read(conn *c, void *buf, size_t n)
+{
+    if (!c->ssl)
+        return recv(c->fd, buf, n, 0);
+    int r = SSL_read(c->ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
+    return r > 0 ? r : conn_tls_result(c, r);
+}
+
+ssize_t conn_io_write(conn *c, const void *buf, size_t n)
+{
+    if (!c->ssl)
+        return send(c->fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    int r = SSL_write(c->ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
+    if (r > 0) {
+        c->tls_wpend = false;
+        return r;
+    }
+    ssize_t v = conn_tls_result(c, r);
+    if (v < 0 && errno == EAGAIN) {
+        c->tls_wpend = true;
+    } else if (v == 0) {
+        errno = EPIPE;
+        v = -1;
+    }
+    return v;
+}
+
+/* strerror, or the TLS reason for an EPROTO from the calls above */
+static const char *conn_io_error(int err)
+{
+    return err == EPROTO && conn_tls_why[0] ? conn_tls_why : strerror(err);
+}
+
+/* Drops the connection's TLS state and socket. */
+static void conn_release(conn *c)
+{
+    if (c->ssl) {
+        SSL_free(c->ssl); /* the socket BIO does not close the fd */
+        c->ssl = NULL;
+    }
+    free(c->hbuf);
+    c->hbuf = NULL;
+    c->hlen = 0;
+    c->tls_wpend = false;
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+}
 
 static void conn_setup_finished(worker *w)
 {
@@ -44,9 +141,7 @@ static void conn_fail(worker *w, conn *c, enum fail_kind kind, const char *fmt, 
         STAT_ADD(w, fail_handshake, 1);
     else
         STAT_ADD(w, fail_timeout, 1);
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
+    conn_release(c);
     c->state = CS_DONE;
     conn_setup_finished(w);
 }
@@ -69,13 +164,26 @@ static void conn_key(worker *w, const conn *c, char key[WSC_KEY_LEN + 1])
     wsc_key_encode(raw, key);
 }
 
+/* --ports: subscriber i goes to node i mod n; publishers to the first node,
+ * or round-robin with --pub-ports-all. */
+static uint16_t conn_port(const bench_args *a, const conn *c)
+{
+    if (c->is_pub && !a->pub_ports_all)
+        return a->ports[0];
+    return a->ports[c->index % a->nports];
+}
+
 static size_t conn_request(worker *w, const conn *c, char *out, size_t cap)
 {
     const bench_args *a = w->run->a;
-    char key[WSC_KEY_LEN + 1], group[16];
+    char key[WSC_KEY_LEN + 1], group[48], host_port[80];
     conn_key(w, c, key);
-    snprintf(group, sizeof group, "g%u", c->group);
-    return wsc_request(out, cap, w->run->host_port, c->is_pub ? a->pub_path : a->sub_path,
+    if (!c->is_pub && a->format != FMT_RAW)
+        snprintf(group, sizeof group, "g%u&format=%s", c->group, args_format_name(a->format));
+    else
+        snprintf(group, sizeof group, "g%u", c->group);
+    snprintf(host_port, sizeof host_port, "%s:%u", a->host, conn_port(a, c));
+    return wsc_request(out, cap, host_port, c->is_pub ? a->pub_path : a->sub_path,
                        c->is_pub ? "group" : "groups", group, key);
 }
 
@@ -95,9 +203,7 @@ static void conn_opened(worker *w, conn *c)
 
 void conn_close(worker *w, conn *c)
 {
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
+    conn_release(c);
     if (c->state == CS_OPEN || c->state == CS_CLOSING)
         w->open_conns--;
     else if (conn_in_setup(c))
@@ -122,8 +228,7 @@ void conn_lost(worker *w, conn *c, const char *why)
 static void conn_ctl_flush(conn *c)
 {
     while (c->ctl_sent < c->ctl_len) {
-        ssize_t n = send(c->fd, c->ctl + c->ctl_sent, (size_t)(c->ctl_len - c->ctl_sent),
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n = conn_io_write(c, c->ctl + c->ctl_sent, (size_t)(c->ctl_len - c->ctl_sent));
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -142,9 +247,11 @@ static void conn_send_control(worker *w, conn *c, uint8_t opcode, const uint8_t 
         pub_append(c->pub, frame, len); /* flushed at the end of the loop pass */
         return;
     }
-    if (c->ctl_sent > 0 && c->ctl_sent < c->ctl_len && opcode == WSC_OP_PONG)
-        return; /* a frame is half written: this pong waits for the next ping */
-    if (c->ctl_sent > 0 && c->ctl_sent < c->ctl_len) {
+    /* a frame is half written, or TLS holds it for a retry: it stays */
+    bool busy = c->ctl_sent < c->ctl_len && (c->ctl_sent > 0 || c->tls_wpend);
+    if (busy && opcode == WSC_OP_PONG)
+        return; /* this pong waits for the next ping */
+    if (busy) {
         /* a close must follow the half-written frame: finish that first */
         conn_ctl_flush(c);
         if (c->ctl_len)
@@ -209,33 +316,43 @@ static void conn_peer_closed(worker *w, conn *c, int code)
     conn_close(w, c);
 }
 
-static void conn_read(worker *w, conn *c, uint32_t events)
+/* Feeds received bytes to the frame reader; false when the connection ended
+ * (close frame or protocol error). */
+static bool conn_feed(worker *w, conn *c, const uint8_t *p, size_t n)
 {
     const wsc_handler *h = c->is_pub ? &conn_pub_handler : &conn_sub_handler;
+    w->now = bench_now();
+    int rc = wsc_feed(&c->rd, p, n, h, c);
+    if (rc == WSC_FEED_CLOSED) {
+        conn_peer_closed(w, c, conn_last_close_code);
+        return false;
+    }
+    if (rc == WSC_FEED_ERROR) {
+        STAT_ADD(w, protocol_errors, 1);
+        if (c->state == CS_OPEN && w->phase < PH_CLOSE)
+            STAT_ADD(w, disconnects, 1);
+        worker_note_error(w, "%s %u: protocol error in a server frame",
+                          c->is_pub ? "publisher" : "subscriber", c->index);
+        if (!c->close_sent)
+            conn_send_close(w, c, 1002);
+        conn_close(w, c);
+        return false;
+    }
+    return true;
+}
+
+static void conn_read(worker *w, conn *c, uint32_t events)
+{
     bool hup = (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
     for (;;) {
-        ssize_t n = recv(c->fd, w->scratch, BENCH_SCRATCH, 0);
+        ssize_t n = conn_io_read(c, w->scratch, BENCH_SCRATCH);
         if (n > 0) {
-            w->now = bench_now();
-            int rc = wsc_feed(&c->rd, w->scratch, (size_t)n, h, c);
-            if (rc == WSC_FEED_CLOSED) {
-                conn_peer_closed(w, c, conn_last_close_code);
+            if (!conn_feed(w, c, w->scratch, (size_t)n))
                 return;
-            }
-            if (rc == WSC_FEED_ERROR) {
-                STAT_ADD(w, protocol_errors, 1);
-                if (c->state == CS_OPEN && w->phase < PH_CLOSE)
-                    STAT_ADD(w, disconnects, 1);
-                worker_note_error(w, "%s %u: protocol error in a server frame",
-                                  c->is_pub ? "publisher" : "subscriber", c->index);
-                if (!c->close_sent)
-                    conn_send_close(w, c, 1002);
-                conn_close(w, c);
-                return;
-            }
             /* edge-triggered: a short read drained the socket, and data that
-             * arrives later raises a new edge; only a pending EOF does not */
-            if ((size_t)n < BENCH_SCRATCH && !hup)
+             * arrives later raises a new edge; only a pending EOF does not.
+             * TLS returns a record at a time: read until it wants more. */
+            if (!c->ssl && (size_t)n < BENCH_SCRATCH && !hup)
                 return;
             continue;
         }
@@ -247,12 +364,33 @@ static void conn_read(worker *w, conn *c, uint32_t events)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             return;
-        conn_lost(w, c, strerror(errno));
+        conn_lost(w, c, conn_io_error(errno));
         return;
     }
 }
 
-static void conn_recv_head(worker *w, conn *c)
+/* The reader for a new connection: subscribers of envelopes keep more of
+ * each message (the payload is not at its start). */
+static void conn_reader_init(worker *w, conn *c)
+{
+    if (!c->is_pub && w->run->a->format != FMT_RAW)
+        wsc_reader_init_capture(&c->rd, WSC_HEAD_CAP);
+    else
+        wsc_reader_init(&c->rd);
+}
+
+static bool conn_check_head(worker *w, conn *c, const char *head, size_t hl)
+{
+    char key[WSC_KEY_LEN + 1], why[160];
+    conn_key(w, c, key);
+    if (!wsc_response_ok(head, hl, key, why, sizeof why)) {
+        conn_fail(w, c, FAIL_HANDSHAKE, "%s", why);
+        return false;
+    }
+    return true;
+}
+
+static void conn_recv_head_plain(worker *w, conn *c)
 {
     char *buf = (char *)w->scratch;
     /* peek until the whole head is there, then consume exactly the head so
@@ -279,19 +417,70 @@ static void conn_recv_head(worker *w, conn *c)
         conn_fail(w, c, FAIL_HANDSHAKE, "%s", "short read of the response head");
         return;
     }
-    char key[WSC_KEY_LEN + 1], why[160];
-    conn_key(w, c, key);
-    if (!wsc_response_ok(buf, hl, key, why, sizeof why)) {
-        conn_fail(w, c, FAIL_HANDSHAKE, "%s", why);
+    if (!conn_check_head(w, c, buf, hl))
         return;
-    }
-    wsc_reader_init(&c->rd);
+    conn_reader_init(w, c);
     conn_opened(w, c);
     conn_read(w, c, EPOLLRDHUP); /* frames may have come with the head */
 }
 
+/* TLS: read into hbuf until the head is complete; what follows it in hbuf
+ * are the first frames. */
+static void conn_recv_head_tls(worker *w, conn *c)
+{
+    if (!c->hbuf && !(c->hbuf = malloc(CONN_HEAD_MAX))) {
+        conn_fail(w, c, FAIL_HANDSHAKE, "%s", "out of memory");
+        return;
+    }
+    for (;;) {
+        ssize_t n = conn_io_read(c, c->hbuf + c->hlen, CONN_HEAD_MAX - c->hlen);
+        if (n == 0) {
+            conn_fail(w, c, FAIL_HANDSHAKE, "%s", "closed before the upgrade response");
+            return;
+        }
+        if (n < 0) {
+            if (errno == EAGAIN)
+                return;
+            conn_fail(w, c, FAIL_HANDSHAKE, "read: %s", conn_io_error(errno));
+            return;
+        }
+        c->hlen = (uint16_t)(c->hlen + n);
+        size_t hl = wsc_head_len(c->hbuf, c->hlen);
+        if (hl == 0) {
+            if (c->hlen == CONN_HEAD_MAX) {
+                conn_fail(w, c, FAIL_HANDSHAKE, "%s", "upgrade response head too large");
+                return;
+            }
+            continue;
+        }
+        if (!conn_check_head(w, c, c->hbuf, hl))
+            return;
+        conn_reader_init(w, c);
+        conn_opened(w, c);
+        /* the frames that came with the head: copied out so hbuf can go */
+        size_t rest = c->hlen - hl;
+        memcpy(w->scratch, c->hbuf + hl, rest);
+        free(c->hbuf);
+        c->hbuf = NULL;
+        c->hlen = 0;
+        if (rest && !conn_feed(w, c, w->scratch, rest))
+            return;
+        conn_read(w, c, EPOLLRDHUP);
+        return;
+    }
+}
+
+static void conn_recv_head(worker *w, conn *c)
+{
+    if (c->ssl)
+        conn_recv_head_tls(w, c);
+    else
+        conn_recv_head_plain(w, c);
+}
+
 static void conn_send_request(worker *w, conn *c)
 {
+    /* rebuilt identically on every call, so a retry offers the same bytes */
     char *buf = (char *)w->scratch;
     size_t len = conn_request(w, c, buf, BENCH_SCRATCH);
     if (len == 0) {
@@ -299,19 +488,54 @@ static void conn_send_request(worker *w, conn *c)
         return;
     }
     while (c->req_sent < len) {
-        ssize_t n = send(c->fd, buf + c->req_sent, len - c->req_sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n = conn_io_write(c, buf + c->req_sent, len - c->req_sent);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return;
-            conn_fail(w, c, FAIL_CONNECT, "send: %s", strerror(errno));
+            conn_fail(w, c, FAIL_CONNECT, "send: %s", conn_io_error(errno));
             return;
         }
         c->req_sent = (uint16_t)(c->req_sent + n);
     }
     c->state = CS_RECV_HEAD;
     conn_recv_head(w, c);
+}
+
+static void conn_tls_handshake(worker *w, conn *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->state = CS_SEND_REQ;
+        conn_send_request(w, c);
+        return;
+    }
+    if (conn_tls_result(c, r) < 0 && errno == EAGAIN)
+        return; /* WANT_READ / WANT_WRITE: the next event resumes */
+    conn_fail(w, c, FAIL_HANDSHAKE, "TLS handshake: %s",
+              errno == EPROTO ? conn_tls_why : "connection closed");
+}
+
+/* TCP is up: start TLS or the upgrade request. */
+static void conn_connected(worker *w, conn *c)
+{
+    SSL_CTX *ctx = w->run->tls_ctx;
+    if (!ctx) {
+        c->state = CS_SEND_REQ;
+        conn_send_request(w, c);
+        return;
+    }
+    c->ssl = SSL_new(ctx);
+    if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+        ERR_clear_error();
+        conn_fail(w, c, FAIL_CONNECT, "%s", "SSL_new failed");
+        return;
+    }
+    SSL_set_connect_state(c->ssl);
+    c->state = CS_TLS;
+    conn_tls_handshake(w, c);
 }
 
 void conn_start(worker *w, conn *c)
@@ -344,13 +568,12 @@ void conn_start(worker *w, conn *c)
         conn_fail(w, c, FAIL_CONNECT, "epoll_ctl: %s", strerror(errno));
         return;
     }
-    struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(a->port), .sin_addr = a->addr};
-    if (connect(c->fd, (struct sockaddr *)&dst, sizeof dst) == 0) {
-        c->state = CS_SEND_REQ;
-        conn_send_request(w, c);
-    } else if (errno != EINPROGRESS) {
+    struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(conn_port(a, c)),
+                              .sin_addr = a->addr};
+    if (connect(c->fd, (struct sockaddr *)&dst, sizeof dst) == 0)
+        conn_connected(w, c);
+    else if (errno != EINPROGRESS)
         conn_fail(w, c, FAIL_CONNECT, "connect: %s", strerror(errno));
-    }
 }
 
 void conn_event(worker *w, conn *c, uint32_t events)
@@ -367,21 +590,25 @@ void conn_event(worker *w, conn *c, uint32_t events)
         }
         if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
             return;
-        c->state = CS_SEND_REQ;
-        conn_send_request(w, c);
+        conn_connected(w, c);
         return;
     }
+    case CS_TLS:
+        conn_tls_handshake(w, c); /* it may wait for either direction */
+        return;
     case CS_SEND_REQ:
-        if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+        if (c->ssl || (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
             conn_send_request(w, c);
         return;
     case CS_RECV_HEAD:
-        if (events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+        if (c->ssl || (events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)))
             conn_recv_head(w, c);
         return;
     case CS_OPEN:
     case CS_CLOSING:
-        if (events & EPOLLOUT) {
+        /* TLS: a write may wait for input and a read for output, so every
+         * event retries both */
+        if ((events & EPOLLOUT) || c->ssl) {
             if (c->is_pub)
                 pub_flush(w, c->pub);
             else
@@ -389,7 +616,7 @@ void conn_event(worker *w, conn *c, uint32_t events)
             if (c->state == CS_DONE)
                 return;
         }
-        if (events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+        if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) || c->ssl)
             conn_read(w, c, events);
         return;
     default:

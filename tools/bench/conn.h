@@ -6,6 +6,7 @@
 #define HB_CONN_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "bench.h"
 
@@ -22,10 +23,14 @@ void conn_close(worker *w, conn *c);
 void conn_lost(worker *w, conn *c, const char *why);
 /* Fails a connection that is still connecting or in its handshake. */
 void conn_fail_timeout(worker *w, conn *c);
+/* Writes to the socket or through TLS: > 0 bytes written, or -1 with errno
+ * (EAGAIN: wait for an event, then offer the same bytes again). */
+ssize_t conn_io_write(conn *c, const void *buf, size_t n);
 
 static inline bool conn_in_setup(const conn *c)
 {
-    return c->state == CS_CONNECTING || c->state == CS_SEND_REQ || c->state == CS_RECV_HEAD;
+    return c->state == CS_CONNECTING || c->state == CS_TLS || c->state == CS_SEND_REQ ||
+           c->state == CS_RECV_HEAD;
 }
 
 #endif

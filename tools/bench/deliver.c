@@ -4,6 +4,7 @@
 #include "msg.h"
 #include "pub.h"
 #include "track.h"
+#include "unwrap.h"
 
 void deliver_on_message(void *ctx, uint8_t opcode, const uint8_t *head, uint64_t total)
 {
@@ -12,7 +13,19 @@ void deliver_on_message(void *ctx, uint8_t opcode, const uint8_t *head, uint64_t
     const bench_args *a = w->run->a;
     msg_head m;
     (void)opcode; /* a peer may relay as text: the magic decides */
-    if (!msg_decode(head, total, &m)) {
+    if (a->format != FMT_RAW) {
+        /* an envelope: total becomes the payload's size */
+        uint8_t payload[MSG_HEAD];
+        size_t have = total < c->rd.head_want ? (size_t)total : c->rd.head_want;
+        bool ok = a->format == FMT_JSON
+                      ? unwrap_json(head, have, c->rd.tail, total, payload, &total)
+                      : unwrap_msgpack(head, have, total, payload, &total);
+        if (!ok || !msg_decode(payload, total, &m)) {
+            if (w->measuring)
+                STAT_ADD(w, invalid, 1);
+            return;
+        }
+    } else if (!msg_decode(head, total, &m)) {
         if (w->measuring)
             STAT_ADD(w, invalid, 1);
         return;

@@ -25,6 +25,32 @@ static void main_sleep_ns(int64_t ns)
         ;
 }
 
+/* --server-pid may name several processes (cluster nodes): CPU and RSS are
+ * summed; false if any of them cannot be read. */
+static bool main_server_cpu(const bench_args *a, double *sec)
+{
+    double sum = 0, v;
+    for (uint32_t i = 0; i < a->nserver_pids; i++) {
+        if (!procstat_cpu(a->server_pids[i], &v))
+            return false;
+        sum += v;
+    }
+    *sec = sum;
+    return true;
+}
+
+static bool main_server_rss(const bench_args *a, long *kb)
+{
+    long sum = 0, v;
+    for (uint32_t i = 0; i < a->nserver_pids; i++) {
+        if (!procstat_rss_kb(a->server_pids[i], &v))
+            return false;
+        sum += v;
+    }
+    *kb = sum;
+    return true;
+}
+
 static void main_set_phase(bench_run *run, int ph)
 {
     atomic_store_explicit(&run->phase, ph, memory_order_release);
@@ -89,7 +115,26 @@ static bool main_setup(bench_run *run, const bench_args *a)
 {
     memset(run, 0, sizeof *run);
     run->a = a;
-    snprintf(run->host_port, sizeof run->host_port, "%s:%u", a->host, a->port);
+    if (a->tls) {
+        /* a local benchmark target with a self-signed certificate: no
+         * verification, no SNI, no session resumption */
+        run->tls_ctx = SSL_CTX_new(TLS_client_method());
+        if (!run->tls_ctx) {
+            fprintf(stderr, "herald-bench: SSL_CTX_new failed\n");
+            return false;
+        }
+        SSL_CTX_set_verify(run->tls_ctx, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_min_proto_version(run->tls_ctx, TLS1_2_VERSION);
+        SSL_CTX_set_session_cache_mode(run->tls_ctx, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_options(run->tls_ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+        /* writes resume from wherever the publisher buffer's head moved to;
+         * idle connections give their record buffers back (no frames flow) */
+        SSL_CTX_set_mode(run->tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                           SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                           (a->idle ? SSL_MODE_RELEASE_BUFFERS : 0));
+        /* one recv per batch of records instead of two per record */
+        SSL_CTX_set_read_ahead(run->tls_ctx, 1);
+    }
     run->key_seed = bench_mix64((uint64_t)bench_now() ^ ((uint64_t)getpid() << 32));
     run->sat_timeout_ns = (int64_t)((a->grace > 0.2 ? a->grace : 0.2) * 1e9);
     run->filler = malloc(a->size);
@@ -116,6 +161,8 @@ static void main_teardown(bench_run *run)
         for (uint32_t i = 0; i < run->nworkers; i++)
             worker_free(&run->workers[i]);
     free(run->workers);
+    if (run->tls_ctx)
+        SSL_CTX_free(run->tls_ctx);
     free(run->filler);
     free((void *)run->group_live);
     free(run->group_expect);
@@ -148,8 +195,8 @@ int main(int argc, char **argv)
     bench_result res = {.a = &a};
     double cpu0 = 0, cpu1 = 0;
     if (a.server_pid) {
-        if (!procstat_cpu(a.server_pid, &cpu0) || !procstat_rss_kb(a.server_pid, &res.rss_before_kb)) {
-            fprintf(stderr, "herald-bench: cannot read /proc/%d (--server-pid)\n", a.server_pid);
+        if (!main_server_cpu(&a, &cpu0) || !main_server_rss(&a, &res.rss_before_kb)) {
+            fprintf(stderr, "herald-bench: cannot read /proc/PID of --server-pid\n");
             return 1;
         }
     }
@@ -198,7 +245,7 @@ int main(int argc, char **argv)
     int64_t t_run0 = 0, t_run1 = 0;
     if (setup_ok && a.idle) {
         if (a.server_pid)
-            procstat_cpu(a.server_pid, &cpu0);
+            main_server_cpu(&a, &cpu0);
         t_run0 = bench_now();
         main_set_phase(&run, PH_RUN);
         main_sleep_ns((int64_t)(a.duration * 1e9));
@@ -210,7 +257,7 @@ int main(int argc, char **argv)
             main_sleep_ns((int64_t)(a.warmup * 1e9));
         }
         if (a.server_pid)
-            procstat_cpu(a.server_pid, &cpu0);
+            main_server_cpu(&a, &cpu0);
         t_run0 = bench_now();
         main_set_phase(&run, PH_RUN);
         main_sleep_ns((int64_t)(a.duration * 1e9));
@@ -224,9 +271,9 @@ int main(int argc, char **argv)
             main_sleep_ns(2000000);
     }
     if (setup_ok && a.server_pid) {
-        res.have_cpu = procstat_cpu(a.server_pid, &cpu1);
+        res.have_cpu = main_server_cpu(&a, &cpu1);
         res.server_cpu = cpu1 - cpu0;
-        res.have_rss = procstat_rss_kb(a.server_pid, &res.rss_kb);
+        res.have_rss = main_server_rss(&a, &res.rss_kb);
     }
     main_set_phase(&run, PH_CLOSE);
     for (uint32_t i = 0; i < run.nworkers; i++)

@@ -122,7 +122,7 @@ void pub_flush(worker *w, pub *p)
 {
     conn *c = p->c;
     while (p->head < p->tail && c->fd >= 0) {
-        ssize_t n = send(c->fd, p->buf + p->head, p->tail - p->head, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n = conn_io_write(c, p->buf + p->head, p->tail - p->head);
         if (n < 0) {
             if (errno == EINTR)
                 continue;

@@ -28,7 +28,14 @@ void report_text(FILE *out, const bench_result *r)
         else
             fprintf(out, ", %g msg/s", a->rate);
     }
-    fprintf(out, ", %g s, %u thread%s\n", a->duration, a->threads, a->threads == 1 ? "" : "s");
+    fprintf(out, ", %g s, %u thread%s", a->duration, a->threads, a->threads == 1 ? "" : "s");
+    if (a->tls)
+        fprintf(out, ", TLS");
+    if (a->format != FMT_RAW)
+        fprintf(out, ", format %s", args_format_name(a->format));
+    if (a->nports > 1)
+        fprintf(out, ", %u nodes", a->nports);
+    fputc('\n', out);
     fprintf(out, "connections   ok %llu (%llu subscribers, %llu publishers)  failed %llu"
                  " (connect %llu, handshake %llu, timeout %llu)  in %.3f s\n",
             (unsigned long long)(r->sub_ok + r->pub_ok), (unsigned long long)r->sub_ok,
@@ -91,9 +98,11 @@ void report_json(FILE *out, const bench_result *r)
     const bench_args *a = r->a;
     const hist *h = r->lat;
     fprintf(out, "{\"mode\":\"%s\",\"subscribers\":%u,\"publishers\":%u,\"groups\":%u,\"size\":%u,"
-                 "\"rate\":%g,\"window\":%u,\"duration\":%g,\"threads\":%u,",
+                 "\"rate\":%g,\"window\":%u,\"duration\":%g,\"threads\":%u,"
+                 "\"format\":\"%s\",\"tls\":%s,\"nodes\":%u,",
             report_mode(a), a->subscribers, a->idle ? 0 : a->publishers, a->groups, a->size,
-            a->saturate || a->idle ? 0 : a->rate, a->saturate ? a->window : 0, a->duration, a->threads);
+            a->saturate || a->idle ? 0 : a->rate, a->saturate ? a->window : 0, a->duration, a->threads,
+            args_format_name(a->format), a->tls ? "true" : "false", a->nports);
     fprintf(out, "\"connections_ok\":%llu,\"connections_failed\":%llu,\"connect_seconds\":%.6f,"
                  "\"subscribers_ok\":%llu,\"publishers_ok\":%llu,",
             (unsigned long long)(r->sub_ok + r->pub_ok), (unsigned long long)r->failed,

@@ -175,6 +175,14 @@ void wsc_reader_init(wsc_reader *r)
 {
     memset(r, 0, sizeof *r);
     r->hdr_need = 2;
+    r->head_want = MSG_HEAD;
+}
+
+void wsc_reader_init_capture(wsc_reader *r, uint16_t head_want)
+{
+    wsc_reader_init(r);
+    r->head_want = head_want > WSC_HEAD_CAP ? WSC_HEAD_CAP : head_want;
+    r->want_tail = true;
 }
 
 /* Header complete: validate it and set up the payload phase. */
@@ -286,12 +294,21 @@ int wsc_feed(wsc_reader *r, const uint8_t *p, size_t n, const wsc_handler *h, vo
                 memcpy(r->ctl + r->ctl_have, p + i, take);
                 r->ctl_have = (uint8_t)(r->ctl_have + take);
             } else {
-                if (r->head_have < MSG_HEAD) {
-                    size_t k = MSG_HEAD - r->head_have;
+                if (r->head_have < r->head_want) {
+                    size_t k = (size_t)(r->head_want - r->head_have);
                     if (k > take)
                         k = take;
                     memcpy(r->head + r->head_have, p + i, k);
-                    r->head_have = (uint8_t)(r->head_have + k);
+                    r->head_have = (uint16_t)(r->head_have + k);
+                }
+                if (r->want_tail) {
+                    /* per chunk, not per byte: shift in its last <= 4 bytes */
+                    if (take >= WSC_TAIL) {
+                        memcpy(r->tail, p + i + take - WSC_TAIL, WSC_TAIL);
+                    } else {
+                        memmove(r->tail, r->tail + take, WSC_TAIL - take);
+                        memcpy(r->tail + WSC_TAIL - take, p + i, take);
+                    }
                 }
                 r->msg_len += take;
             }

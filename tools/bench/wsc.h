@@ -24,6 +24,10 @@
 #define WSC_CTL_FRAME (6 + WSC_MAX_CONTROL)  /* masked control frame, max */
 #define WSC_KEY_LEN 24                       /* base64 of 16 bytes */
 #define WSC_ACCEPT_LEN 28                    /* base64 of a SHA-1 digest */
+/* bytes of a message kept at most: enough for a JSON or msgpack envelope's
+ * fields plus the start of its payload (herald's epoch is < 80 chars) */
+#define WSC_HEAD_CAP 256
+#define WSC_TAIL 4                           /* last bytes of a message kept */
 
 /* ---- handshake ---------------------------------------------------------- */
 
@@ -65,8 +69,9 @@ size_t wsc_control(uint8_t out[WSC_CTL_FRAME], uint8_t opcode, const uint8_t *pa
 /* ---- streaming reader --------------------------------------------------- */
 
 typedef struct wsc_handler {
-    /* A complete data message: its opcode, its first min(total, MSG_HEAD)
-     * bytes and its total length (fragments joined). */
+    /* A complete data message: its opcode, its first min(total, head_want)
+     * bytes (MSG_HEAD unless set otherwise) and its total length (fragments
+     * joined). */
     void (*on_message)(void *ctx, uint8_t opcode, const uint8_t *head, uint64_t total);
     void (*on_ping)(void *ctx, const uint8_t *p, size_t n);
     /* code is -1 when the close frame had no status */
@@ -84,9 +89,12 @@ typedef struct wsc_reader {
     /* data message being assembled */
     bool in_msg;
     uint8_t msg_op;
-    uint8_t head_have;
+    uint16_t head_have;
+    uint16_t head_want;     /* capture this many first bytes (<= WSC_HEAD_CAP) */
+    bool want_tail;         /* also keep the last WSC_TAIL bytes in tail */
     uint64_t msg_len;
-    uint8_t head[MSG_HEAD];
+    uint8_t tail[WSC_TAIL]; /* last min(msg_len, WSC_TAIL) bytes, oldest first */
+    uint8_t head[WSC_HEAD_CAP];
     /* control frame payload */
     uint8_t ctl_have;
     uint8_t ctl_len;
@@ -95,7 +103,11 @@ typedef struct wsc_reader {
 
 enum { WSC_FEED_OK = 0, WSC_FEED_CLOSED = 1, WSC_FEED_ERROR = -1 };
 
+/* A reader that keeps MSG_HEAD first bytes of each message. */
 void wsc_reader_init(wsc_reader *r);
+/* Keeps head_want (<= WSC_HEAD_CAP) first bytes and the last WSC_TAIL bytes:
+ * for envelopes, where the payload is not at the start. */
+void wsc_reader_init_capture(wsc_reader *r, uint16_t head_want);
 
 /* Consumes n bytes. Returns WSC_FEED_CLOSED once a close frame was handled
  * (later bytes are ignored) and WSC_FEED_ERROR on a protocol violation by

@@ -2,18 +2,23 @@
 """Correctness tests of herald-bench itself (run by CTest).
 
   bench_test.py --bench PATH fake-clean|fake-faults|fake-groups|fake-saturate|fake-idle|args
-  bench_test.py --bench PATH --herald PATH herald
+  bench_test.py --bench PATH --herald PATH herald|herald-tls|herald-json|herald-msgpack|herald-cluster
 
 The fake-* cases run herald-bench against fake_server.py, which injects
 drops, duplicates and reorderings and counts exactly what it did; the test
 asserts that herald-bench's JSON report agrees with those counts. No timing
 is asserted anywhere. The herald case runs a small clean load against the
-real server and expects zero loss, duplication and reordering.
+real server and expects zero loss, duplication and reordering; the other
+herald-* cases do the same over TLS (self-signed certificate made by the
+openssl CLI), with JSON/msgpack envelopes, and against two cluster nodes
+sharing a redis-server (skipped, exit 77, when redis-server or openssl is
+missing).
 """
 import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,9 +26,11 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAKE = os.path.join(HERE, "fake_server.py")
+SKIP = 77   # CTest SKIP_RETURN_CODE
 failures = []
 
 
@@ -68,7 +75,10 @@ def stop(proc):
 
 
 def bench(path, port, *args, expect_rc=0):
-    cmd = [path, "--port", str(port), "--json"] + [str(a) for a in args]
+    """port: a number (--port) or a list of them (--ports A,B)."""
+    where = (["--ports", ",".join(str(p) for p in port)] if isinstance(port, (list, tuple))
+             else ["--port", str(port)])
+    cmd = [path] + where + ["--json"] + [str(a) for a in args]
     print("$ " + " ".join(cmd), flush=True)
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
     sys.stderr.write(r.stderr)
@@ -199,9 +209,15 @@ def case_args(a):
         return subprocess.run([a.bench] + list(args), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, timeout=30).returncode
     for bad in (["--size", "10"], ["--host", "10.0.0.1"], ["--bogus"], ["--port", "0"],
-                ["--rate", "x"], ["--publishers", "0"], ["--saturate", "--idle"], ["extra"]):
+                ["--rate", "x"], ["--publishers", "0"], ["--saturate", "--idle"], ["extra"],
+                ["--format", "xml"], ["--ports", "1,,2"], ["--ports", "1,70000"],
+                ["--ports", ",".join(["9"] * 65)], ["--port", "1", "--ports", "2,3"],
+                ["--pub-ports-all"], ["--server-pid", "1,x"]):
         check(run(*bad) == 2, "exit 2 for %s" % " ".join(bad))
     check(run("--help") == 0, "exit 0 for --help")
+    usage = subprocess.run([a.bench, "--help"], stdout=subprocess.PIPE, text=True).stdout
+    for opt in ("--tls", "--ports", "--pub-ports-all", "--format"):
+        check(opt in usage, "--help documents %s" % opt)
     # a port nobody listens on: every connection fails -> setup failure
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -247,10 +263,171 @@ def case_herald(a):
     check(isinstance(r["server_cpu_seconds"], float), "server CPU reported")
 
 
+def clean(r, subs_per_group, what=""):
+    """A load on a healthy server: every expected delivery, nothing else."""
+    check(r["published"] > 0, "published something" + what)
+    eq(r, "expected", r["published"] * subs_per_group,
+       "expected == published x %d%s" % (subs_per_group, what))
+    eq(r, "delivered", r["expected"], "delivered == expected" + what)
+    for k in ("lost", "duplicated", "out_of_order", "invalid", "unexpected", "size_mismatch",
+              "disconnects", "protocol_errors", "skipped"):
+        eq(r, k, 0, k + what)
+
+
+def need_herald(a):
+    if not a.herald or not os.access(a.herald, os.X_OK):
+        sys.exit("no herald binary: %r" % a.herald)
+
+
+def skip(why):
+    print("SKIP: " + why)
+    sys.exit(SKIP)
+
+
+def case_herald_tls(a):
+    need_herald(a)
+    openssl = shutil.which("openssl")
+    if not openssl:
+        skip("no openssl command to make a test certificate")
+    tmp = tempfile.mkdtemp(prefix="hb-tls-")
+    key, cert = os.path.join(tmp, "k.pem"), os.path.join(tmp, "c.pem")
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "1", "-subj", "/CN=localhost"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, port = start_server([a.herald, "--listen", "127.0.0.1:0", "--tls-cert", cert,
+                               "--tls-key", key], r"listening on [0-9.]+:(\d+)")
+    try:
+        r = bench(a.bench, port, "--tls", "--subscribers", 50, "--publishers", 2, "--groups", 2,
+                  "--rate", 200, "--duration", 2, "--threads", 2, "--server-pid", proc.pid)
+        idle = bench(a.bench, port, "--tls", "--idle", "--subscribers", 40, "--duration", 0.3,
+                     "--server-pid", proc.pid)
+        # without --tls the server refuses the cleartext handshake: a setup failure
+        plain = subprocess.run([a.bench, "--port", str(port), "--subscribers", "2",
+                                "--connect-timeout", "2", "--duration", "0.1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+    finally:
+        stop(proc)
+    check(plain.returncode == 1, "cleartext against a TLS server: exit 1 (got %d)" % plain.returncode)
+    if r:
+        eq(r, "tls", True)
+        eq(r, "connections_ok", 52)
+        eq(r, "connections_failed", 0)
+        clean(r, 25)
+    if idle:
+        eq(idle, "connections_ok", 40, "idle TLS connections_ok")
+        check(isinstance(idle["server_rss_per_conn_bytes"], float),
+              "server_rss_per_conn_bytes reported for idle TLS")
+
+
+def case_herald_format(a, fmt):
+    need_herald(a)
+    proc, port = start_server([a.herald, "--listen", "127.0.0.1:0"], r"listening on [0-9.]+:(\d+)")
+    runs = []
+    try:
+        # sizes: base64 without/with 1/2 padding characters, msgpack bin 8/16
+        for size in (128, 100, 1000):
+            runs.append((size, bench(a.bench, port, "--format", fmt, "--size", size,
+                                     "--subscribers", 30, "--publishers", 2, "--groups", 2,
+                                     "--rate", 200, "--duration", 1, "--server-pid", proc.pid)))
+        # the raw path: the server must not wrap anything then
+        raw = bench(a.bench, port, "--format", "raw", "--subscribers", 10, "--publishers", 1,
+                    "--rate", 100, "--duration", 0.5)
+    finally:
+        stop(proc)
+    for size, r in runs:
+        if not r:
+            continue
+        eq(r, "format", fmt, "format (size %d)" % size)
+        eq(r, "connections_ok", 32, "connections_ok (size %d)" % size)
+        clean(r, 15, " (size %d)" % size)
+    if raw:
+        eq(raw, "format", "raw")
+        clean(raw, 10, " (raw)")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_healthy(port, deadline):
+    """Polls /healthz until the node says ok (its broker connected)."""
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=2) as resp:
+                last = resp.read().decode(errors="replace")
+        except Exception as e:  # 503 while degraded, or not up yet
+            last = getattr(e, "read", lambda: str(e).encode())().decode(errors="replace")
+        if last.startswith("ok"):
+            return True
+        time.sleep(0.1)
+    print("node on port %d not healthy: %r" % (port, last))
+    return False
+
+
+def case_herald_cluster(a):
+    need_herald(a)
+    redis = shutil.which("redis-server")
+    if not redis:
+        skip("redis-server is not installed (apt-get install redis-server)")
+    rport = free_port()
+    rproc = subprocess.Popen([redis, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    nodes = []
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", rport), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        for _ in range(2):
+            nodes.append(start_server([a.herald, "--listen", "127.0.0.1:0", "--workers", "1",
+                                       "--broker", "redis://127.0.0.1:%d" % rport],
+                                      r"listening on [0-9.]+:(\d+)"))
+        ports = [p for _, p in nodes]
+        pids = ",".join(str(pr.pid) for pr, _ in nodes)
+        time.sleep(0.5)
+        deadline = time.monotonic() + 15
+        healthy = all(wait_healthy(p, deadline) for p in ports)
+        check(healthy, "both nodes report /healthz ok")
+        if not healthy:
+            return
+        r = bench(a.bench, ports, "--subscribers", 40, "--publishers", 2, "--rate", 200,
+                  "--duration", 2, "--server-pid", pids)
+        # publishers spread over the nodes too; 3 groups over 2 nodes, so every
+        # group has subscribers on both and publishers on either
+        r2 = bench(a.bench, ports, "--pub-ports-all", "--subscribers", 42, "--publishers", 3,
+                   "--groups", 3, "--rate", 210, "--duration", 1)
+    finally:
+        for pr, _ in nodes:
+            stop(pr)
+        stop(rproc)
+    if r:
+        eq(r, "nodes", 2)
+        eq(r, "connections_ok", 42)
+        clean(r, 40)
+        check(isinstance(r["server_cpu_seconds"], float) and r["server_rss_kb"] > 0,
+              "server CPU and RSS summed over both PIDs")
+    if r2:
+        eq(r2, "connections_ok", 45, "connections_ok (--pub-ports-all)")
+        clean(r2, 14, " (--pub-ports-all)")
+
+
 CASES = {
     "fake-clean": case_fake_clean, "fake-faults": case_fake_faults,
     "fake-groups": case_fake_groups, "fake-kick": case_fake_kick, "fake-saturate": case_fake_saturate,
     "fake-idle": case_fake_idle, "args": case_args, "herald": case_herald,
+    "herald-tls": case_herald_tls, "herald-cluster": case_herald_cluster,
+    "herald-json": lambda a: case_herald_format(a, "json"),
+    "herald-msgpack": lambda a: case_herald_format(a, "msgpack"),
 }
 
 

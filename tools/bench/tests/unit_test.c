@@ -8,7 +8,10 @@
 #include "hist.h"
 #include "msg.h"
 #include "track.h"
+#include "unwrap.h"
 #include "wsc.h"
+
+#include <openssl/evp.h>
 
 static int unit_failures;
 
@@ -199,6 +202,142 @@ static void test_reader(void)
     CHECK(r.close_code == -1);
 }
 
+/* ---- envelopes: built as herald builds them, read back through a
+ * capturing reader (fragmented, byte by byte) and unwrapped ---- */
+
+typedef struct env_rec {
+    wsc_reader *rd;
+    int format; /* 1 json, 2 msgpack */
+    int messages, ok;
+    uint64_t size;
+    uint8_t payload[MSG_HEAD];
+} env_rec;
+
+static void env_message(void *ctx, uint8_t op, const uint8_t *head, uint64_t total)
+{
+    env_rec *e = ctx;
+    (void)op;
+    size_t have = total < e->rd->head_want ? (size_t)total : e->rd->head_want;
+    e->messages++;
+    e->ok = e->format == 1 ? unwrap_json(head, have, e->rd->tail, total, e->payload, &e->size)
+                           : unwrap_msgpack(head, have, total, e->payload, &e->size);
+}
+
+static void env_ping(void *ctx, const uint8_t *p, size_t n)
+{
+    (void)ctx, (void)p, (void)n;
+}
+
+static void env_close(void *ctx, int code)
+{
+    (void)ctx, (void)code;
+}
+
+static const wsc_handler env_handler = {env_message, env_ping, env_close};
+
+static size_t env_json(uint8_t *out, const char *epoch, const uint8_t *p, size_t n)
+{
+    int k = sprintf((char *)out, "{\"group\":\"g3\",\"offset\":18446744073709551615,"
+                                 "\"epoch\":\"%s\",\"binary\":true,\"data\":\"", epoch);
+    k += EVP_EncodeBlock(out + k, p, (int)n);
+    out[k++] = '"';
+    out[k++] = '}';
+    return (size_t)k;
+}
+
+static size_t env_msgpack(uint8_t *out, const char *epoch, const uint8_t *p, size_t n)
+{
+    size_t k = 0, el = strlen(epoch);
+    out[k++] = 0x84;
+    out[k++] = 0xa5;
+    memcpy(out + k, "group", 5), k += 5;
+    out[k++] = 0xa2, out[k++] = 'g', out[k++] = '3';
+    out[k++] = 0xa6;
+    memcpy(out + k, "offset", 6), k += 6;
+    out[k++] = 0xcf; /* uint64 */
+    for (int i = 0; i < 8; i++)
+        out[k++] = 0xff;
+    out[k++] = 0xa5;
+    memcpy(out + k, "epoch", 5), k += 5;
+    out[k++] = 0xd9, out[k++] = (uint8_t)el; /* str8 */
+    memcpy(out + k, epoch, el), k += el;
+    out[k++] = 0xa4;
+    memcpy(out + k, "data", 4), k += 4;
+    if (n < 256) {
+        out[k++] = 0xc4, out[k++] = (uint8_t)n;
+    } else if (n < 65536) {
+        out[k++] = 0xc5, out[k++] = (uint8_t)(n >> 8), out[k++] = (uint8_t)n;
+    } else {
+        out[k++] = 0xc6;
+        for (int i = 3; i >= 0; i--)
+            out[k++] = (uint8_t)(n >> (8 * i));
+    }
+    memcpy(out + k, p, n);
+    return k + n;
+}
+
+static void test_unwrap(void)
+{
+    static uint8_t payload[70000], env[100000], wire[110000];
+    msg_head m = {MSG_FLAG_MEASURED, 5, 987654321ull, 777};
+    for (size_t i = 0; i < sizeof payload; i++)
+        payload[i] = (uint8_t)(i * 13);
+    msg_encode(payload, &m);
+    const char *epoch = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef01234567";
+    /* padding 0/2/1, bin 8/16/32 */
+    size_t sizes[] = {24, 25, 26, 128, 255, 256, 1000, 65535, 65536, 70000};
+    for (int fmt = 1; fmt <= 2; fmt++) {
+        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+            size_t n = sizes[s];
+            size_t el = fmt == 1 ? env_json(env, epoch, payload, n) : env_msgpack(env, epoch, payload, n);
+            /* three fragments with a ping in between */
+            size_t a = el / 3, b = el / 3 + 1, w = 0;
+            w += put_frame(wire + w, false, fmt == 1 ? WSC_OP_TEXT : WSC_OP_BINARY, env, a);
+            w += put_frame(wire + w, true, WSC_OP_PING, (const uint8_t *)"p", 1);
+            w += put_frame(wire + w, false, WSC_OP_CONT, env + a, b);
+            w += put_frame(wire + w, true, WSC_OP_CONT, env + a + b, el - a - b);
+            for (int bytewise = 0; bytewise < 2; bytewise++) {
+                if (bytewise && n > 1000)
+                    continue;
+                wsc_reader rd;
+                wsc_reader_init_capture(&rd, WSC_HEAD_CAP);
+                env_rec e = {.rd = &rd, .format = fmt};
+                int rc = WSC_FEED_OK;
+                if (bytewise)
+                    for (size_t i = 0; i < w && rc == WSC_FEED_OK; i++)
+                        rc = wsc_feed(&rd, wire + i, 1, &env_handler, &e);
+                else
+                    rc = wsc_feed(&rd, wire, w, &env_handler, &e);
+                CHECK(rc == WSC_FEED_OK);
+                CHECK(e.messages == 1 && e.ok && e.size == n);
+                msg_head got = {0};
+                CHECK(msg_decode(e.payload, e.size, &got));
+                CHECK(got.publisher == 5 && got.seq == 987654321ull && got.sent_ns == 777);
+                if (e.messages != 1 || !e.ok || e.size != n)
+                    fprintf(stderr, "  format %d size %zu bytewise %d: ok %d size %llu\n", fmt, n,
+                            bytewise, e.ok, (unsigned long long)e.size);
+            }
+        }
+    }
+
+    /* not envelopes, or damaged ones */
+    uint8_t tail[WSC_TAIL];
+    uint8_t out[MSG_HEAD];
+    uint64_t size;
+    size_t el = env_json(env, "e", payload, 128);
+    memcpy(tail, env + el - WSC_TAIL, WSC_TAIL);
+    CHECK(unwrap_json(env, el, tail, el, out, &size) && size == 128);
+    CHECK(!unwrap_json(env, el, tail, el + 1, out, &size));      /* length not 4k */
+    CHECK(!unwrap_json(payload, 128, tail, 128, out, &size));     /* raw payload */
+    env[60] = '*';                                                /* not base64 */
+    CHECK(!unwrap_json(env, el, tail, el, out, &size));
+    el = env_msgpack(env, "e", payload, 128);
+    CHECK(unwrap_msgpack(env, el, el, out, &size) && size == 128);
+    CHECK(!unwrap_msgpack(env, el, el + 5, out, &size));          /* data not last */
+    CHECK(!unwrap_msgpack(env, 20, el, out, &size));              /* payload not captured */
+    CHECK(!unwrap_msgpack(payload, 128, 128, out, &size));
+}
+
 static void test_handshake(void)
 {
     /* RFC 6455 section 1.3 example */
@@ -250,6 +389,7 @@ int main(void)
     test_hist();
     test_track();
     test_reader();
+    test_unwrap();
     test_handshake();
     test_mask();
     if (unit_failures) {
