@@ -65,8 +65,8 @@ void conn_http_refuse(conn *c, int status, const char *why, const char *extra)
     conn_http_respond(c, status, "application/json", body, (size_t)n, extra, false);
 }
 
-/* Parses a comma list of group names, calling fn for each. Returns NULL on
- * success or the reason it is invalid. */
+/* Checks a comma list of group names (syntax and count). Returns NULL when
+ * valid, else the reason it is not. */
 static const char *conn_groups_check(const char *list, size_t n, int max_groups)
 {
     size_t i = 0;
