@@ -18,9 +18,10 @@
 
 #define BROKER_BACKOFF_MIN_MS 100
 #define BROKER_BACKOFF_MAX_MS 5000
-#define BROKER_ALL "herald:all"
-#define BROKER_GROUP_PREFIX "herald:g:"
 #define BROKER_OFFSET_PREFIX "herald:off:"
+#define BROKER_PING_EVERY_MS 1000
+#define BROKER_PING_TIMEOUT_MS 3000
+#define BROKER_CHANNEL_MAX (32 + MSG_GROUP_MAX)
 
 /* INCR and PUBLISH in one atomic command: the offset and the channel order
  * agree on every node. The payload is "<offset>:<t|b><bytes>". */
@@ -58,7 +59,15 @@ static struct {
     bool connecting;
     int ready;        /* contexts connected */
     atomic_bool up;
+    bool closing;             /* shutting down: failed publishes are just released */
     uint64_t retry_at_ms, backoff_ms;
+    uint64_t ping_sent_ms;    /* 0: no PING outstanding */
+    uint64_t ping_due_ms;
+    /* Pub/Sub ignores the database number, so the channels carry it:
+     * clusters on two databases of one Redis stay apart. */
+    char group_prefix[32];    /* "herald:<db>:g:" */
+    size_t group_prefix_len;
+    char all_channel[32];     /* "herald:<db>:all" */
 } B;
 
 bool broker_enabled(void) { return B.enabled; }
@@ -106,7 +115,17 @@ bool broker_init(const char *url)
     }
     B.enabled = true;
     B.backoff_ms = BROKER_BACKOFF_MIN_MS;
+    B.group_prefix_len = (size_t)snprintf(B.group_prefix, sizeof B.group_prefix, "herald:%d:g:", B.db);
+    snprintf(B.all_channel, sizeof B.all_channel, "herald:%d:all", B.db);
     return true;
+}
+
+/* The channel of a group (len 0: broadcasts to all); returns its length. */
+static int broker_channel(char out[BROKER_CHANNEL_MAX], const char *group, size_t len)
+{
+    if (len == 0)
+        return snprintf(out, BROKER_CHANNEL_MAX, "%s", B.all_channel);
+    return snprintf(out, BROKER_CHANNEL_MAX, "%s%.*s", B.group_prefix, (int)len, group);
 }
 
 /* ---- our epoll as hiredis' event loop ------------------------------------- */
@@ -180,6 +199,7 @@ static void broker_went_down(const char *why)
         }
     B.ready = 0;
     B.connecting = false;
+    B.ping_sent_ms = 0;
     METRIC_INC(&B.w->m, broker_errors);
     chan_foreach(broker_unconfirm, NULL);
     if (was_up) {
@@ -211,8 +231,8 @@ static void broker_resubscribe(chan *c, void *arg)
     size_t len;
     const char *name = chan_name(c, &len);
     if (len && chan_subscribers(c) > 0 && B.io[1].ac) {
-        char ch[sizeof BROKER_GROUP_PREFIX + MSG_GROUP_MAX];
-        int n = snprintf(ch, sizeof ch, BROKER_GROUP_PREFIX "%.*s", (int)len, name);
+        char ch[BROKER_CHANNEL_MAX];
+        int n = broker_channel(ch, name, len);
         redisAsyncCommand(B.io[1].ac, broker_on_sub_reply, NULL, "SUBSCRIBE %b", ch, (size_t)n);
     }
 }
@@ -235,7 +255,9 @@ static void broker_on_epoch(redisAsyncContext *ac, void *r, void *priv)
     snprintf(e, sizeof e, "%.*s", (int)reply->len, reply->str);
     chan_reset_all(); /* offsets come from Redis again; what we kept is another lineage */
     chan_set_epoch(e);
-    redisAsyncCommand(B.io[1].ac, broker_on_sub_reply, NULL, "SUBSCRIBE " BROKER_ALL);
+    redisAsyncCommand(B.io[1].ac, broker_on_sub_reply, NULL, "SUBSCRIBE %s", B.all_channel);
+    B.ping_sent_ms = 0;
+    B.ping_due_ms = B.w->now_ms + BROKER_PING_EVERY_MS;
     chan_foreach(broker_resubscribe, NULL);
     B.backoff_ms = BROKER_BACKOFF_MIN_MS;
     B.connecting = false;
@@ -311,11 +333,10 @@ static void broker_deliver(const char *ch, size_t chlen, const char *p, size_t n
 {
     const char *group = NULL;
     size_t glen = 0;
-    if (chlen > sizeof BROKER_GROUP_PREFIX - 1 &&
-        memcmp(ch, BROKER_GROUP_PREFIX, sizeof BROKER_GROUP_PREFIX - 1) == 0) {
-        group = ch + sizeof BROKER_GROUP_PREFIX - 1;
-        glen = chlen - (sizeof BROKER_GROUP_PREFIX - 1);
-    } else if (!(chlen == sizeof BROKER_ALL - 1 && memcmp(ch, BROKER_ALL, chlen) == 0)) {
+    if (chlen > B.group_prefix_len && memcmp(ch, B.group_prefix, B.group_prefix_len) == 0) {
+        group = ch + B.group_prefix_len;
+        glen = chlen - B.group_prefix_len;
+    } else if (!(chlen == strlen(B.all_channel) && memcmp(ch, B.all_channel, chlen) == 0)) {
         return;
     }
     const char *colon = memchr(p, ':', n < 24 ? n : 24);
@@ -354,11 +375,10 @@ static void broker_on_sub_reply(redisAsyncContext *ac, void *r, void *priv)
     bool sub = !strcmp(kind->str, "subscribe");
     if (!sub && strcmp(kind->str, "unsubscribe") != 0)
         return;
-    if (ch->len <= sizeof BROKER_GROUP_PREFIX - 1 ||
-        memcmp(ch->str, BROKER_GROUP_PREFIX, sizeof BROKER_GROUP_PREFIX - 1) != 0)
+    if (ch->len <= B.group_prefix_len || memcmp(ch->str, B.group_prefix, B.group_prefix_len) != 0)
         return;
-    const char *g = ch->str + sizeof BROKER_GROUP_PREFIX - 1;
-    chan *c = chan_lock(g, ch->len - (sizeof BROKER_GROUP_PREFIX - 1));
+    const char *g = ch->str + B.group_prefix_len;
+    chan *c = chan_lock(g, ch->len - B.group_prefix_len);
     if (c) {
         chan_set_confirmed(c, sub);
         chan_unlock(c);
@@ -367,15 +387,36 @@ static void broker_on_sub_reply(redisAsyncContext *ac, void *r, void *priv)
         worker_release_held_all(B.w->srv);
 }
 
+/* Each EVAL carries a reference to its message until Redis answers. hiredis
+ * calls back with no reply when the connection fails with the command still
+ * pending: that publish was accepted (200) but may never have reached Redis,
+ * so local subscribers get it from here -- at the cost of a possible
+ * duplicate if Redis did publish it just before the connection died. */
 static void broker_on_publish_reply(redisAsyncContext *ac, void *r, void *priv)
 {
     (void)ac;
-    (void)priv;
     redisReply *reply = r;
-    if (!reply || reply->type == REDIS_REPLY_ERROR) {
-        METRIC_INC(&B.w->m, broker_errors);
-        if (reply)
-            log_msg(LOG_WARN, "broker publish failed: %.*s", (int)reply->len, reply->str);
+    msg *m = priv;
+    if (reply && reply->type != REDIS_REPLY_ERROR) {
+        msg_unref(m);
+        return;
+    }
+    METRIC_INC(&B.w->m, broker_errors);
+    if (reply)
+        log_msg(LOG_WARN, "broker publish failed: %.*s", (int)reply->len, reply->str);
+    if (B.closing)
+        msg_unref(m);
+    else
+        worker_deliver_local(B.w, m);
+}
+
+static void broker_on_pong(redisAsyncContext *ac, void *r, void *priv)
+{
+    (void)ac;
+    (void)priv;
+    if (r) {
+        B.ping_sent_ms = 0;
+        B.ping_due_ms = B.w->now_ms + BROKER_PING_EVERY_MS;
     }
 }
 
@@ -411,34 +452,46 @@ void broker_unsubscribe(const char *g, size_t len) { broker_enqueue(BROKER_UNSUB
 
 static void broker_send_publish(msg *m)
 {
-    char key[sizeof BROKER_OFFSET_PREFIX + MSG_GROUP_MAX], ch[sizeof BROKER_GROUP_PREFIX + MSG_GROUP_MAX];
-    int kl, cl;
-    if (m->group_len) {
-        kl = snprintf(key, sizeof key, BROKER_OFFSET_PREFIX "%s", m->group);
-        cl = snprintf(ch, sizeof ch, BROKER_GROUP_PREFIX "%s", m->group);
-    } else {
-        kl = snprintf(key, sizeof key, BROKER_OFFSET_PREFIX "*");
-        cl = snprintf(ch, sizeof ch, BROKER_ALL);
-    }
-    /* ARGV[1] = kind + payload, built without copying the payload twice:
-     * hiredis takes the pieces as separate binary-safe arguments, so the kind
-     * byte lives in the frame header's last byte position... simpler: copy. */
+    char key[sizeof BROKER_OFFSET_PREFIX + MSG_GROUP_MAX], ch[BROKER_CHANNEL_MAX];
+    int kl = m->group_len ? snprintf(key, sizeof key, BROKER_OFFSET_PREFIX "%s", m->group)
+                          : snprintf(key, sizeof key, BROKER_OFFSET_PREFIX "*");
+    int cl = broker_channel(ch, m->group, m->group_len);
+    /* ARGV[1] is the kind byte followed by the payload: one copy, as hiredis
+     * formats the command into its own buffer anyway. */
     size_t plen = m->payload_len;
     char *arg = malloc(plen + 1);
     if (!arg) {
-        msg_unref(m);
+        worker_deliver_local(B.w, m);
         return;
     }
     arg[0] = m->opcode == WS_OP_TEXT ? 't' : 'b';
     memcpy(arg + 1, m->data + (m->len - plen), plen);
     const char *argv[6] = {"EVAL", broker_script, "2", key, ch, arg};
     size_t lens[6] = {4, sizeof broker_script - 1, 1, (size_t)kl, (size_t)cl, plen + 1};
-    if (redisAsyncCommandArgv(B.io[0].ac, broker_on_publish_reply, NULL, 6, argv, lens) != REDIS_OK)
-        METRIC_INC(&B.w->m, broker_errors);
-    else
+    if (redisAsyncCommandArgv(B.io[0].ac, broker_on_publish_reply, m, 6, argv, lens) == REDIS_OK) {
         METRIC_INC(&B.w->m, broker_published);
+    } else {
+        METRIC_INC(&B.w->m, broker_errors);
+        worker_deliver_local(B.w, m);
+    }
     free(arg);
-    msg_unref(m);
+}
+
+/* hiredis' async API has no timeouts: a Redis that hangs (or a partition
+ * that sends no reset) would leave us "up" forever, queueing publishes.
+ * A PING every second that must be answered within 3 s catches it. */
+static void broker_watchdog(uint64_t now_ms)
+{
+    if (!broker_up() || !B.io[0].ac)
+        return;
+    if (B.ping_sent_ms && now_ms - B.ping_sent_ms > BROKER_PING_TIMEOUT_MS) {
+        broker_went_down("no answer to PING within 3 s");
+        return;
+    }
+    if (!B.ping_sent_ms && now_ms >= B.ping_due_ms) {
+        B.ping_sent_ms = now_ms;
+        redisAsyncCommand(B.io[0].ac, broker_on_pong, NULL, "PING");
+    }
 }
 
 void broker_poll(uint64_t now_ms)
@@ -447,6 +500,7 @@ void broker_poll(uint64_t now_ms)
         return;
     if (!broker_up() && !B.connecting && now_ms >= B.retry_at_ms)
         broker_connect();
+    broker_watchdog(now_ms);
     pthread_mutex_lock(&B.lock);
     broker_cmd *c = B.head;
     B.head = B.tail = NULL;
@@ -459,8 +513,8 @@ void broker_poll(uint64_t now_ms)
             else /* Redis unreachable: local subscribers still get it */
                 worker_deliver_local(B.w, c->m);
         } else if (broker_up() && B.io[1].ac) {
-            char ch[sizeof BROKER_GROUP_PREFIX + MSG_GROUP_MAX];
-            int n = snprintf(ch, sizeof ch, BROKER_GROUP_PREFIX "%.*s", (int)c->len, c->group);
+            char ch[BROKER_CHANNEL_MAX];
+            int n = broker_channel(ch, c->group, c->len);
             redisAsyncCommand(B.io[1].ac, broker_on_sub_reply, NULL,
                               c->op == BROKER_SUB ? "SUBSCRIBE %b" : "UNSUBSCRIBE %b", ch,
                               (size_t)n);
@@ -481,6 +535,7 @@ void broker_destroy(void)
         c = n;
     }
     B.head = B.tail = NULL;
+    B.closing = true;  /* pending publishes are released, not delivered */
     B.enabled = false; /* the disconnect callbacks must not reconnect */
     for (int i = 0; i < 2; i++)
         if (B.io[i].ac) {

@@ -267,9 +267,9 @@ int server_run(const config *cfg, int argc, char **argv)
     }
     for (int i = 0; i < started; i++)
         worker_join(&s.workers[i]);
+    broker_destroy(); /* before the inboxes go: its callbacks may still publish */
     for (int i = 0; i < inited; i++)
         worker_cleanup(&s.workers[i]);
-    broker_destroy();
     free(s.workers);
     chan_destroy();
     admit_destroy();

@@ -186,7 +186,7 @@ class RedisServer:
             c.close()
 
     def numsub(self, group):
-        r = self.cmd("PUBSUB", "NUMSUB", f"herald:g:{group}")
+        r = self.cmd("PUBSUB", "NUMSUB", f"herald:0:g:{group}")
         return int(r[1])
 
     def eval_calls(self):
@@ -510,7 +510,7 @@ def test_redis_subscriptions_follow_local_subscribers(redis, herald):
 
     def numsub_is(group, n):
         wait_until(lambda: redis.numsub(group) == n, timeout=5,
-                   what=f"PUBSUB NUMSUB herald:g:{group} == {n} (now {redis.numsub(group)})")
+                   what=f"PUBSUB NUMSUB herald:0:g:{group} == {n} (now {redis.numsub(group)})")
 
     async def main():
         assert redis.numsub(g) == 0
