@@ -356,13 +356,22 @@ static void worker_accept(worker *w)
             if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
                 return;
             METRIC_INC(&w->m, accept_errors);
-            if ((errno == EMFILE || errno == ENFILE) && w->reserve_fd >= 0) {
-                close(w->reserve_fd);
-                fd = accept4(w->lfd, NULL, NULL, SOCK_CLOEXEC);
-                if (fd >= 0)
-                    close(fd);
-                w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-                log_msg(LOG_WARN, "out of file descriptors: refused a connection");
+            if (errno == EMFILE || errno == ENFILE) {
+                if (w->reserve_fd >= 0) {
+                    close(w->reserve_fd);
+                    fd = accept4(w->lfd, NULL, NULL, SOCK_CLOEXEC);
+                    if (fd >= 0)
+                        close(fd);
+                    w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                }
+                /* The listener stays readable while connections wait, and the
+                 * reserve can be lost to another worker's accept: stop
+                 * watching it for a moment instead of spinning on it. */
+                struct epoll_event ev = {.events = 0, .data.ptr = &worker_tag_listen};
+                epoll_ctl(w->epfd, EPOLL_CTL_MOD, w->lfd, &ev);
+                w->accept_resume_ms = w->now_ms + WORKER_TICK_MS;
+                log_msg(LOG_WARN, "out of file descriptors: pausing accepts for %d ms",
+                        WORKER_TICK_MS);
             }
             return;
         }
@@ -564,6 +573,13 @@ static void *worker_main(void *arg)
             if (hold > WORKER_FLUSH_DELAY_MAX_NS)
                 hold = WORKER_FLUSH_DELAY_MAX_NS;
             w->flush_after_ns = written >= WORKER_FLUSH_COALESCE_CONNS ? f0 + took + hold : 0;
+        }
+        if (w->accept_resume_ms && w->now_ms >= w->accept_resume_ms && w->lfd >= 0) {
+            struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &worker_tag_listen};
+            epoll_ctl(w->epfd, EPOLL_CTL_MOD, w->lfd, &ev);
+            w->accept_resume_ms = 0;
+            if (w->reserve_fd < 0)
+                w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         }
         if (w->now_ms >= w->next_tick_ms) {
             worker_tick(w);

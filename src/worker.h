@@ -43,6 +43,7 @@ typedef struct worker {
     uint64_t now_ms;
     uint64_t next_tick_ms;
     uint64_t flush_after_ns;  /* adaptive coalescing: no flush pass before this */
+    uint64_t accept_resume_ms; /* out of descriptors: listener paused until then (0: active) */
     group_table groups;
     struct conn **conns;
     uint32_t nconns, cap_conns;
