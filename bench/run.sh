@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: herald vs Node.js ws, nginx+Nchan and Go gorilla
-# (issue 3, scenarios S1-S5), herald's workers/pinning on S3, and the inbox
-# ring microbenchmark. `make bench` calls this.
+# (issue 3, scenarios S1-S5), herald's workers/pinning on S3, the inbox
+# ring microbenchmark, and herald-only extra stages: envelope encoders
+# (build/herald-envbench), TLS vs cleartext, a 2-node Redis cluster vs 1 node,
+# envelope formats under S2-style load. `make bench` calls this.
 #
-#   bench/run.sh                  full run (~10 min), table -> bench/results/latest.md
+#   bench/run.sh                  full run (~9-10 min), table -> bench/results/latest.md
+#   bench/run.sh --no-extras      without the extra stages (~6 min)
 #   bench/run.sh --quick          short durations, for trying it out
 #   bench/run.sh --only herald,gorilla --scenarios S1,S3
 #   bench/run.sh --help           all options (bench/lib/harness.py)
@@ -39,6 +42,9 @@ if [ "${BENCH_NO_INSTALL:-0}" != 1 ]; then
         have_pkg "$p" || missing+=("$p")
     done
     command -v taskset >/dev/null || missing+=(util-linux)
+    # extra stages: TLS vs cleartext (self-signed certificate), 2-node cluster via Redis
+    command -v openssl >/dev/null || missing+=(openssl)
+    command -v redis-server >/dev/null || missing+=(redis-server)
     if [ ${#missing[@]} -gt 0 ]; then
         say "installing ${missing[*]}"
         SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -58,6 +64,7 @@ make -C "$root" build >"$out/make-build.log" 2>&1 || { tail -30 "$out/make-build
 for b in herald herald-bench; do
     [ -x "$root/build/$b" ] || { say "build/$b missing after make build"; exit 1; }
 done
+[ -x "$root/build/herald-envbench" ] || say "build/herald-envbench missing: its stage will report the failure"
 
 say "building the Go gorilla peer (offline, Debian's gorilla/websocket)"
 (cd "$here/peers/gorilla" &&

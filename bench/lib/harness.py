@@ -10,8 +10,10 @@ every server is measured the same way; herald-bench's own single-PID figures
 are kept in the raw JSON for cross-checking.
 
 Prints one markdown table (rows = metrics, columns = servers, ratio to herald)
-plus herald's worker/pinning table and the ring microbenchmark, and writes them
-with the machine info to bench/results/latest.md (raw runs: latest.jsonl).
+plus herald's worker/pinning table, the ring microbenchmark and the herald-only
+extra stages (envelope encoders, TLS vs cleartext, 2-node Redis cluster vs 1,
+envelope formats under S2-style load; --no-extras / --extras LIST), and writes
+them with the machine info to bench/results/latest.md (raw runs: latest.jsonl).
 """
 import argparse
 import datetime
@@ -19,8 +21,10 @@ import json
 import os
 import platform
 import shutil
+import shlex
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -186,10 +190,17 @@ class PortPool:
         raise RuntimeError("no free port")
 
 
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_NO_PROXY_TLS = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                            urllib.request.HTTPSHandler(context=ssl._create_unverified_context()))
+
+
 class Server:
-    def __init__(self, name, port, workdir, workers=None, cpus=None):
+    def __init__(self, name, port, workdir, workers=None, cpus=None, extra=None, tls=False):
+        """extra: more herald arguments (e.g. --tls-cert/--tls-key, --broker); tls: /healthz is https."""
         self.name, self.port, self.workdir = name, port, workdir
         self.workers, self.cpus = workers, cpus
+        self.extra, self.tls = list(extra or []), tls
         self.proc = None
         self.tree = []
         self.logpath = os.path.join(workdir, f"{name}-{port}.log")
@@ -197,7 +208,7 @@ class Server:
     def command(self):
         w = self.workers or NPROC
         if self.name == "herald":
-            cmd = [HERALD, "--listen", f"127.0.0.1:{self.port}", "--workers", str(w)]
+            cmd = [HERALD, "--listen", f"127.0.0.1:{self.port}", "--workers", str(w)] + self.extra
         elif self.name == "node":
             cmd = ["node", os.path.join(BENCH, "peers", "node", "server.js"), str(self.port)]
         elif self.name == "nchan":
@@ -211,6 +222,28 @@ class Server:
             cmd = ["taskset", "-c", self.cpus] + cmd
         return cmd
 
+    def healthz(self, timeout=1):
+        """(status, body) of GET /healthz (https without certificate check for a TLS server)."""
+        opener = _NO_PROXY_TLS if self.tls else _NO_PROXY
+        url = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/healthz"
+        with opener.open(url, timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+
+    def wait_healthz_ok(self, timeout=15):
+        """Wait until /healthz answers exactly "ok\n" (a cluster node says "degraded: ..." until its
+        broker is up). Returns the last body seen (or error) if it never did."""
+        deadline, last = time.monotonic() + timeout, "no answer"
+        while time.monotonic() < deadline:
+            try:
+                st, body = self.healthz()
+                if st == 200 and body == "ok\n":
+                    return None
+                last = f"{st} {body.strip()}"
+            except (OSError, ValueError) as e:
+                last = str(e)
+            time.sleep(0.1)
+        return last
+
     def start(self, timeout=15):
         logf = open(self.logpath, "w")
         self.proc = subprocess.Popen(self.command(), stdout=logf, stderr=subprocess.STDOUT,
@@ -222,10 +255,9 @@ class Server:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: "
                                    f"{open(self.logpath).read()[-500:]}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
+                if self.healthz()[0] == 200:
+                    break
+            except (OSError, ValueError):
                 time.sleep(0.1)
         else:
             self.stop()
@@ -295,9 +327,13 @@ def scenarios(quick, duration_override=None):
 
 
 def run_bench(args, server, threads, client_cpus, runlog):
-    """Run herald-bench against a started server; returns the merged result dict."""
-    cmd = [HBENCH, "--host", "127.0.0.1", "--port", str(server.port), "--json",
-           "--threads", str(threads), "--server-pid", str(server.proc.pid)] + args
+    """Run herald-bench against a started server, or a list of started cluster nodes
+    (--ports A,B --server-pid PA,PB; CPU sampled over all their trees); returns the merged result dict."""
+    nodes = list(server) if isinstance(server, (list, tuple)) else [server]
+    target = (["--port", str(nodes[0].port)] if len(nodes) == 1
+              else ["--ports", ",".join(str(n.port) for n in nodes)])
+    cmd = [HBENCH, "--host", "127.0.0.1"] + target + ["--json", "--threads", str(threads),
+           "--server-pid", ",".join(str(n.proc.pid) for n in nodes)] + args
     if client_cpus is not None:
         cmd = ["taskset", "-c", client_cpus] + cmd
     idle = "--idle" in args
@@ -305,7 +341,7 @@ def run_bench(args, server, threads, client_cpus, runlog):
     warm = float(args[args.index("--warmup") + 1]) if "--warmup" in args else 0.0
     subs = int(args[args.index("--subscribers") + 1])
     limit = 60 + dur + warm + subs / 500.0
-    sampler = Sampler(server.tree, mem=idle)
+    sampler = Sampler([p for n in nodes for p in n.tree], mem=idle)
     if idle:
         sampler.sample()  # empty-server memory, before any connection
     sampler.start()
@@ -446,16 +482,326 @@ def render_table(results, servers, scen_list):
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- extra herald-only stages
+# TLS vs cleartext, cluster (Redis broker) 2 nodes vs 1, envelope formats under S2-style load,
+# envelope encoders (build/herald-envbench): the sections of BENCHMARKS.md after the side-by-side
+# table. herald only, every server fresh on 127.0.0.1 and stopped by PID, every step time-bounded.
+EXTRAS = ["envbench", "tls", "cluster", "formats"]  # run and report order (as in BENCHMARKS.md)
+ENVBENCH = os.path.join(ROOT, "build", "herald-envbench")
+REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+EXTRA_WORKERS = 2  # BENCHMARKS.md: herald --workers 2 for the TLS, cluster and format runs
+
+
+def extras_plan(quick, duration_override=None):
+    d = f"{duration_override or (2 if quick else 5):g}"
+    idle_n, idle_d = ("2000", "2") if quick else ("5000", "4")
+    return {
+        "s3": ["--subscribers", "1000", "--saturate", "--window", "64", "--duration", d, "--warmup", "1"],
+        "idle": ["--subscribers", idle_n, "--idle", "--duration", idle_d],
+        "cluster": ["--subscribers", "2000", "--groups", "1", "--rate", "200", "--duration", d],
+        "format": lambda f: ["--subscribers", "10000", "--rate", "100", "--size", "128", "--duration", d,
+                             "--source-ips", "4", "--format", f],
+        "envbench_iters": 200000 if quick else 1000000,
+    }
+
+
+def rel(cmd):
+    """A command line (str or list) with paths under the repository made relative."""
+    parts = cmd.split(" ") if isinstance(cmd, str) else list(cmd)
+    return " ".join(shlex.quote(c[len(ROOT) + 1:] if c.startswith(ROOT + "/") else c) for c in parts)
+
+
+def extra_anomalies(r):
+    keys = ("lost", "duplicated", "out_of_order", "disconnects", "protocol_errors", "connections_failed",
+            "invalid", "size_mismatch", "unexpected", "skipped")
+    bad = {k: r.get(k) for k in keys if r.get(k)}
+    return ", ".join(f"{k} {v:,}" for k, v in bad.items()) if bad else "none"
+
+
+def failed_text(r):
+    return "failed: " + (r.get("stderr") or "no output")[:100].replace("|", "/").replace("\n", " ")
+
+
+def ratio(v, base):
+    return f" ({v / base:.2f}×)" if v is not None and base not in (None, 0) else ""
+
+
+class Redis:
+    """redis-server on a free loopback port, no persistence, in workdir; stopped by PID."""
+
+    def __init__(self, port, workdir):
+        self.port, self.workdir, self.proc = port, workdir, None
+        self.logpath = os.path.join(workdir, f"redis-{port}.log")
+
+    def command(self):
+        return [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", self.workdir, "--daemonize", "no", "--logfile", ""]
+
+    def ping(self):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+
+    def start(self, timeout=10):
+        if not os.path.exists(REDIS):
+            raise RuntimeError("redis-server not found (Debian package redis-server)")
+        logf = open(self.logpath, "w")
+        self.proc = subprocess.Popen(self.command(), stdout=logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=self.workdir)
+        logf.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}: "
+                                   f"{open(self.logpath).read()[-400:]}")
+            try:
+                if self.ping():
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"redis-server did not answer PING in {timeout}s")
+
+    def stop(self, timeout=10):
+        if not self.proc or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log(f"  redis-server: no exit {timeout}s after SIGTERM, SIGKILL pid {self.proc.pid}")
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def run_nodes(stage, tag, args, node_extras, ports, workdir, threads, runlog, raw, tls=False, need_ok=False):
+    """Start len(node_extras) fresh herald nodes (--workers 2 + each node's extra arguments), wait
+    for /healthz (exactly "ok\\n" with need_ok), run herald-bench against them, stop them by PID."""
+    nodes = [Server("herald", ports.get(), workdir, workers=EXTRA_WORKERS, extra=ex, tls=tls)
+             for ex in node_extras]
+    r = {"stage": stage, "tag": tag, "server": "herald", "bench_args": " ".join(args),
+         "herald_cmds": [rel(n.command()) for n in nodes]}
+    try:
+        try:
+            for n in nodes:
+                n.start()
+            if need_ok:
+                for n in nodes:
+                    bad = n.wait_healthz_ok(15)
+                    if bad is not None:
+                        raise RuntimeError(f"node :{n.port} /healthz not ok after 15 s: {bad}")
+        except RuntimeError as e:
+            log(f"  {stage} {tag}: cannot start: {e}")
+            r.update({"rc": -1, "stderr": f"server did not start: {e}"})
+            raw.append(r)
+            return r
+        r.update(run_bench(args, nodes, threads, None, runlog))
+    finally:
+        for n in reversed(nodes):
+            n.stop()
+    r["cmd"] = rel(r.get("cmd", ""))
+    raw.append(r)
+    if "connections_ok" in r:
+        log(f"  {stage} {tag:>22}: ok {r.get('connections_ok')} delivered {r.get('delivered')}/{r.get('expected')} "
+            f"{r.get('deliveries_per_sec') or 0:.0f}/s p99 {r.get('p99_ms')} ms cpu/1k {r.get('tree_cpu_us_per_1k')} "
+            f"rss/conn {r.get('server_rss_per_conn_bytes')}")
+    else:
+        log(f"  {stage} {tag}: FAILED rc={r.get('rc')} {r.get('stderr', '')[-300:]}")
+    time.sleep(1)
+    return r
+
+
+def commands_list(rows):
+    out = ["", "Commands as run (ports and PIDs are this run's):", ""]
+    for label, r in rows:
+        if r is None:
+            continue
+        srv = "; ".join(f"`{c}`" for c in r.get("herald_cmds", []))
+        out.append(f"- {label}: {srv}" + (f"; `{r['cmd']}`" if r.get("cmd") else ""))
+    loads = [r.get("load1_before") for _, r in rows if r and r.get("load1_before") is not None]
+    if loads:
+        out.append(f"\n1-minute load average at the start of these runs: {min(loads):.2f}–{max(loads):.2f}")
+    return out
+
+
+def stage_tls(plan, ctx):
+    tmp = tempfile.mkdtemp(prefix="tls-", dir=ctx["workdir"])
+    ossl = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", "k.pem", "-out", "c.pem", "-days", "1", "-subj", "/CN=localhost"]
+    out = ["\n## TLS vs cleartext (herald --workers 2; TLS: --tls-cert c.pem --tls-key k.pem, "
+           "self-signed P-256)\n",
+           f"Certificate: `{' '.join(ossl)}` (in a temporary directory). herald-bench `--tls`: OpenSSL "
+           "client, no certificate check, a full handshake per connection. Ratios: TLS to cleartext.\n"]
+    try:
+        p = subprocess.run(ossl, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+        if p.returncode != 0:
+            raise RuntimeError(p.stdout.strip()[-300:])
+    except (OSError, subprocess.TimeoutExpired, RuntimeError) as e:
+        log(f"  tls: no certificate: {e}")
+        return out + [f"TLS stage skipped: cannot make a certificate with openssl: {e}"]
+    tls_extra = ["--tls-cert", os.path.join(tmp, "c.pem"), "--tls-key", os.path.join(tmp, "k.pem")]
+    rows = []
+    for kind, args in (("S3", plan["s3"]), ("idle", plan["idle"])):
+        for tls in (False, True):
+            label = f"{kind} {'TLS' if tls else 'cleartext'}"
+            r = run_nodes("tls", label, args + (["--tls"] if tls else []), [tls_extra if tls else []],
+                          ctx["ports"], ctx["workdir"], ctx["threads"], ctx["runlog"], ctx["raw"], tls=tls)
+            rows.append((label, r))
+    out.append("| run | herald | herald-bench | deliveries/s | p99 | server CPU per 1k deliveries "
+               "| herald-bench CPU (whole run) | server RSS per idle connection (herald-bench) | server PSS per idle connection "
+               "| anomalies |")
+    out.append("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    base = {}
+    for label, r in rows:
+        kind, tls = label.split()[0], label.endswith("TLS")
+        herald = "`--workers 2 --tls-cert c.pem --tls-key k.pem`" if tls else "`--workers 2`"
+        cmd = f"`herald-bench {r['bench_args']}`"
+        if "connections_ok" not in r:
+            out.append(f"| {label} | {herald} | {cmd} | {failed_text(r)} | | | | | | |")
+            continue
+        b = base.get(kind) if tls else None
+        idle = kind == "idle"
+
+        def cell(key, fmt, show=True):
+            v = r.get(key)
+            if not show:
+                return ""
+            return fmt_num(v, fmt) + (ratio(v, b.get(key)) if b else "")
+        out.append(f"| {label} | {herald} | {cmd} | {cell('deliveries_per_sec', 'rate', not idle)} | "
+                   f"{fmt_num(r.get('p99_ms'), 'ms') if not idle else ''} | "
+                   f"{cell('tree_cpu_us_per_1k', 'us', not idle)} | {cell('client_cpu_seconds', 's')} | "
+                   f"{cell('server_rss_per_conn_bytes', 'bytes', idle)} | "
+                   f"{cell('tree_pss_per_conn_bytes', 'bytes', idle)} | {extra_anomalies(r)} |")
+        if not tls:
+            base[kind] = r
+    return out + commands_list(rows)
+
+
+def stage_cluster(plan, ctx):
+    out = ["\n## Cluster: 2 nodes vs 1 (herald --workers 2, Redis broker on loopback)\n"]
+    redis = Redis(ctx["ports"].get(), ctx["workdir"])
+    try:
+        redis.start()
+    except (RuntimeError, OSError) as e:
+        log(f"  cluster: {e}")
+        return out + [f"Cluster stage skipped: {e}"]
+    url = f"redis://127.0.0.1:{redis.port}"
+    out.append(f"`{rel(redis.command())}` (stopped by PID at the end); every node waited on until its "
+               "`/healthz` body is `ok` (not `degraded`); with `--ports A,B` subscribers alternate between the "
+               "nodes and the publisher is on A; server CPU is summed over all nodes (Redis's own CPU is in "
+               "the JSON as `redis_cpu_seconds`, whole run).\n")
+    rows = []
+    try:
+        for label, extras in (("1 node, no broker", [[]]),
+                              ("1 node, Redis broker", [["--broker", url]]),
+                              ("2 nodes, Redis broker", [["--broker", url], ["--broker", url]])):
+            c0 = proc_cpu(redis.proc.pid)
+            r = run_nodes("cluster", label, plan["cluster"], extras, ctx["ports"], ctx["workdir"], ctx["threads"],
+                          ctx["runlog"], ctx["raw"], need_ok=True)
+            c1 = proc_cpu(redis.proc.pid)
+            if c0 is not None and c1 is not None:
+                r["redis_cpu_seconds"] = round(c1 - c0, 3)
+            rows.append((label, r))
+    finally:
+        redis.stop()
+    out.append("| run | herald (each node) | herald-bench | deliveries/s | delivered | p50 / p99 "
+               "| server CPU per 1k deliveries (all nodes) | anomalies |")
+    out.append("| --- | --- | --- | ---: | ---: | ---: | ---: | --- |")
+    base = rows[0][1] if rows and "connections_ok" in rows[0][1] else {}
+    for label, r in rows:
+        herald = "`--workers 2`" if "no broker" in label else "`--workers 2 --broker redis://127.0.0.1:PORT`"
+        ports = "--ports A,B " if label.startswith("2") else ""
+        cmd = f"`herald-bench {ports}{r['bench_args']}`"
+        if "connections_ok" not in r:
+            out.append(f"| {label} | {herald} | {cmd} | {failed_text(r)} | | | | |")
+            continue
+        e = r.get("expected") or 0
+        cpu = r.get("tree_cpu_us_per_1k")
+        out.append(f"| {label} | {herald} | {cmd} | {fmt_num(r.get('deliveries_per_sec'), 'rate')} | "
+                   f"{fmt_num(100.0 * r['delivered'] / e if e else None, 'pct')} | "
+                   f"{fmt_num(r.get('p50_ms'), 'ms')} / {fmt_num(r.get('p99_ms'), 'ms')} | "
+                   f"{fmt_num(cpu, 'us')}{ratio(cpu, base.get('tree_cpu_us_per_1k')) if r is not base else ''} | "
+                   f"{extra_anomalies(r)} |")
+    return out + commands_list(rows)
+
+
+def stage_formats(plan, ctx):
+    out = ["\n## Envelope formats under S2-style load (herald --workers 2)\n",
+           "Every subscriber asks for the format (`/ws?groups=g0&format=F`); herald-bench unwraps JSON/msgpack "
+           "envelopes to the payload. Ratios: to raw.\n"]
+    rows = []
+    for f in ("raw", "json", "msgpack"):
+        rows.append((f, run_nodes("formats", f, plan["format"](f), [[]], ctx["ports"], ctx["workdir"],
+                                  ctx["threads"], ctx["runlog"], ctx["raw"])))
+    out.append("| format | herald-bench | deliveries/s | delivered | p50 / p99 | server CPU per 1k deliveries "
+               "| anomalies |")
+    out.append("| --- | --- | ---: | ---: | ---: | ---: | --- |")
+    base = rows[0][1] if "connections_ok" in rows[0][1] else {}
+    for f, r in rows:
+        cmd = f"`herald-bench {r['bench_args']}`"
+        if "connections_ok" not in r:
+            out.append(f"| {f} | {cmd} | {failed_text(r)} | | | | |")
+            continue
+        e = r.get("expected") or 0
+        cpu = r.get("tree_cpu_us_per_1k")
+        out.append(f"| {f} | {cmd} | {fmt_num(r.get('deliveries_per_sec'), 'rate')} | "
+                   f"{fmt_num(100.0 * r['delivered'] / e if e else None, 'pct')} | "
+                   f"{fmt_num(r.get('p50_ms'), 'ms')} / {fmt_num(r.get('p99_ms'), 'ms')} | "
+                   f"{fmt_num(cpu, 'us')}{ratio(cpu, base.get('tree_cpu_us_per_1k')) if r is not base else ''} | "
+                   f"{extra_anomalies(r)} |")
+    return out + commands_list(rows)
+
+
+def stage_envbench(plan, ctx):
+    cmd = [ENVBENCH, str(plan["envbench_iters"])]
+    out = [f"\n## Envelope encoders (`{rel(cmd)}`)\n"]
+    r = {"stage": "envbench", "cmd": rel(cmd)}
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=180)
+        r["rc"], text = p.returncode, p.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as e:
+        r["rc"], text = -1, f"herald-envbench failed: {e}"
+    ctx["runlog"].write(f"$ {r['cmd']}\nrc={r['rc']}\n{text}\n")
+    table = [l for l in text.splitlines() if l.startswith("|")]
+    if len(table) > 2:  # header, separator, rows -> one dict per row in the JSON
+        head = [c.strip() for c in table[0].strip("|").split("|")]
+        r["rows"] = [dict(zip(head, (c.strip() for c in l.strip("|").split("|")))) for l in table[2:]]
+    else:
+        r["output"] = text[-1000:]
+    ctx["raw"].append(r)
+    log(f"  envbench: rc {r['rc']}, {len(r.get('rows', []))} rows")
+    return out + [text]
+
+
+def run_extras(which, quick, duration_override, ctx):
+    """Runs the selected stages in order; returns the markdown lines of their sections."""
+    plan = extras_plan(quick, duration_override)
+    stages = {"tls": stage_tls, "cluster": stage_cluster, "formats": stage_formats, "envbench": stage_envbench}
+    out = []
+    for name in EXTRAS:
+        if name in which:
+            log(f"extra stage: {name}")
+            out += stages[name](plan, ctx)
+    return out
+
+
 # --------------------------------------------------------------------------- main
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="3 s scenarios, 5,000 idle subscribers, 1M ring items")
+    ap.add_argument("--quick", action="store_true", help="3 s scenarios, 5,000 idle subscribers, 1M ring items; "
+                    "extras: 2 s runs, 2,000 idle subscribers, 200k encoder iterations")
     ap.add_argument("--only", default=",".join(SERVERS), help="servers, comma list: " + ",".join(SERVERS))
     ap.add_argument("--scenarios", default="S1,S2,S3,S4,S5")
     ap.add_argument("--duration", type=float, help="override each scenario's duration (s)")
     ap.add_argument("--threads", type=int, default=1, help="herald-bench event-loop threads")
     ap.add_argument("--no-ring", action="store_true", help="skip the ring microbenchmark")
     ap.add_argument("--no-workers", action="store_true", help="skip herald's S3 workers/taskset table")
+    ap.add_argument("--no-extras", action="store_true",
+                    help="skip the extra herald-only stages (envelope encoders, TLS, cluster, formats)")
+    ap.add_argument("--extras", default=",".join(EXTRAS),
+                    help="extra herald-only stages to run, comma list of " + ",".join(EXTRAS) +
+                    " (default all; they run whenever herald is in --only, whatever --scenarios says)")
     ap.add_argument("--out", default=os.path.join(BENCH, "results", "latest.md"))
     a = ap.parse_args()
 
@@ -470,6 +816,12 @@ def main():
         if s not in scen:
             ap.error(f"unknown scenario {s!r}")
     scen_list = [s for s in scen if s in scen_list]
+    extras = [] if a.no_extras else [s.strip().lower() for s in a.extras.split(",") if s.strip()]
+    for s in extras:
+        if s not in EXTRAS:
+            ap.error(f"unknown extra stage {s!r} (known: {','.join(EXTRAS)})")
+    if "herald" not in servers:
+        extras = []  # herald-only stages
 
     workdir = tempfile.mkdtemp(prefix="herald-bench-")
     runlog = open(os.path.join(workdir, "runs.log"), "w")
@@ -483,6 +835,7 @@ def main():
         "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
         "loadavg_before": load_before,
         "quick": a.quick,
+        "extras": extras,
         "herald_git": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                                      stdout=subprocess.PIPE, text=True).stdout.strip(),
     }
@@ -571,6 +924,11 @@ def main():
         except (OSError, subprocess.TimeoutExpired) as e:
             ring_out = f"ring_bench failed: {e}"
 
+    extra_out = []
+    if extras:
+        extra_out = run_extras(extras, a.quick, a.duration,
+                               dict(ports=ports, workdir=workdir, threads=a.threads, runlog=runlog, raw=raw))
+
     machine["loadavg_after"] = open("/proc/loadavg").read().strip()
     machine["wall_seconds"] = round(time.time() - t_start)
 
@@ -614,6 +972,7 @@ def main():
     if ring_out:
         out.append("\n## Ring microbenchmark (bench/ring/ring_bench.c)\n")
         out.append(ring_out.strip())
+    out += extra_out
     if "nchan" in servers:
         out.append("\nNotes: nginx+Nchan answers every websocket publish with a channel-info text message to the "
                    "publisher (not the message itself; none of the directives of the Debian build, nchan 1.3.6, turns it off); herald-bench counts those as "
