@@ -31,22 +31,43 @@ typedef struct chan_shard {
 } chan_shard;
 
 static chan_shard *chan_shards;
-/* Read by every worker while the broker thread may replace it: two buffers,
- * swapped through an atomic pointer; a reader copies what it points at before
- * the other buffer is rewritten (epoch changes are seconds apart). */
-static char chan_epoch_buf[2][80];
-static _Atomic(const char *) chan_epoch_ptr = chan_epoch_buf[0];
+/* Epochs are immutable strings, kept until exit (they change only when
+ * history is lost: a handful per process), so a reader may hold one as long
+ * as it likes; messages carry the one they were sequenced under. */
+typedef struct chan_epoch_node {
+    struct chan_epoch_node *next;
+    uint32_t gen;
+    char s[];
+} chan_epoch_node;
+
+static _Atomic(chan_epoch_node *) chan_epoch_cur;
+static chan_epoch_node *chan_epoch_all;
 static pthread_mutex_t chan_epoch_lock = PTHREAD_MUTEX_INITIALIZER;
 
-const char *chan_epoch(void) { return atomic_load_explicit(&chan_epoch_ptr, memory_order_acquire); }
+const char *chan_epoch(void)
+{
+    chan_epoch_node *e = atomic_load_explicit(&chan_epoch_cur, memory_order_acquire);
+    return e ? e->s : "";
+}
+
+uint32_t chan_epoch_gen(void)
+{
+    chan_epoch_node *e = atomic_load_explicit(&chan_epoch_cur, memory_order_acquire);
+    return e ? e->gen : 0;
+}
 
 void chan_set_epoch(const char *epoch)
 {
+    size_t n = strlen(epoch);
+    chan_epoch_node *e = malloc(sizeof *e + n + 1);
+    if (!e)
+        return;
+    memcpy(e->s, epoch, n + 1);
     pthread_mutex_lock(&chan_epoch_lock);
-    char *next = atomic_load(&chan_epoch_ptr) == chan_epoch_buf[0] ? chan_epoch_buf[1]
-                                                                     : chan_epoch_buf[0];
-    snprintf(next, sizeof chan_epoch_buf[0], "%s", epoch);
-    atomic_store_explicit(&chan_epoch_ptr, next, memory_order_release);
+    e->gen = chan_epoch_all ? chan_epoch_all->gen + 1 : 1;
+    e->next = chan_epoch_all;
+    chan_epoch_all = e;
+    atomic_store_explicit(&chan_epoch_cur, e, memory_order_release);
     pthread_mutex_unlock(&chan_epoch_lock);
 }
 
@@ -96,6 +117,12 @@ void chan_destroy(void)
     }
     free(chan_shards);
     chan_shards = NULL;
+    atomic_store(&chan_epoch_cur, NULL);
+    while (chan_epoch_all) {
+        chan_epoch_node *n = chan_epoch_all->next;
+        free(chan_epoch_all);
+        chan_epoch_all = n;
+    }
 }
 
 static uint32_t chan_hash(const char *s, size_t n)

@@ -30,6 +30,8 @@ bool chan_init(void);
 /* This node's history epoch: random at start, so offsets from an earlier
  * process (whose history is gone) are never mistaken for ours. */
 const char *chan_epoch(void);
+/* Increases with every epoch change: tells lineages apart cheaply. */
+uint32_t chan_epoch_gen(void);
 void chan_destroy(void);
 
 /* Locks the shard of a group (len 0: the broadcast-to-all channel) and returns

@@ -20,6 +20,10 @@
 #define CONN_IOV 128
 #define CONN_DRAIN_MS 2000   /* how long we wait for the peer's EOF after our close */
 #define CONN_HEAD_TIMEOUT_MS 10000
+/* Pipelined HTTP requests are parsed only while fewer response bytes than
+ * this wait: a client that sends requests without reading the answers must
+ * not make us queue responses without bound. */
+#define CONN_HTTP_BACKLOG 65536
 
 conn *conn_new(worker *w, int fd)
 {
@@ -226,10 +230,20 @@ static int conn_tls_flush(conn *c, outq_done *done)
     }
 }
 
+/* Stops watching for writability: a level-triggered EPOLLOUT left on while
+ * we choose not to write would spin the loop. */
+static void conn_quiet(conn *c)
+{
+    if (c->want_out && worker_epoll_mod(c->w, c, false) == 0)
+        c->want_out = false;
+}
+
 void conn_flush(conn *c)
 {
-    if (c->hold)
+    if (c->hold) {
+        conn_quiet(c);
         return; /* worker_check_held marks it dirty again when released */
+    }
     if (c->ssl) {
         outq_done done = {.lat = &c->w->m, .release = &c->w->release, .now_us = conn_now_us()};
         int rc = conn_tls_flush(c, &done);
@@ -245,8 +259,10 @@ void conn_flush(conn *c)
                 c->want_out = true;
             return;
         }
-        if (rc == 2)
+        if (rc == 2) { /* the handshake must progress first: reads will wake us */
+            conn_quiet(c);
             return;
+        }
         conn_flush_done(c);
         return;
     }
@@ -277,14 +293,41 @@ void conn_flush(conn *c)
 /* The queue is empty: stop watching for writability and finish a close. */
 static void conn_flush_done(conn *c)
 {
+    if (c->read_paused && !c->dead) {
+        /* Answers are out: take up the pipelined requests that waited. */
+        c->read_paused = false;
+        c->want_out = false;
+        worker_epoll_mod(c->w, c, false);
+        size_t n = c->pend_len;
+        if (n) {
+            memcpy(c->w->scratch, c->pend, n);
+            free(c->pend);
+            c->pend = NULL;
+            c->pend_len = 0;
+            conn_process(c, c->w->scratch, n);
+        }
+        return;
+    }
     if (c->want_out && worker_epoll_mod(c->w, c, false) == 0)
         c->want_out = false;
     if (c->close_after_flush && c->state != CONN_DRAIN) {
         /* Half-close and wait for the peer's EOF: closing at once could turn
          * unread input into an RST that destroys the frames just written. */
         if (c->ssl) {
-            SSL_shutdown(c->ssl); /* close_notify, into the write BIO */
-            conn_tls_drain(c);
+            if (!c->tls_shut) {
+                SSL_shutdown(c->ssl); /* close_notify, into the write BIO */
+                c->tls_shut = true;
+            }
+            int rc = conn_tls_drain(c);
+            if (rc < 0) {
+                conn_destroy(c);
+                return;
+            }
+            if (rc == 0) { /* socket full: finish when writable */
+                if (!c->want_out && worker_epoll_mod(c->w, c, true) == 0)
+                    c->want_out = true;
+                return;
+            }
         }
         shutdown(c->fd, SHUT_WR);
         c->state = CONN_DRAIN;
@@ -294,6 +337,21 @@ static void conn_flush_done(conn *c)
 
 void conn_on_writable(conn *c) { conn_flush(c); }
 
+/* Keeps the unparsed input aside and stops reading until the queue drains
+ * (conn_flush_done resumes). */
+static void conn_pause_reading(conn *c, const uint8_t *p, size_t n)
+{
+    c->pend = malloc(n);
+    if (!c->pend) {
+        conn_abort(c);
+        return;
+    }
+    memcpy(c->pend, p, n);
+    c->pend_len = (uint32_t)n;
+    c->read_paused = true;
+    worker_epoll_mod(c->w, c, c->want_out);
+}
+
 void conn_process(conn *c, uint8_t *p, size_t n)
 {
     size_t off = 0;
@@ -301,6 +359,10 @@ void conn_process(conn *c, uint8_t *p, size_t n)
         size_t used = 0;
         switch (c->state) {
         case CONN_HTTP:
+            if (c->q.bytes > CONN_HTTP_BACKLOG) {
+                conn_pause_reading(c, p + off, n - off);
+                return;
+            }
             conn_http_process(c, p + off, n - off, &used);
             break;
         case CONN_HTTP_BODY:
@@ -455,6 +517,10 @@ void conn_destroy(conn *c)
         return;
     worker *w = c->w;
     c->dead = true;
+    if (c->hold) {
+        worker_unhold(w, c);
+        c->hold = false;
+    }
     if (c->role == ROLE_SUB)
         METRIC_SUB(&w->m, subscribers_open, 1);
     else if (c->role == ROLE_PUB)

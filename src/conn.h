@@ -50,7 +50,9 @@ typedef struct conn {
     bool in_all;           /* member of the worker's broadcast-to-all list */
     bool ip_counted;       /* holds a slot in the per-IP connection count */
     bool tls_wbio_used;
-    bool hold;             /* cluster: 101 and data wait for the broker's SUBSCRIBE */    /* ciphertext went through the write BIO since the last tick */
+    bool hold;             /* cluster: 101 and data wait for the broker's SUBSCRIBE */
+    bool tls_shut;         /* close_notify generated */
+    bool read_paused;      /* EPOLLIN off until the queue drains (pipelined requests) */    /* ciphertext went through the write BIO since the last tick */
     uint8_t format;        /* msg_format: raw, json or msgpack envelopes */
     uint16_t nsubs;
     uint32_t slot;         /* index in worker->conns */

@@ -107,6 +107,13 @@ void conn_ws_process(conn *c, uint8_t *p, size_t n)
                 conn_pub_finish(c, ev.opcode);
             break;
         case WS_EV_PING:
+            if (open && c->q.bytes > c->w->cfg->queue_limit) {
+                /* Pings from a client that does not read its pongs: the
+                 * same bound as for any slow consumer. */
+                METRIC_INC(&c->w->m, slow_consumer_closes);
+                conn_close_ws(c, WS_CLOSE_POLICY, "slow consumer", false);
+                return;
+            }
             if (open) {
                 msg *m = msg_new_frame(MSG_CONTROL, WS_OP_PONG, ev.data, ev.len);
                 if (m)
@@ -135,7 +142,7 @@ void conn_ws_process(conn *c, uint8_t *p, size_t n)
 static void conn_replay_one(void *arg, msg *m)
 {
     conn *c = arg;
-    msg *v = c->format ? envelope_variant(m, (msg_format)c->format, chan_epoch()) : m;
+    msg *v = c->format ? envelope_variant(m, (msg_format)c->format) : m;
     if (v && !c->dead)
         conn_send(c, msg_ref(v), false);
 }
@@ -165,9 +172,11 @@ static void conn_broker_join(conn *c, const char *name, size_t len)
     if (!ch)
         return;
     bool first = chan_subscriber_add(ch), confirmed = chan_confirmed(ch);
-    chan_unlock(ch);
+    /* Queued under the lock: a last-leave and a first-join of the same group
+     * on two workers reach Redis in the order they happened here. */
     if (first)
         broker_subscribe(name, len);
+    chan_unlock(ch);
     if (!confirmed && broker_up() && !c->hold && worker_hold(c->w, c))
         c->hold = true;
 }
@@ -178,11 +187,11 @@ static void conn_broker_leave(const char *name, size_t len)
     if (!ch)
         return;
     bool last = chan_subscriber_del(ch);
-    if (last)
+    if (last) {
         chan_set_confirmed(ch, false);
-    chan_unlock(ch);
-    if (last)
         broker_unsubscribe(name, len);
+    }
+    chan_unlock(ch);
 }
 
 bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_t since,
@@ -203,6 +212,7 @@ bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_
     }
     c->subs = s;
     uint64_t after = 0;
+    uint32_t after_gen = 0;
     if (recover) {
         /* Under the group's lock no publish can slip between the replay and
          * the join: everything up to `after` is replayed, everything above
@@ -215,6 +225,7 @@ bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_
         const config *cfg = c->w->cfg;
         chan_history_cfg hc = {(size_t)cfg->history, cfg->history_ttl_ms};
         after = chan_last_offset(ch);
+        after_gen = chan_epoch_gen();
         chan_replay_result r = epoch_ok ? chan_replay(ch, since, &hc, c->w->now_ms,
                                                       conn_replay_one, c)
                                         : CHAN_REPLAY_FUTURE;
@@ -226,7 +237,7 @@ bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_
         else if (r == CHAN_REPLAY_FUTURE)
             conn_recovery_failed(c, name, len, "unknown_offset", after);
     }
-    long slot = groups_add(g, c, after);
+    long slot = groups_add(g, c, after, after_gen);
     if (slot < 0) {
         groups_release_if_empty(&c->w->groups, g);
         return false;

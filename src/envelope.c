@@ -1,5 +1,7 @@
 #include "envelope.h"
 
+#include "chan.h"
+
 #include <msgpack.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -125,8 +127,9 @@ size_t envelope_msgpack(const envelope_in *in, uint8_t *out, size_t cap)
 
 /* ---- shared variants ------------------------------------------------------ */
 
-static msg *envelope_build(const msg *m, msg_format f, const char *epoch)
+static msg *envelope_build(const msg *m, msg_format f)
 {
+    const char *epoch = m->epoch ? m->epoch : chan_epoch();
     envelope_in in = {
         .group = m->group_len ? m->group : NULL,
         .group_len = m->group_len,
@@ -160,13 +163,13 @@ static msg *envelope_build(const msg *m, msg_format f, const char *epoch)
     return v;
 }
 
-msg *envelope_variant(msg *m, msg_format f, const char *epoch)
+msg *envelope_variant(msg *m, msg_format f)
 {
     _Atomic(msg *) *slot = &m->variant[f - 1];
     msg *v = atomic_load_explicit(slot, memory_order_acquire);
     if (v)
         return v;
-    msg *built = envelope_build(m, f, epoch);
+    msg *built = envelope_build(m, f);
     if (!built)
         return NULL;
     /* Two workers may race to build it: one wins, the other frees its copy. */

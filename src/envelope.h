@@ -38,8 +38,9 @@ size_t envelope_msgpack_bound(const envelope_in *in);
 size_t envelope_msgpack(const envelope_in *in, uint8_t *out, size_t cap);
 
 /* The envelope frame of a published message in format f (JSON or msgpack),
- * built on first use and cached in m (thread-safe); NULL on allocation
- * failure. The caller does not own a reference. */
-msg *envelope_variant(msg *m, msg_format f, const char *epoch);
+ * with the epoch it was sequenced under, built on first use and cached in m
+ * (thread-safe); NULL on allocation failure. The caller does not own a
+ * reference. */
+msg *envelope_variant(msg *m, msg_format f);
 
 #endif

@@ -82,7 +82,7 @@ group *groups_get(group_table *t, const char *name, size_t len)
     return g;
 }
 
-long groups_add(group *g, struct conn *c, uint64_t after)
+long groups_add(group *g, struct conn *c, uint64_t after, uint32_t after_gen)
 {
     if (g->n == g->cap) {
         uint32_t nc = g->cap ? g->cap * 2 : 4;
@@ -92,7 +92,7 @@ long groups_add(group *g, struct conn *c, uint64_t after)
         g->members = m;
         g->cap = nc;
     }
-    g->members[g->n] = (group_entry){c, after};
+    g->members[g->n] = (group_entry){c, after, after_gen};
     return g->n++;
 }
 

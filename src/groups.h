@@ -14,7 +14,8 @@ struct conn;
 
 typedef struct group_entry {
     struct conn *c;
-    uint64_t after; /* deliver only offsets above this (the end of a history replay) */
+    uint64_t after;     /* deliver only offsets above this (the end of a history replay)... */
+    uint32_t after_gen; /* ...within this epoch generation: a new lineage restarts offsets */
 } group_entry;
 
 typedef struct group {
@@ -40,7 +41,7 @@ group *groups_find(const group_table *t, const char *name, size_t len);
 group *groups_get(group_table *t, const char *name, size_t len); /* creates; NULL on OOM */
 
 /* Adds c; returns its slot or -1 on OOM. */
-long groups_add(group *g, struct conn *c, uint64_t after);
+long groups_add(group *g, struct conn *c, uint64_t after, uint32_t after_gen);
 
 /* Removes the member at slot; returns the member moved into it (or NULL) so
  * the caller can update that member's remembered slot. */

@@ -22,6 +22,8 @@ msg *msg_alloc(size_t payload_cap)
     m->payload_len = 0;
     m->publish_ns = 0;
     m->offset = 0;
+    m->epoch = NULL;
+    m->epoch_gen = 0;
     atomic_init(&m->variant[0], NULL);
     atomic_init(&m->variant[1], NULL);
     m->data = msg_payload(m);

@@ -32,6 +32,8 @@ typedef struct msg {
     uint32_t payload_len;
     uint64_t publish_ns;    /* CLOCK_MONOTONIC at publish, for latency metrics */
     uint64_t offset;        /* position in its group (chan.c), 0 for non-published */
+    const char *epoch;      /* the epoch it was sequenced under (immutable string) */
+    uint32_t epoch_gen;
     /* The same message wrapped in an envelope (JSON, msgpack), built at most
      * once, on first need, and shared by every subscriber using that format. */
     _Atomic(struct msg *) variant[2];

@@ -145,7 +145,8 @@ void worker_mark_dirty(worker *w, conn *c)
 
 int worker_epoll_mod(worker *w, conn *c, bool want_out)
 {
-    struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = c};
+    struct epoll_event ev = {.events = (c->read_paused ? 0 : EPOLLIN) | (want_out ? EPOLLOUT : 0),
+                             .data.ptr = c};
     return epoll_ctl(w->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
@@ -163,7 +164,7 @@ static void worker_fanout(worker *w, msg *m)
         for (uint32_t i = 0; i < w->nall; i++) {
             conn *c = w->all[i];
             unsigned f = c->format;
-            if (!v[f] && !(v[f] = envelope_variant(m, (msg_format)f, chan_epoch())))
+            if (!v[f] && !(v[f] = envelope_variant(m, (msg_format)f)))
                 continue;
             queued[f] += conn_enqueue(c, v[f]);
         }
@@ -171,10 +172,10 @@ static void worker_fanout(worker *w, msg *m)
         group *g = groups_find(&w->groups, m->group, m->group_len);
         for (uint32_t i = 0; g && i < g->n; i++) {
             group_entry *gm = &g->members[i];
-            if (m->offset <= gm->after)
+            if (m->offset <= gm->after && m->epoch_gen == gm->after_gen)
                 continue; /* already sent by this subscriber's history replay */
             unsigned f = gm->c->format;
-            if (!v[f] && !(v[f] = envelope_variant(m, (msg_format)f, chan_epoch())))
+            if (!v[f] && !(v[f] = envelope_variant(m, (msg_format)f)))
                 continue;
             queued[f] += conn_enqueue(gm->c, v[f]);
         }
@@ -248,6 +249,8 @@ static void worker_sequence(worker *w, msg *m, bool at, uint64_t offset)
         chan_append_at(ch, m, offset, &hc, w->now_ms);
     else
         chan_append(ch, m, &hc, w->now_ms);
+    m->epoch = chan_epoch();
+    m->epoch_gen = chan_epoch_gen();
     for (int i = 0; i < w->srv->nworkers; i++)
         worker_push(&w->srv->workers[i], msg_ref(m));
     chan_unlock(ch);
@@ -279,6 +282,15 @@ bool worker_hold(worker *w, conn *c)
         return false;
     w->held[w->nheld++] = c;
     return true;
+}
+
+void worker_unhold(worker *w, conn *c)
+{
+    for (uint32_t i = 0; i < w->nheld; i++)
+        if (w->held[i] == c) {
+            w->held[i] = w->held[--w->nheld];
+            return;
+        }
 }
 
 void worker_release_held_all(server *s)
@@ -414,13 +426,21 @@ static uint32_t worker_flush_dirty(worker *w)
     return n;
 }
 
+/* Frees destroyed connections -- except those still on the dirty list (a
+ * held-back flush pass has not walked it yet): they wait for the next pass. */
 static void worker_bury(worker *w)
 {
-    conn *c;
+    conn *c, *keep = NULL;
     while ((c = w->graveyard)) {
         w->graveyard = c->next_dead;
-        conn_free(c);
+        if (c->dirty) {
+            c->next_dead = keep;
+            keep = c;
+        } else {
+            conn_free(c);
+        }
     }
+    w->graveyard = keep;
 }
 
 static void worker_tick(worker *w)
@@ -620,6 +640,9 @@ void worker_cleanup(worker *w)
 {
     for (uint32_t i = w->nconns; i-- > 0;)
         conn_destroy(w->conns[i]);
+    for (conn *c = w->dirty; c; c = c->next_dirty)
+        c->dirty = false;
+    w->dirty = NULL;
     worker_bury(w);
     msg_batch_flush(&w->release);
     msg *m;

@@ -88,6 +88,7 @@ void worker_deliver_sequenced(worker *w, msg *m, uint64_t offset);
 
 /* Subscribers whose 101 waits for the broker to confirm a subscription. */
 bool worker_hold(worker *w, struct conn *c);
+void worker_unhold(worker *w, struct conn *c);
 void worker_release_held_all(struct server *s);
 
 /* Bookkeeping used by conn.c. */

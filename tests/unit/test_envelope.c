@@ -478,6 +478,7 @@ static msg *published(const char *group, uint8_t opcode, const void *p, size_t n
     m->payload_len = (uint32_t)n;
     msg_finish(m, MSG_DATA, opcode, group, group ? strlen(group) : 0);
     m->offset = off;
+    m->epoch = EPOCH; /* stamped when sequenced (worker_sequence) */
     return m;
 }
 
@@ -510,13 +511,13 @@ static void test_variant_built_once_and_shared(void **state)
 {
     (void)state;
     msg *m = published("room", WS_OP_TEXT, "hello \"x\"", 9, 42);
-    msg *j = envelope_variant(m, FORMAT_JSON, EPOCH);
+    msg *j = envelope_variant(m, FORMAT_JSON);
     assert_non_null(j);
-    assert_ptr_equal(envelope_variant(m, FORMAT_JSON, EPOCH), j);
-    msg *p = envelope_variant(m, FORMAT_MSGPACK, EPOCH);
+    assert_ptr_equal(envelope_variant(m, FORMAT_JSON), j);
+    msg *p = envelope_variant(m, FORMAT_MSGPACK);
     assert_non_null(p);
     assert_ptr_not_equal(p, j);
-    assert_ptr_equal(envelope_variant(m, FORMAT_MSGPACK, EPOCH), p);
+    assert_ptr_equal(envelope_variant(m, FORMAT_MSGPACK), p);
     assert_int_equal(j->offset, 42);
     assert_int_equal(p->offset, 42);
     assert_true(j->publish_ns == m->publish_ns);
@@ -539,12 +540,12 @@ static void test_variant_binary_and_broadcast(void **state)
 {
     (void)state;
     msg *m = published(NULL, WS_OP_BINARY, "\x00\xff", 2, 9);
-    msg *j = envelope_variant(m, FORMAT_JSON, EPOCH);
+    msg *j = envelope_variant(m, FORMAT_JSON);
     assert_non_null(j);
     static const char want[] = "{\"group\":null,\"offset\":9,\"epoch\":\"" EPOCH
                                "\",\"binary\":true,\"data\":\"AP8=\"}";
     check_frame(j, WS_OP_TEXT, (const uint8_t *)want, sizeof want - 1);
-    msg *p = envelope_variant(m, FORMAT_MSGPACK, EPOCH);
+    msg *p = envelope_variant(m, FORMAT_MSGPACK);
     envelope_in in = bin_in(NULL, 9, "\x00\xff", 2);
     size_t n;
     uint8_t *wp = encode(&in, FORMAT_MSGPACK, &n);
@@ -567,8 +568,8 @@ static void test_variant_large_payloads(void **state)
             b[i] = (uint8_t)('a' + i % 26);
         b[len / 2] = '"';
         msg *m = published("big", WS_OP_TEXT, b, len, 1000 + k);
-        msg *j = envelope_variant(m, FORMAT_JSON, EPOCH);
-        msg *p = envelope_variant(m, FORMAT_MSGPACK, EPOCH);
+        msg *j = envelope_variant(m, FORMAT_JSON);
+        msg *p = envelope_variant(m, FORMAT_MSGPACK);
         assert_non_null(j);
         assert_non_null(p);
         envelope_in in = text_in("big", 1000 + k, b, len);
@@ -595,7 +596,7 @@ static void *race_main(void *arg)
 {
     race *r = arg;
     pthread_barrier_wait(r->bar);
-    r->got = envelope_variant(r->m, r->f, EPOCH);
+    r->got = envelope_variant(r->m, r->f);
     return NULL;
 }
 
