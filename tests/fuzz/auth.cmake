@@ -7,7 +7,7 @@ if(NOT TARGET PkgConfig::JANSSON)
 endif()
 
 add_library(herald_auth_fuzz STATIC ${CMAKE_SOURCE_DIR}/src/auth.c ${CMAKE_SOURCE_DIR}/src/names.c)
-target_include_directories(herald_auth_fuzz PUBLIC ${CMAKE_SOURCE_DIR}/src)
+target_include_directories(herald_auth_fuzz PUBLIC ${CMAKE_SOURCE_DIR}/src ${CMAKE_SOURCE_DIR}/tests/common)
 target_compile_options(herald_auth_fuzz PRIVATE
     -fsanitize=fuzzer-no-link,${HERALD_FUZZ_SAN} -fno-sanitize-recover=undefined -g -O1)
 target_link_libraries(herald_auth_fuzz PUBLIC OpenSSL::Crypto PkgConfig::JANSSON)

@@ -51,30 +51,8 @@ static const size_t secret_lens[] = {15, 15};
 static const char *const wrong[] = {"not-the-secret"};
 static const size_t wrong_lens[] = {14};
 
-static size_t b64url(const unsigned char *in, size_t n, char *out)
-{
-    static const char tab[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0, i = 0;
-    for (; i + 3 <= n; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-        out[o++] = tab[v >> 18];
-        out[o++] = tab[(v >> 12) & 63];
-        out[o++] = tab[(v >> 6) & 63];
-        out[o++] = tab[v & 63];
-    }
-    if (n - i == 1) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        out[o++] = tab[v >> 18];
-        out[o++] = tab[(v >> 12) & 63];
-    } else if (n - i == 2) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-        out[o++] = tab[v >> 18];
-        out[o++] = tab[(v >> 12) & 63];
-        out[o++] = tab[(v >> 6) & 63];
-    }
-    return o;
-}
+#include "b64url.h" /* writes a NUL after each piece: the next "." or the slack takes it */
+
 
 /* Builds a signed token from HEADER '\0' CLAIMS into a fresh heap buffer of
  * exactly the token's size. NULL when the body has no '\0'. */

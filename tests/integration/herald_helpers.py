@@ -567,6 +567,20 @@ def ws_connect(port, path="/ws", **kw):
     return websockets.client.connect(ws_url(port, path), **opts)
 
 
+def envelope_sub_path(groups=None, fmt="json", since=None, epoch=None):
+    """/ws with groups, format (json envelopes by default), since and epoch."""
+    q = []
+    if groups is not None:
+        q.append("groups=" + groups)
+    if fmt is not None:
+        q.append("format=" + fmt)
+    if since is not None:
+        q.append("since=" + since)
+    if epoch is not None:
+        q.append("epoch=" + epoch)
+    return "/ws" + ("?" + "&".join(q) if q else "")
+
+
 def sub_path(groups=None):
     if groups is None:
         return "/ws"

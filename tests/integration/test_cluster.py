@@ -35,7 +35,7 @@ import time
 import pytest
 
 from conftest import clean_env, herald_bin
-from herald_helpers import (HOST, Publisher, expect_silence, http_call, metrics, recv, recv_n, run,
+from herald_helpers import (envelope_sub_path, HOST, Publisher, expect_silence, http_call, metrics, recv, recv_n, run,
                             wait_until, ws_connect)
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -236,17 +236,8 @@ def metric(port, name):
     return metrics(port).get(name, 0.0)
 
 
-def sub(groups=None, fmt="json", since=None, epoch=None):
-    q = []
-    if groups is not None:
-        q.append("groups=" + groups)
-    if fmt is not None:
-        q.append("format=" + fmt)
-    if since is not None:
-        q.append("since=" + since)
-    if epoch is not None:
-        q.append("epoch=" + epoch)
-    return "/ws" + ("?" + "&".join(q) if q else "")
+# /ws?groups=...&format=...&since=...&epoch=... (json envelopes by default)
+sub = envelope_sub_path
 
 
 def env(frame):

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from herald_helpers import (Publisher, RawWS, apublish, expect_silence, raw_request,
+from herald_helpers import (envelope_sub_path, Publisher, RawWS, apublish, expect_silence, raw_request,
                             recv, recv_n, run, ws_connect, ws_request_bytes)
 
 EPOCH_RE = re.compile(r"^[0-9a-f]{16}$")
@@ -30,17 +30,8 @@ def fresh(prefix="h"):
     return f"{prefix}{next(_names)}"
 
 
-def sub(groups=None, fmt="json", since=None, epoch=None):
-    q = []
-    if groups is not None:
-        q.append("groups=" + groups)
-    if fmt is not None:
-        q.append("format=" + fmt)
-    if since is not None:
-        q.append("since=" + since)
-    if epoch is not None:
-        q.append("epoch=" + epoch)
-    return "/ws" + ("?" + "&".join(q) if q else "")
+# /ws?groups=...&format=...&since=...&epoch=... (json envelopes by default)
+sub = envelope_sub_path
 
 
 def env(frame):
