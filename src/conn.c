@@ -337,17 +337,24 @@ static void conn_flush_done(conn *c)
 
 void conn_on_writable(conn *c) { conn_flush(c); }
 
+bool conn_keep_pending(conn *c, const uint8_t *p, size_t n)
+{
+    c->pend = malloc(n);
+    if (!c->pend)
+        return false;
+    memcpy(c->pend, p, n);
+    c->pend_len = (uint32_t)n;
+    return true;
+}
+
 /* Keeps the unparsed input aside and stops reading until the queue drains
  * (conn_flush_done resumes). */
 static void conn_pause_reading(conn *c, const uint8_t *p, size_t n)
 {
-    c->pend = malloc(n);
-    if (!c->pend) {
+    if (!conn_keep_pending(c, p, n)) {
         conn_abort(c);
         return;
     }
-    memcpy(c->pend, p, n);
-    c->pend_len = (uint32_t)n;
     c->read_paused = true;
     worker_epoll_mod(c->w, c, c->want_out);
 }
@@ -412,19 +419,6 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
     }
 }
 
-/* Puts a partial request head back aside (scratch is shared by the worker). */
-static bool conn_save_pending(conn *c, size_t have)
-{
-    if (!have)
-        return true;
-    c->pend = malloc(have);
-    if (!c->pend)
-        return false;
-    memcpy(c->pend, c->w->scratch, have);
-    c->pend_len = (uint32_t)have;
-    return true;
-}
-
 void conn_on_readable(conn *c)
 {
     worker *w = c->w;
@@ -438,7 +432,7 @@ void conn_on_readable(conn *c)
         }
         ssize_t r = conn_io_read(c, w->scratch + have, w->scratch_cap - have);
         if (r == -1) {
-            if (!conn_save_pending(c, have))
+            if (have && !conn_keep_pending(c, w->scratch, have))
                 conn_destroy(c);
             return;
         }

@@ -84,6 +84,11 @@ conn *conn_new(struct worker *w, int fd);
 void conn_on_readable(conn *c);
 void conn_on_writable(conn *c);
 
+/* Keeps n unparsed input bytes aside in c->pend (the worker's scratch buffer
+ * is reused by the next read): a partial request head, or requests waiting
+ * while reading is paused. False on allocation failure. */
+bool conn_keep_pending(conn *c, const uint8_t *p, size_t n);
+
 /* Feeds bytes that were read (in the worker's scratch buffer) to the
  * connection's current state. */
 void conn_process(conn *c, uint8_t *p, size_t n);

@@ -564,13 +564,10 @@ void conn_http_process(conn *c, uint8_t *p, size_t n, size_t *used)
     http_request req;
     long rc = http_parse_request((const char *)p, n, cfg->max_header_size, &req);
     if (rc == 0) { /* incomplete: keep it for the next read */
-        c->pend = malloc(n);
-        if (!c->pend) {
+        if (!conn_keep_pending(c, p, n)) {
             conn_destroy(c);
             return;
         }
-        memcpy(c->pend, p, n);
-        c->pend_len = (uint32_t)n;
         *used = n;
         return;
     }
