@@ -716,14 +716,19 @@ def stage_cluster(plan, ctx):
         if "connections_ok" not in r:
             out.append(f"| {label} | {herald} | {cmd} | {failed_text(r)} | | | | |")
             continue
-        e = r.get("expected") or 0
-        cpu = r.get("tree_cpu_us_per_1k")
-        out.append(f"| {label} | {herald} | {cmd} | {fmt_num(r.get('deliveries_per_sec'), 'rate')} | "
-                   f"{fmt_num(100.0 * r['delivered'] / e if e else None, 'pct')} | "
-                   f"{fmt_num(r.get('p50_ms'), 'ms')} / {fmt_num(r.get('p99_ms'), 'ms')} | "
-                   f"{fmt_num(cpu, 'us')}{ratio(cpu, base.get('tree_cpu_us_per_1k')) if r is not base else ''} | "
-                   f"{extra_anomalies(r)} |")
+        out.append(f"| {label} | {herald} | {cmd} | {delivery_cells(r, base)} |")
     return out + commands_list(rows)
+
+
+def delivery_cells(r, base):
+    """deliveries/s | delivered | p50 / p99 | server CPU per 1k (ratio to base) | anomalies."""
+    e = r.get("expected") or 0
+    cpu = r.get("tree_cpu_us_per_1k")
+    return (f"{fmt_num(r.get('deliveries_per_sec'), 'rate')} | "
+            f"{fmt_num(100.0 * r['delivered'] / e if e else None, 'pct')} | "
+            f"{fmt_num(r.get('p50_ms'), 'ms')} / {fmt_num(r.get('p99_ms'), 'ms')} | "
+            f"{fmt_num(cpu, 'us')}{ratio(cpu, base.get('tree_cpu_us_per_1k')) if r is not base else ''} | "
+            f"{extra_anomalies(r)}")
 
 
 def stage_formats(plan, ctx):
@@ -743,13 +748,7 @@ def stage_formats(plan, ctx):
         if "connections_ok" not in r:
             out.append(f"| {f} | {cmd} | {failed_text(r)} | | | | |")
             continue
-        e = r.get("expected") or 0
-        cpu = r.get("tree_cpu_us_per_1k")
-        out.append(f"| {f} | {cmd} | {fmt_num(r.get('deliveries_per_sec'), 'rate')} | "
-                   f"{fmt_num(100.0 * r['delivered'] / e if e else None, 'pct')} | "
-                   f"{fmt_num(r.get('p50_ms'), 'ms')} / {fmt_num(r.get('p99_ms'), 'ms')} | "
-                   f"{fmt_num(cpu, 'us')}{ratio(cpu, base.get('tree_cpu_us_per_1k')) if r is not base else ''} | "
-                   f"{extra_anomalies(r)} |")
+        out.append(f"| {f} | {cmd} | {delivery_cells(r, base)} |")
     return out + commands_list(rows)
 
 
