@@ -35,14 +35,28 @@ void admit_destroy(void)
     pthread_mutex_unlock(&admit_lock);
 }
 
-void admit_key(const struct sockaddr_storage *ss, ip_key *out)
+void admit_key(const struct sockaddr_storage *ss, int v6_prefix, ip_key *out)
 {
     memset(out, 0, sizeof *out);
     out->family = (uint8_t)ss->ss_family;
-    if (ss->ss_family == AF_INET6)
-        memcpy(out->addr, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
-    else if (ss->ss_family == AF_INET)
+    if (ss->ss_family == AF_INET6) {
+        const uint8_t *a = ((const struct sockaddr_in6 *)ss)->sin6_addr.s6_addr;
+        /* An IPv4-mapped address is one IPv4 client, never a prefix. */
+        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(a, mapped, 12) == 0) {
+            out->family = AF_INET;
+            memcpy(out->addr, a + 12, 4);
+            return;
+        }
+        /* One subscriber line usually gets a whole /64: counting /128s would
+         * let one client open a connection per address it owns. */
+        int bits = v6_prefix < 0 ? 0 : v6_prefix > 128 ? 128 : v6_prefix;
+        memcpy(out->addr, a, (size_t)(bits + 7) / 8);
+        if (bits % 8)
+            out->addr[bits / 8] &= (uint8_t)(0xFF00u >> (bits % 8));
+    } else if (ss->ss_family == AF_INET) {
         memcpy(out->addr, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+    }
 }
 
 static uint32_t admit_hash(const ip_key *k)

@@ -17,8 +17,9 @@ typedef struct ip_key {
 void admit_init(void);
 void admit_destroy(void);
 
-/* Makes an ip_key from a peer address. */
-void admit_key(const struct sockaddr_storage *ss, ip_key *out);
+/* Makes an ip_key from a peer address: IPv4 as is (IPv4-mapped IPv6 too),
+ * IPv6 cut to its first v6_prefix bits (--ipv6-prefix). Pure. */
+void admit_key(const struct sockaddr_storage *ss, int v6_prefix, ip_key *out);
 
 /* Counts a connection from ip; false (and not counted) when max (> 0) is
  * already reached. */

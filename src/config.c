@@ -71,10 +71,28 @@ static const opt opts[] = {
      "N  open connections allowed per client IP; more: 429 (default 0 = no limit)"},
     {"client-frame-rate", OPT_INT, OFF(client_frame_rate), 0, 10000000, NULL, true, false,
      "N  frames per second a subscriber may send (1 s burst); more: close 1008\n"
-     "      (default 100; 0 = no limit; publishers are not limited)"},
+     "      (default 100; 0 = no limit). For publishers only control frames\n"
+     "      (ping, pong) count: their data frames are not limited"},
     {"accept-rate", OPT_INT, OFF(accept_rate), 0, 10000000, NULL, true, false,
      "N  new WebSocket upgrades per second; more: 503 with Retry-After\n"
      "      (default 0 = no limit)"},
+    {"ipv6-prefix", OPT_INT, OFF(ipv6_prefix), 0, 128, NULL, true, false,
+     "N  IPv6 clients count against --max-conns-per-ip per /N network (default 64:\n"
+     "      one site usually owns a whole /64; 128 = per address)"},
+    {"header-timeout", OPT_SECONDS, OFF(header_timeout_ms), 1, 0, NULL, true, false,
+     "SECONDS  a request head must be complete this long after its first byte,\n"
+     "      however the bytes trickle in; else 408 and close (default 10)"},
+    {"body-timeout", OPT_SECONDS, OFF(body_timeout_ms), 1, 0, NULL, true, false,
+     "SECONDS  a POST body must arrive within this plus Content-Length divided by\n"
+     "      --body-min-rate after its head; else 408 and close (default 10)"},
+    {"body-min-rate", OPT_SIZE, OFF(body_min_rate), 1, 1ll << 40, NULL, true, false,
+     "BYTES  slowest body upload rate allowed, per second (default 16k)"},
+    {"group-linger", OPT_SECONDS, OFF(group_linger_ms), 1, 0, NULL, true, false,
+     "SECONDS  a group with no subscribers and no kept history is forgotten after\n"
+     "      this long without a publish (default 30); offsets never repeat"},
+    {"max-live-groups", OPT_INT, OFF(max_live_groups), 1, 100000000, NULL, true, false,
+     "N  groups known to the process at once; a publish or subscription that would\n"
+     "      add one more: 503 with Retry-After (default 1000000)"},
     {"publish-key", OPT_LIST, OFF(publish_keys), 0, 0, NULL, true, true,
      "KEY  require Authorization: Bearer KEY on /publish (repeatable; default none)"},
     {"jwt-secret", OPT_LIST, OFF(jwt_secrets), 0, 0, NULL, true, true,
@@ -124,6 +142,12 @@ static void config_defaults(config *c)
     c->max_header_size = 8192;
     c->max_groups = 64;
     c->client_frame_rate = 100;
+    c->ipv6_prefix = 64;
+    c->header_timeout_ms = 10000;
+    c->body_timeout_ms = 10000;
+    c->body_min_rate = 16384;
+    c->group_linger_ms = 30000;
+    c->max_live_groups = 1000000;
     c->shutdown_timeout_ms = 5000;
     c->drain_window_ms = 2000;
     c->jwt_leeway_ms = 30000;

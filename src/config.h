@@ -44,6 +44,12 @@ typedef struct config {
     int max_conns_per_ip;      /* 0: unlimited */
     int client_frame_rate;     /* frames/s a subscriber may send; 0: unlimited */
     int accept_rate;           /* new WebSocket upgrades/s; 0: unlimited */
+    int ipv6_prefix;           /* IPv6 clients share --max-conns-per-ip per /N */
+    uint64_t header_timeout_ms; /* a request head must be complete this long after its first byte */
+    uint64_t body_timeout_ms;  /* base deadline for a POST body ... */
+    size_t body_min_rate;      /* ... plus Content-Length / this many bytes per second */
+    uint64_t group_linger_ms;  /* an unused group's record is freed after this */
+    int max_live_groups;       /* group records in the process; more: 503 */
     int history;               /* messages kept per group for recovery */
     uint64_t history_ttl_ms;   /* 0: no age limit */
     char *broker;              /* redis://HOST:PORT[/DB] or NULL */

@@ -389,24 +389,30 @@ static void worker_accept(worker *w)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        conn *c = conn_new(w, fd);
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        if (!c) {
-            close(fd);
-            continue;
-        }
-        if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-            conn_destroy(c);
-            continue;
-        }
-        admit_key(&peer, &c->ip);
-        if (admit_ip_acquire(&c->ip, w->cfg->max_conns_per_ip)) {
-            c->ip_counted = true;
-        } else {
-            METRIC_INC(&w->m, rate_limited);
-            conn_http_refuse(c, 429, "too many connections from this address", NULL);
-        }
+        worker_adopt(w, fd, &peer);
     }
+}
+
+struct conn *worker_adopt(worker *w, int fd, const struct sockaddr_storage *peer)
+{
+    conn *c = conn_new(w, fd);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    if (!c) {
+        close(fd);
+        return NULL;
+    }
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        conn_destroy(c);
+        return NULL;
+    }
+    admit_key(peer, w->cfg->ipv6_prefix, &c->ip);
+    if (admit_ip_acquire(&c->ip, w->cfg->max_conns_per_ip)) {
+        c->ip_counted = true;
+    } else {
+        METRIC_INC(&w->m, rate_limited);
+        conn_http_refuse(c, 429, "too many connections from this address", NULL);
+    }
+    return c;
 }
 
 /* Returns how many connections it wrote to. */
@@ -542,74 +548,79 @@ static void worker_check_stop(worker *w)
     }
 }
 
+bool worker_run_pass(worker *w, int max_wait_ms)
+{
+    struct epoll_event evs[WORKER_EVENTS];
+    worker_refresh_config(w);
+    int timeout = max_wait_ms;
+    if (w->dirty) { /* a flush is being held back: wake up for it */
+        uint64_t now = worker_clock_ns();
+        int due = now >= w->flush_after_ns ? 0 : (int)((w->flush_after_ns - now) / 1000000u) + 1;
+        if (due < timeout)
+            timeout = due;
+    }
+    int n = epoll_wait(w->epfd, evs, WORKER_EVENTS, timeout);
+    uint64_t t0 = worker_clock_ns();
+    w->now_ms = t0 / 1000000u;
+    for (int i = 0; i < n; i++) {
+        void *p = evs[i].data.ptr;
+        if (p == &worker_tag_listen) {
+            worker_accept(w);
+        } else if (broker_owns(p)) {
+            broker_on_event(p, evs[i].events);
+        } else if (p == &worker_tag_wake) {
+            uint64_t v;
+            ssize_t r = read(w->efd, &v, sizeof v);
+            (void)r;
+            atomic_exchange_explicit(&w->notified, false, memory_order_acq_rel);
+        } else {
+            conn *c = p;
+            if (c->dead)
+                continue;
+            if (evs[i].events & EPOLLOUT)
+                conn_on_writable(c);
+            if (!c->dead && (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+                conn_on_readable(c);
+        }
+    }
+    if (w->id == 0)
+        broker_poll(w->now_ms);
+    worker_drain_inbox(w);
+    if (w->nheld && (atomic_load(&w->check_held) || w->now_ms >= w->next_tick_ms))
+        worker_check_held(w);
+    worker_check_stop(w);
+    if (w->draining && w->restart_drain)
+        worker_drain_step(w);
+    uint64_t f0 = worker_clock_ns();
+    if (f0 >= w->flush_after_ns || w->draining) {
+        uint32_t written = worker_flush_dirty(w);
+        uint64_t took = worker_clock_ns() - f0, hold = 2 * took;
+        if (hold > WORKER_FLUSH_DELAY_MAX_NS)
+            hold = WORKER_FLUSH_DELAY_MAX_NS;
+        w->flush_after_ns = written >= WORKER_FLUSH_COALESCE_CONNS ? f0 + took + hold : 0;
+    }
+    if (w->accept_resume_ms && w->now_ms >= w->accept_resume_ms && w->lfd >= 0) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &worker_tag_listen};
+        epoll_ctl(w->epfd, EPOLL_CTL_MOD, w->lfd, &ev);
+        w->accept_resume_ms = 0;
+        if (w->reserve_fd < 0)
+            w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    if (w->now_ms >= w->next_tick_ms) {
+        worker_tick(w);
+        w->next_tick_ms = w->now_ms + WORKER_TICK_MS;
+    }
+    worker_bury(w);
+    METRIC_ADD(&w->m, busy_ns, worker_clock_ns() - t0);
+    return !(w->draining && (w->nconns == 0 || w->now_ms >= w->drain_deadline_ms));
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
-    struct epoll_event evs[WORKER_EVENTS];
     w->next_tick_ms = w->now_ms + WORKER_TICK_MS;
-    for (;;) {
-        worker_refresh_config(w);
-        int timeout = WORKER_TICK_MS;
-        if (w->dirty) { /* a flush is being held back: wake up for it */
-            uint64_t now = worker_clock_ns();
-            timeout = now >= w->flush_after_ns ? 0 : (int)((w->flush_after_ns - now) / 1000000u) + 1;
-        }
-        int n = epoll_wait(w->epfd, evs, WORKER_EVENTS, timeout);
-        uint64_t t0 = worker_clock_ns();
-        w->now_ms = t0 / 1000000u;
-        for (int i = 0; i < n; i++) {
-            void *p = evs[i].data.ptr;
-            if (p == &worker_tag_listen) {
-                worker_accept(w);
-            } else if (broker_owns(p)) {
-                broker_on_event(p, evs[i].events);
-            } else if (p == &worker_tag_wake) {
-                uint64_t v;
-                ssize_t r = read(w->efd, &v, sizeof v);
-                (void)r;
-                atomic_exchange_explicit(&w->notified, false, memory_order_acq_rel);
-            } else {
-                conn *c = p;
-                if (c->dead)
-                    continue;
-                if (evs[i].events & EPOLLOUT)
-                    conn_on_writable(c);
-                if (!c->dead && (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
-                    conn_on_readable(c);
-            }
-        }
-        if (w->id == 0)
-            broker_poll(w->now_ms);
-        worker_drain_inbox(w);
-        if (w->nheld && (atomic_load(&w->check_held) || w->now_ms >= w->next_tick_ms))
-            worker_check_held(w);
-        worker_check_stop(w);
-        if (w->draining && w->restart_drain)
-            worker_drain_step(w);
-        uint64_t f0 = worker_clock_ns();
-        if (f0 >= w->flush_after_ns || w->draining) {
-            uint32_t written = worker_flush_dirty(w);
-            uint64_t took = worker_clock_ns() - f0, hold = 2 * took;
-            if (hold > WORKER_FLUSH_DELAY_MAX_NS)
-                hold = WORKER_FLUSH_DELAY_MAX_NS;
-            w->flush_after_ns = written >= WORKER_FLUSH_COALESCE_CONNS ? f0 + took + hold : 0;
-        }
-        if (w->accept_resume_ms && w->now_ms >= w->accept_resume_ms && w->lfd >= 0) {
-            struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &worker_tag_listen};
-            epoll_ctl(w->epfd, EPOLL_CTL_MOD, w->lfd, &ev);
-            w->accept_resume_ms = 0;
-            if (w->reserve_fd < 0)
-                w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        }
-        if (w->now_ms >= w->next_tick_ms) {
-            worker_tick(w);
-            w->next_tick_ms = w->now_ms + WORKER_TICK_MS;
-        }
-        worker_bury(w);
-        METRIC_ADD(&w->m, busy_ns, worker_clock_ns() - t0);
-        if (w->draining && (w->nconns == 0 || w->now_ms >= w->drain_deadline_ms))
-            break;
-    }
+    while (worker_run_pass(w, WORKER_TICK_MS))
+        ;
     atomic_store_explicit(&w->done, true, memory_order_release);
     return NULL;
 }

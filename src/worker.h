@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "config.h"
 #include "groups.h"
@@ -68,6 +69,14 @@ typedef struct worker {
 
 int worker_init(worker *w, struct server *srv, int id, int listen_fd);
 int worker_start(worker *w);
+/* One pass of the loop: waits up to max_wait_ms for events, then handles
+ * them, the inbox, flushes, timers. False once a stop has finished. The
+ * thread runs it forever; tests and the connection fuzzer call it directly. */
+bool worker_run_pass(worker *w, int max_wait_ms);
+
+/* Takes a connected, non-blocking socket as a new connection of this worker
+ * (the accept path; the fuzzer hands in one end of a socketpair). */
+struct conn *worker_adopt(worker *w, int fd, const struct sockaddr_storage *peer);
 void worker_join(worker *w);
 void worker_cleanup(worker *w);
 /* Stops the worker: restart=true closes WebSockets with 1012 spread over
