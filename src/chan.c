@@ -16,7 +16,8 @@ struct chan {
     struct chan_shard *shard;
     uint32_t hash;
     uint64_t last_offset;
-    uint32_t subscribers;   /* local, all workers (cluster mode only) */
+    uint32_t subscribers;   /* local, all workers */
+    uint64_t used_ms;       /* creation or last publish (coarse clock), for chan_sweep */
     bool confirmed;         /* the broker acknowledged our SUBSCRIBE */
     /* history: a ring of message references, oldest at head */
     msg **hist;
@@ -28,9 +29,17 @@ struct chan {
 typedef struct chan_shard {
     pthread_mutex_t lock;
     chan *buckets[CHAN_BUCKETS];
+    /* Highest last offset of any group forgotten from each bucket: a new
+     * group in the bucket starts above it. Bounded memory (one word per
+     * bucket) instead of a tombstone per forgotten group; a group that never
+     * shared a bucket with a forgotten one still starts at 1. */
+    uint64_t floor[CHAN_BUCKETS];
 } chan_shard;
 
 static chan_shard *chan_shards;
+static bool chan_local_offsets;
+static _Atomic uint64_t chan_live_n, chan_reclaimed_n;
+static atomic_uint chan_sweep_cursor;
 /* Epochs are immutable strings, kept until exit (they change only when
  * history is lost: a handful per process), so a reader may hold one as long
  * as it likes; messages carry the one they were sequenced under. */
@@ -71,8 +80,11 @@ void chan_set_epoch(const char *epoch)
     pthread_mutex_unlock(&chan_epoch_lock);
 }
 
-bool chan_init(void)
+bool chan_init(bool local_offsets)
 {
+    chan_local_offsets = local_offsets;
+    atomic_store(&chan_live_n, 0);
+    atomic_store(&chan_reclaimed_n, 0);
     uint64_t r = 0;
     if (getrandom(&r, sizeof r, 0) != sizeof r) {
         struct timespec ts;
@@ -133,16 +145,38 @@ static uint32_t chan_hash(const char *s, size_t n)
     return h;
 }
 
-chan *chan_lock(const char *name, size_t len)
+static uint64_t chan_coarse_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Locks name's shard and finds its channel; *bucket is where it belongs. */
+static chan *chan_find_locked(const char *name, size_t len, uint32_t *hash, chan_shard **shard,
+                              uint32_t *bucket)
 {
     uint32_t h = chan_hash(name, len);
     chan_shard *sh = &chan_shards[h % CHAN_SHARDS];
+    uint32_t b = (h / CHAN_SHARDS) & (CHAN_BUCKETS - 1);
     pthread_mutex_lock(&sh->lock);
-    chan **head = &sh->buckets[(h / CHAN_SHARDS) & (CHAN_BUCKETS - 1)];
-    for (chan *c = *head; c; c = c->next)
+    *hash = h;
+    *shard = sh;
+    *bucket = b;
+    for (chan *c = sh->buckets[b]; c; c = c->next)
         if (c->hash == h && c->name_len == len && memcmp(c->name, name, len) == 0)
             return c;
-    chan *c = calloc(1, sizeof *c + len + 1);
+    return NULL;
+}
+
+chan *chan_lock(const char *name, size_t len)
+{
+    uint32_t h, b;
+    chan_shard *sh;
+    chan *c = chan_find_locked(name, len, &h, &sh, &b);
+    if (c)
+        return c;
+    c = calloc(1, sizeof *c + len + 1);
     if (!c) {
         pthread_mutex_unlock(&sh->lock);
         return NULL;
@@ -151,9 +185,29 @@ chan *chan_lock(const char *name, size_t len)
     c->hash = h;
     c->name_len = (uint8_t)len;
     memcpy(c->name, name, len);
-    c->next = *head;
-    *head = c;
+    c->last_offset = chan_local_offsets ? sh->floor[b] : 0;
+    c->used_ms = chan_coarse_ms();
+    c->next = sh->buckets[b];
+    sh->buckets[b] = c;
+    atomic_fetch_add_explicit(&chan_live_n, 1, memory_order_relaxed);
     return c;
+}
+
+bool chan_admit(const char *name, size_t len, int max)
+{
+    uint32_t h, b;
+    chan_shard *sh;
+    bool ok = chan_find_locked(name, len, &h, &sh, &b) != NULL ||
+              atomic_load_explicit(&chan_live_n, memory_order_relaxed) < (uint64_t)max;
+    pthread_mutex_unlock(&sh->lock);
+    return ok;
+}
+
+uint64_t chan_live(void) { return atomic_load_explicit(&chan_live_n, memory_order_relaxed); }
+
+uint64_t chan_reclaimed(void)
+{
+    return atomic_load_explicit(&chan_reclaimed_n, memory_order_relaxed);
 }
 
 void chan_unlock(chan *c) { pthread_mutex_unlock(&c->shard->lock); }
@@ -195,7 +249,15 @@ static void chan_reset_one(chan *c, void *arg)
     c->last_offset = 0;
 }
 
-void chan_reset_all(void) { chan_foreach(chan_reset_one, NULL); }
+void chan_reset_all(void)
+{
+    chan_foreach(chan_reset_one, NULL);
+    for (int i = 0; i < CHAN_SHARDS; i++) {
+        pthread_mutex_lock(&chan_shards[i].lock);
+        memset(chan_shards[i].floor, 0, sizeof chan_shards[i].floor);
+        pthread_mutex_unlock(&chan_shards[i].lock);
+    }
+}
 
 static bool chan_expired(const msg *m, const chan_history_cfg *cfg, uint64_t now_ms)
 {
@@ -207,6 +269,35 @@ static void chan_trim(chan *c, const chan_history_cfg *cfg, uint64_t now_ms)
     while (c->hist_count && (c->hist_count > cfg->max ||
                              chan_expired(c->hist[c->hist_head], cfg, now_ms)))
         chan_drop_oldest(c);
+}
+
+void chan_sweep(int shards, const chan_history_cfg *cfg, uint64_t now_ms, uint64_t linger_ms)
+{
+    for (int k = 0; k < shards; k++) {
+        unsigned i = atomic_fetch_add_explicit(&chan_sweep_cursor, 1, memory_order_relaxed) %
+                     CHAN_SHARDS;
+        chan_shard *sh = &chan_shards[i];
+        pthread_mutex_lock(&sh->lock);
+        for (uint32_t b = 0; b < CHAN_BUCKETS; b++) {
+            for (chan **pp = &sh->buckets[b]; *pp;) {
+                chan *c = *pp;
+                chan_trim(c, cfg, now_ms);
+                /* used_ms may come from a fresher clock read than now_ms. */
+                if (c->subscribers || c->hist_count || now_ms < c->used_ms + linger_ms) {
+                    pp = &c->next;
+                    continue;
+                }
+                if (c->last_offset > sh->floor[b])
+                    sh->floor[b] = c->last_offset;
+                *pp = c->next;
+                free(c->hist);
+                free(c);
+                atomic_fetch_sub_explicit(&chan_live_n, 1, memory_order_relaxed);
+                atomic_fetch_add_explicit(&chan_reclaimed_n, 1, memory_order_relaxed);
+            }
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
 }
 
 void chan_append(chan *c, msg *m, const chan_history_cfg *cfg, uint64_t now_ms)
@@ -221,6 +312,7 @@ void chan_append_at(chan *c, msg *m, uint64_t offset, const chan_history_cfg *cf
         while (c->hist_count)
             chan_drop_oldest(c);
     m->offset = c->last_offset = offset;
+    c->used_ms = now_ms;
     chan_trim(c, cfg, now_ms);
     if (cfg->max == 0)
         return;

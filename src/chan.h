@@ -25,7 +25,25 @@ typedef struct chan_history_cfg {
     uint64_t ttl_ms; /* 0: no age limit */
 } chan_history_cfg;
 
-bool chan_init(void);
+/* local_offsets: this node issues offsets itself (no broker). Then a group
+ * forgotten by chan_sweep leaves a floor behind so that its next incarnation
+ * continues above every offset it had: offsets never repeat under an epoch.
+ * With a broker, offsets come from Redis and no floor is kept. */
+bool chan_init(bool local_offsets);
+
+/* Group records currently held, and how many were forgotten so far. */
+uint64_t chan_live(void);
+uint64_t chan_reclaimed(void);
+
+/* True when the group exists or one more may be created under max live
+ * groups (the edges refuse new groups past it; internal paths may exceed it
+ * by the publishes already accepted). */
+bool chan_admit(const char *name, size_t len, int max);
+
+/* Visits the next `shards` shards (a process-wide cursor, so workers share
+ * the walk): trims expired history and forgets groups with no subscribers
+ * and no history that saw no publish for linger_ms. */
+void chan_sweep(int shards, const chan_history_cfg *cfg, uint64_t now_ms, uint64_t linger_ms);
 
 /* This node's history epoch: random at start, so offsets from an earlier
  * process (whose history is gone) are never mistaken for ours. */
@@ -53,9 +71,10 @@ void chan_append_at(chan *c, msg *m, uint64_t offset, const chan_history_cfg *cf
 uint64_t chan_last_offset(const chan *c);
 const char *chan_name(const chan *c, size_t *len);
 
-/* Cluster bookkeeping, with the lock held: local subscribers of the group
- * across all workers (true when this made it the first / the last), and
- * whether the broker confirmed our subscription to it. */
+/* With the lock held: local subscribers of the group across all workers
+ * (true when this made it the first / the last; a group with subscribers is
+ * never forgotten), and whether the cluster broker confirmed our
+ * subscription to it. */
 bool chan_subscriber_add(chan *c);
 bool chan_subscriber_del(chan *c);
 bool chan_confirmed(const chan *c);

@@ -19,7 +19,6 @@
 
 #define CONN_IOV 128
 #define CONN_DRAIN_MS 2000   /* how long we wait for the peer's EOF after our close */
-#define CONN_HEAD_TIMEOUT_MS 10000
 /* Pipelined HTTP requests are parsed only while fewer response bytes than
  * this wait: a client that sends requests without reading the answers must
  * not make us queue responses without bound. */
@@ -96,6 +95,27 @@ bool conn_send(conn *c, msg *m, bool urgent)
     return false;
 }
 
+void conn_send_pong(conn *c, const void *payload, size_t n)
+{
+    msg *m = msg_new_frame(MSG_CONTROL, WS_OP_PONG, payload, n);
+    if (!m) {
+        conn_abort(c);
+        return;
+    }
+    size_t before = c->q.bytes;
+    if (outq_replace_control(&c->q, WS_OP_PONG, m)) {
+        conn_account(c, before);
+        METRIC_INC(&c->w->m, pongs_coalesced);
+        return;
+    }
+    conn_send(c, m, true);
+}
+
+size_t conn_tls_pending(const conn *c)
+{
+    return c->ssl ? BIO_ctrl_pending(SSL_get_wbio(c->ssl)) : 0;
+}
+
 void conn_close_after_flush(conn *c)
 {
     c->close_after_flush = true;
@@ -111,7 +131,7 @@ void conn_close_ws(conn *c, unsigned code, const char *reason, bool after_data)
         return; /* a close is already on its way */
     if (!after_data) {
         size_t before = c->q.bytes;
-        uint32_t dropped = outq_drop_unstarted(&c->q);
+        uint32_t dropped = outq_drop_unstarted_data(&c->q);
         conn_account(c, before);
         if (dropped && c->w->cfg->slow_policy == SLOW_DROP_OLDEST)
             METRIC_ADD(&c->w->m, messages_dropped, dropped);
@@ -131,7 +151,8 @@ bool conn_enqueue(conn *c, msg *m)
     if (c->state != CONN_WS || c->dead)
         return false;
     const config *cfg = c->w->cfg;
-    if (c->q.bytes + m->len > cfg->queue_limit && !outq_empty(&c->q)) {
+    size_t cost = outq_cost(m);
+    if (c->q.mem + cost > cfg->queue_limit && !outq_empty(&c->q)) {
         if (cfg->slow_policy == SLOW_CLOSE) {
             METRIC_INC(&c->w->m, slow_consumer_closes);
             conn_close_ws(c, WS_CLOSE_POLICY, "slow consumer", false);
@@ -139,7 +160,7 @@ bool conn_enqueue(conn *c, msg *m)
         }
         size_t before = c->q.bytes;
         uint64_t dropped = 0;
-        while (c->q.bytes + m->len > cfg->queue_limit && outq_drop_oldest_data(&c->q))
+        while (c->q.mem + cost > cfg->queue_limit && outq_drop_oldest_data(&c->q))
             dropped++;
         conn_account(c, before);
         METRIC_ADD(&c->w->m, messages_dropped, dropped);
@@ -296,6 +317,7 @@ static void conn_flush_done(conn *c)
     if (c->read_paused && !c->dead) {
         /* Answers are out: take up the pipelined requests that waited. */
         c->read_paused = false;
+        c->last_read_ms = c->w->now_ms; /* we were the ones behind, not the client */
         c->want_out = false;
         worker_epoll_mod(c->w, c, false);
         size_t n = c->pend_len;
@@ -400,7 +422,18 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
         return r;
     }
     ERR_clear_error();
+    size_t pending = conn_tls_pending(c);
     int r = SSL_read(c->ssl, buf, cap > INT_MAX ? INT_MAX : (int)cap);
+    /* Reading can make records to send (handshake, KeyUpdate replies): they
+     * wait in the write BIO, and count like queued frames. A peer that asks
+     * for them and never reads is a slow consumer. */
+    size_t now_pending = conn_tls_pending(c);
+    if (now_pending > pending && pending == 0 && outq_empty(&c->q))
+        c->last_progress_ms = c->w->now_ms;
+    if (now_pending + c->q.mem > c->w->cfg->queue_limit) {
+        METRIC_INC(&c->w->m, slow_consumer_closes);
+        return -2;
+    }
     /* The handshake (or a key update) may have produced bytes to send, or
      * just finished with a response already waiting in the queue. */
     if (BIO_ctrl_pending(SSL_get_wbio(c->ssl)) > 0 ||
@@ -447,6 +480,37 @@ void conn_on_readable(conn *c)
     } while (!c->dead && c->ssl && SSL_pending(c->ssl) > 0);
 }
 
+/* HTTP timers: while we owe answers (reading paused) only write progress
+ * counts; otherwise a head must complete --header-timeout after its first
+ * byte and a body by its deadline, however slowly bytes trickle in, and an
+ * idle keep-alive connection goes after --idle-timeout. */
+static void conn_tick_http(conn *c, uint64_t now, bool writing)
+{
+    const config *cfg = c->w->cfg;
+    if (c->read_paused)
+        return;
+    if (c->state == CONN_HTTP_BODY) {
+        if (now >= c->deadline_ms) {
+            METRIC_INC(&c->w->m, request_timeouts[METRICS_PHASE_BODY]);
+            msg_unref(c->pub);
+            c->pub = NULL;
+            c->state = CONN_HTTP;
+            conn_http_refuse(c, 408, "request body not received in time", NULL);
+        }
+    } else if (c->head_active) {
+        if (now - c->head_start_ms >= cfg->header_timeout_ms) {
+            METRIC_INC(&c->w->m, request_timeouts[METRICS_PHASE_HEAD]);
+            c->head_active = false;
+            free(c->pend);
+            c->pend = NULL;
+            c->pend_len = 0;
+            conn_http_refuse(c, 408, "request head not received in time", NULL);
+        }
+    } else if (!writing && now - c->last_read_ms >= cfg->idle_timeout_ms) {
+        conn_destroy(c);
+    }
+}
+
 void conn_tick(conn *c, uint64_t now)
 {
     const config *cfg = c->w->cfg;
@@ -455,20 +519,17 @@ void conn_tick(conn *c, uint64_t now)
             conn_destroy(c);
         return;
     }
-    if (!outq_empty(&c->q) && now - c->last_progress_ms >= cfg->write_timeout_ms) {
+    bool writing = !outq_empty(&c->q) || conn_tls_pending(c) > 0;
+    if (writing && now - c->last_progress_ms >= cfg->write_timeout_ms) {
         METRIC_INC(&c->w->m, write_timeouts);
         conn_destroy(c);
         return;
     }
-    uint64_t silent = now - c->last_read_ms;
     if (c->state != CONN_WS) {
-        /* Slow or idle HTTP clients must not hold a descriptor forever. */
-        uint64_t limit = (c->pend_len || c->state == CONN_HTTP_BODY) ? CONN_HEAD_TIMEOUT_MS
-                                                                     : cfg->idle_timeout_ms;
-        if (silent >= limit)
-            conn_destroy(c);
+        conn_tick_http(c, now, writing);
         return;
     }
+    uint64_t silent = now - c->last_read_ms;
     if (silent >= cfg->idle_timeout_ms) {
         METRIC_INC(&c->w->m, idle_timeouts);
         conn_close_ws(c, WS_CLOSE_GOING_AWAY, "idle timeout", false);
@@ -498,7 +559,7 @@ void conn_tick(conn *c, uint64_t now)
 void conn_abort(conn *c)
 {
     size_t before = c->q.bytes;
-    outq_drop_unstarted(&c->q);
+    outq_drop_unstarted_data(&c->q);
     conn_account(c, before);
     shutdown(c->fd, SHUT_RDWR);
     c->state = CONN_DRAIN;

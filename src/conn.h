@@ -52,7 +52,8 @@ typedef struct conn {
     bool tls_wbio_used;
     bool hold;             /* cluster: 101 and data wait for the broker's SUBSCRIBE */
     bool tls_shut;         /* close_notify generated */
-    bool read_paused;      /* EPOLLIN off until the queue drains (pipelined requests) */    /* ciphertext went through the write BIO since the last tick */
+    bool read_paused;      /* EPOLLIN off until the queue drains (pipelined requests) */
+    bool head_active;      /* a request head has started and is not complete */
     uint8_t format;        /* msg_format: raw, json or msgpack envelopes */
     uint16_t nsubs;
     uint32_t slot;         /* index in worker->conns */
@@ -60,7 +61,9 @@ typedef struct conn {
     uint64_t last_read_ms;
     uint64_t last_progress_ms; /* last write progress, or when data started waiting */
     uint64_t last_ping_ms;
-    uint64_t deadline_ms;  /* CLOSING/DRAIN: destroy after this */
+    uint64_t deadline_ms;  /* CLOSING/DRAIN: destroy after this; HTTP_BODY: 408 after this */
+    uint64_t head_start_ms; /* first byte of the request head being read */
+    uint64_t ctl_frames;   /* control frames received (publishers' rate limit) */
     struct worker *w;
     struct conn *next_dirty;
     struct conn *next_dead;
@@ -101,6 +104,15 @@ bool conn_enqueue(conn *c, msg *m);
 /* Queues a message and marks the connection for flushing. Takes over the
  * caller's reference; false (and reference dropped) on allocation failure. */
 bool conn_send(conn *c, msg *m, bool urgent);
+
+/* Answers a ping: at most one pong waits per connection, carrying the latest
+ * ping's payload (RFC 6455 5.5.3), so a ping flood costs O(1) each and no
+ * memory. */
+void conn_send_pong(conn *c, const void *payload, size_t n);
+
+/* Ciphertext (TLS records) waiting to be written: counts against the queue
+ * limit and the write-progress timeout like queued frames. */
+size_t conn_tls_pending(const conn *c);
 
 /* Starts a WebSocket close: sends a close frame with code/reason after what is
  * queued (after_data) or at the next frame boundary dropping unsent data, then

@@ -138,25 +138,21 @@ void conn_http_body(conn *c, uint8_t *p, size_t n, size_t *used)
         conn_publish_body_done(c);
 }
 
-static void conn_http_publish(conn *c, const http_request *req, const char *group, size_t glen)
+static void conn_http_publish(conn *c, const http_request *req, const char *group, size_t glen,
+                              long framing, unsigned long long len)
 {
     const config *cfg = c->w->cfg;
-    if (http_header_get(req, "transfer-encoding")) {
-        conn_http_refuse(c, 411, "send the body with Content-Length", NULL);
-        return;
-    }
-    const http_str *cl = http_header_get(req, "content-length");
-    unsigned long long len;
-    if (!cl) {
+    if (framing == 0) {
         conn_http_refuse(c, 411, "Content-Length required", NULL);
-        return;
-    }
-    if (!http_parse_content_length(*cl, &len)) {
-        conn_http_refuse(c, 400, "invalid Content-Length", NULL);
         return;
     }
     if (len > cfg->max_message_size) {
         conn_http_refuse(c, 413, "message larger than --max-message-size", NULL);
+        return;
+    }
+    if (glen && !chan_admit(group, glen, cfg->max_live_groups)) {
+        conn_http_refuse(c, 503, "too many live groups (--max-live-groups), retry shortly",
+                        "Retry-After: 1\r\n");
         return;
     }
     msg *m = msg_alloc((size_t)len);
@@ -167,20 +163,32 @@ static void conn_http_publish(conn *c, const http_request *req, const char *grou
     memcpy(m->group, group, glen);
     m->group[glen] = '\0';
     m->group_len = (uint8_t)glen;
-    c->pub = m;
-    c->body_left = len;
     c->body_text = conn_http_is_text(req);
     const http_str *expect = http_header_get(req, "expect");
     if (expect && http_str_eq(*expect, "100-continue") && len > 0) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         msg *cm = msg_new_raw(cont, sizeof cont - 1);
-        if (!cm || !conn_send(c, cm, false))
+        /* Without the interim answer the client would send a body we could
+         * not frame: refuse rather than read its bytes as requests. */
+        if (!cm) {
+            msg_unref(m);
+            conn_http_refuse(c, 503, "out of memory", NULL);
             return;
+        }
+        if (!conn_send(c, cm, false)) {
+            msg_unref(m);
+            return;
+        }
     }
-    if (len == 0)
+    c->pub = m;
+    c->body_left = len;
+    if (len == 0) {
         conn_publish_body_done(c);
-    else
+    } else {
         c->state = CONN_HTTP_BODY;
+        /* A body may take --body-timeout plus its length at --body-min-rate. */
+        c->deadline_ms = c->w->now_ms + cfg->body_timeout_ms + len * 1000 / cfg->body_min_rate;
+    }
 }
 
 /* Validates the RFC 6455 opening handshake; on failure answers and returns
@@ -340,6 +348,24 @@ static bool conn_jwt_ok(conn *c, const http_request *req, const char *list, long
     return true;
 }
 
+/* --max-live-groups: joining a group the process does not know yet is
+ * refused (503) when it knows too many. */
+static bool conn_groups_admit(conn *c, const char *list, long n)
+{
+    int max = c->w->cfg->max_live_groups;
+    for (size_t i = 0; n >= 0 && i <= (size_t)n; i++) {
+        size_t s = i;
+        while (i < (size_t)n && list[i] != ',')
+            i++;
+        if (!chan_admit(list + s, i - s, max)) {
+            conn_http_refuse(c, 503, "too many live groups (--max-live-groups), retry shortly",
+                            "Retry-After: 1\r\n");
+            return false;
+        }
+    }
+    return true;
+}
+
 /* The last ':' of since[s..e): group names may contain ':' themselves. */
 static const char *conn_last_colon(const char *p, size_t n)
 {
@@ -451,7 +477,7 @@ static void conn_route_ws(conn *c, const http_request *req)
         return;
     }
     if (!conn_ws_handshake_ok(c, req) || !conn_origin_ok(c, req) || !conn_accept_rate_ok(c) ||
-        !conn_jwt_ok(c, req, list, n))
+        !conn_jwt_ok(c, req, list, n) || !conn_groups_admit(c, list, n))
         return;
     c->format = (uint8_t)format;
     conn_ws_accept(c, req, ROLE_SUB); /* the 101 is queued first, replays after it */
@@ -492,6 +518,18 @@ static void conn_route(conn *c, const http_request *req)
     server *srv = c->w->srv;
     bool get = req->method == HTTP_GET, head = req->method == HTTP_HEAD;
     http_str path = req->path;
+    unsigned long long blen;
+    long framing = http_body_framing(req, &blen);
+    if (framing < 0) {
+        int status = (int)-framing;
+        conn_http_refuse(c, status,
+                         status == 411   ? "send the body with Content-Length"
+                         : status == 501 ? "transfer coding not supported"
+                         : get || head   ? "a GET or HEAD request carries no body"
+                                         : "ambiguous message framing",
+                         NULL);
+        return;
+    }
     if (path.n == 3 && memcmp(path.p, "/ws", 3) == 0) {
         if (!get) {
             conn_http_refuse(c, 405, "use GET with a WebSocket upgrade", "Allow: GET\r\n");
@@ -512,11 +550,12 @@ static void conn_route(conn *c, const http_request *req)
             return;
         if (req->method == HTTP_POST) {
             if (conn_publish_key_ok(c, req))
-                conn_http_publish(c, req, group, (size_t)glen);
+                conn_http_publish(c, req, group, (size_t)glen, framing, blen);
             return;
         }
         if (!conn_ws_handshake_ok(c, req) || !conn_origin_ok(c, req) ||
-            !conn_accept_rate_ok(c) || !conn_publish_key_ok(c, req))
+            !conn_accept_rate_ok(c) || !conn_publish_key_ok(c, req) ||
+            !conn_groups_admit(c, group, glen ? glen : -1))
             return;
         if (glen && !(c->pub_group = strdup(group))) {
             conn_http_refuse(c, 503, "out of memory", NULL);
@@ -564,6 +603,10 @@ void conn_http_process(conn *c, uint8_t *p, size_t n, size_t *used)
     http_request req;
     long rc = http_parse_request((const char *)p, n, cfg->max_header_size, &req);
     if (rc == 0) { /* incomplete: keep it for the next read */
+        if (!c->head_active) { /* --header-timeout runs from the first byte */
+            c->head_active = true;
+            c->head_start_ms = c->w->now_ms;
+        }
         if (!conn_keep_pending(c, p, n)) {
             conn_destroy(c);
             return;
@@ -582,6 +625,7 @@ void conn_http_process(conn *c, uint8_t *p, size_t n, size_t *used)
         return;
     }
     *used = (size_t)rc;
+    c->head_active = false;
     const http_str *conn_hdr = http_header_get(&req, "connection");
     c->keepalive = req.minor_version >= 1 ? !(conn_hdr && http_has_token(*conn_hdr, "close"))
                                           : (conn_hdr && http_has_token(*conn_hdr, "keep-alive"));

@@ -61,20 +61,21 @@ static void conn_pub_finish(conn *c, uint8_t opcode)
 }
 
 /* --client-frame-rate: subscribers only send control frames in normal use;
- * a flood of frames costs us CPU for nothing. Counted per one-second window
- * from the reader's frame counter. */
+ * a flood of frames costs us CPU for nothing. Publishers send data at any
+ * rate, but their control frames (pings, pongs) are limited the same way:
+ * each asks something of us. Counted per one-second window. */
 static bool conn_frame_rate_ok(conn *c)
 {
     int rate = c->w->cfg->client_frame_rate;
-    if (rate <= 0 || c->role != ROLE_SUB)
+    if (rate <= 0)
         return true;
-    uint64_t now = c->w->now_ms;
+    uint64_t now = c->w->now_ms, count = c->role == ROLE_SUB ? c->rd.frames : c->ctl_frames;
     if (now - c->rate_window_ms >= 1000) {
         c->rate_window_ms = now;
-        c->rate_frames = c->rd.frames;
+        c->rate_frames = count;
         return true;
     }
-    return c->rd.frames - c->rate_frames <= (uint64_t)rate;
+    return count - c->rate_frames <= (uint64_t)rate;
 }
 
 void conn_ws_process(conn *c, uint8_t *p, size_t n)
@@ -84,6 +85,8 @@ void conn_ws_process(conn *c, uint8_t *p, size_t n)
         ws_event ev;
         off += ws_reader_feed(&c->rd, p + off, n - off, &ev);
         bool open = c->state == CONN_WS;
+        if (ev.type == WS_EV_PING || ev.type == WS_EV_PONG)
+            c->ctl_frames++;
         if (open && !conn_frame_rate_ok(c)) {
             METRIC_INC(&c->w->m, rate_limited);
             conn_close_ws(c, WS_CLOSE_POLICY, "client frame rate limit", false);
@@ -107,18 +110,15 @@ void conn_ws_process(conn *c, uint8_t *p, size_t n)
                 conn_pub_finish(c, ev.opcode);
             break;
         case WS_EV_PING:
-            if (open && c->q.bytes > c->w->cfg->queue_limit) {
-                /* Pings from a client that does not read its pongs: the
+            if (open && c->q.mem + conn_tls_pending(c) > c->w->cfg->queue_limit) {
+                /* Pings from a client that does not read what we send: the
                  * same bound as for any slow consumer. */
                 METRIC_INC(&c->w->m, slow_consumer_closes);
                 conn_close_ws(c, WS_CLOSE_POLICY, "slow consumer", false);
                 return;
             }
-            if (open) {
-                msg *m = msg_new_frame(MSG_CONTROL, WS_OP_PONG, ev.data, ev.len);
-                if (m)
-                    conn_send(c, m, true);
-            }
+            if (open)
+                conn_send_pong(c, ev.data, ev.len);
             break;
         case WS_EV_PONG:
             break;
@@ -139,12 +139,43 @@ void conn_ws_process(conn *c, uint8_t *p, size_t n)
     }
 }
 
-static void conn_replay_one(void *arg, msg *m)
+/* A replay is taken as a list of references under the group's lock and
+ * queued after it is released: building envelopes for a long history must
+ * not hold up publishes to the group (or its shard). */
+typedef struct conn_replay {
+    msg **v;
+    size_t n, cap;
+    bool oom;
+} conn_replay;
+
+static void conn_replay_take(void *arg, msg *m)
 {
-    conn *c = arg;
-    msg *v = c->format ? envelope_variant(m, (msg_format)c->format) : m;
-    if (v && !c->dead)
-        conn_send(c, msg_ref(v), false);
+    conn_replay *r = arg;
+    if (r->n == r->cap) {
+        size_t nc = r->cap ? r->cap * 2 : 64;
+        msg **v = realloc(r->v, sizeof *v * nc);
+        if (!v) {
+            r->oom = true;
+            return;
+        }
+        r->v = v;
+        r->cap = nc;
+    }
+    r->v[r->n++] = msg_ref(m);
+}
+
+/* Queues the replay (send) or just lets it go. */
+static void conn_replay_finish(conn *c, conn_replay *r, bool send)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        msg *v = !send ? NULL
+                 : c->format ? envelope_variant(r->v[i], (msg_format)c->format)
+                             : r->v[i];
+        if (v && !c->dead)
+            conn_send(c, msg_ref(v), false);
+        msg_unref(r->v[i]);
+    }
+    free(r->v);
 }
 
 /* Tells a recovering client that it cannot get a gap-free history and must
@@ -162,32 +193,16 @@ static void conn_recovery_failed(conn *c, const char *name, size_t len, const ch
         conn_send(c, m, false);
 }
 
-/* Cluster: the node subscribes to a group at the broker on its first local
- * subscriber. Until the broker confirms, this subscriber's 101 is held back:
- * a message published on another node right after the client saw its 101
- * must reach it. */
-static void conn_broker_join(conn *c, const char *name, size_t len)
-{
-    chan *ch = chan_lock(name, len);
-    if (!ch)
-        return;
-    bool first = chan_subscriber_add(ch), confirmed = chan_confirmed(ch);
-    /* Queued under the lock: a last-leave and a first-join of the same group
-     * on two workers reach Redis in the order they happened here. */
-    if (first)
-        broker_subscribe(name, len);
-    chan_unlock(ch);
-    if (!confirmed && broker_up() && !c->hold && worker_hold(c->w, c))
-        c->hold = true;
-}
-
-static void conn_broker_leave(const char *name, size_t len)
+/* Leaves a group's process-wide record: the last local subscriber lets the
+ * group be forgotten later (chan_sweep) and, in a cluster, unsubscribes the
+ * node at the broker. */
+static void conn_chan_leave(const char *name, size_t len)
 {
     chan *ch = chan_lock(name, len);
     if (!ch)
         return;
     bool last = chan_subscriber_del(ch);
-    if (last) {
+    if (last && broker_enabled()) {
         chan_set_confirmed(ch, false);
         broker_unsubscribe(name, len);
     }
@@ -211,40 +226,50 @@ bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_
         return false;
     }
     c->subs = s;
-    uint64_t after = 0;
-    uint32_t after_gen = 0;
-    if (recover) {
-        /* Under the group's lock no publish can slip between the replay and
-         * the join: everything up to `after` is replayed, everything above
-         * it arrives live (the inbox may still hold older ones: skipped). */
-        chan *ch = chan_lock(name, len);
-        if (!ch) {
-            groups_release_if_empty(&c->w->groups, g);
-            return false;
-        }
+    /* Under the group's lock no publish can slip between the replay and the
+     * join: everything up to `after` is replayed, everything above it
+     * arrives live (the inbox may still hold older ones: skipped). Counting
+     * the subscriber here keeps the group's record (and offsets) alive. */
+    chan *ch = chan_lock(name, len);
+    if (!ch) {
+        groups_release_if_empty(&c->w->groups, g);
+        return false;
+    }
+    bool first = chan_subscriber_add(ch), confirmed = chan_confirmed(ch);
+    /* Queued under the lock: a last-leave and a first-join of the same group
+     * on two workers reach Redis in the order they happened here. */
+    if (first && broker_enabled())
+        broker_subscribe(name, len);
+    uint64_t after = chan_last_offset(ch);
+    uint32_t after_gen = chan_epoch_gen();
+    conn_replay rp = {0};
+    chan_replay_result r = CHAN_REPLAY_OK;
+    if (recover && epoch_ok) {
         const config *cfg = c->w->cfg;
         chan_history_cfg hc = {(size_t)cfg->history, cfg->history_ttl_ms};
-        after = chan_last_offset(ch);
-        after_gen = chan_epoch_gen();
-        chan_replay_result r = epoch_ok ? chan_replay(ch, since, &hc, c->w->now_ms,
-                                                      conn_replay_one, c)
-                                        : CHAN_REPLAY_FUTURE;
-        chan_unlock(ch);
-        if (!epoch_ok)
-            conn_recovery_failed(c, name, len, "epoch", after);
-        else if (r == CHAN_REPLAY_TOO_OLD)
-            conn_recovery_failed(c, name, len, "too_old", after);
-        else if (r == CHAN_REPLAY_FUTURE)
-            conn_recovery_failed(c, name, len, "unknown_offset", after);
+        r = chan_replay(ch, since, &hc, c->w->now_ms, conn_replay_take, &rp);
     }
-    long slot = groups_add(g, c, after, after_gen);
+    chan_unlock(ch);
+    if (rp.oom)
+        r = CHAN_REPLAY_TOO_OLD; /* a partial replay would be a silent gap */
+    conn_replay_finish(c, &rp, !rp.oom);
+    if (!recover)
+        after = 0; /* a plain join: every message still in the inbox counts */
+    else if (!epoch_ok)
+        conn_recovery_failed(c, name, len, "epoch", after);
+    else if (r == CHAN_REPLAY_TOO_OLD)
+        conn_recovery_failed(c, name, len, "too_old", after);
+    else if (r == CHAN_REPLAY_FUTURE)
+        conn_recovery_failed(c, name, len, "unknown_offset", after);
+    long slot = groups_add(g, c, after, recover ? after_gen : 0);
     if (slot < 0) {
+        conn_chan_leave(name, len);
         groups_release_if_empty(&c->w->groups, g);
         return false;
     }
     s[c->nsubs++] = (conn_sub){g, (uint32_t)slot};
-    if (broker_enabled())
-        conn_broker_join(c, name, len);
+    if (broker_enabled() && !confirmed && broker_up() && !c->hold && worker_hold(c->w, c))
+        c->hold = true; /* the 101 waits for the broker's SUBSCRIBE (cluster) */
     return true;
 }
 
@@ -252,8 +277,7 @@ void conn_unsubscribe_all(conn *c)
 {
     for (uint16_t i = 0; i < c->nsubs; i++) {
         group *g = c->subs[i].g;
-        if (broker_enabled())
-            conn_broker_leave(g->name, g->name_len);
+        conn_chan_leave(g->name, g->name_len);
         conn *moved = groups_remove(g, c->subs[i].slot);
         if (moved) {
             for (uint16_t k = 0; k < moved->nsubs; k++)

@@ -213,6 +213,32 @@ bool http_parse_content_length(http_str v, unsigned long long *out)
     return true;
 }
 
+long http_body_framing(const http_request *req, unsigned long long *len)
+{
+    const http_str *cl = NULL, *te = NULL;
+    *len = 0;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const http_header *h = &req->headers[i];
+        if (http_str_eq(h->name, "content-length")) {
+            if (cl)
+                return -400; /* even equal copies: a proxy may have kept the other */
+            cl = &h->value;
+        } else if (http_str_eq(h->name, "transfer-encoding")) {
+            if (te)
+                return -400;
+            te = &h->value;
+        }
+    }
+    bool bodiless = req->method == HTTP_GET || req->method == HTTP_HEAD;
+    if (te)
+        return (cl || bodiless) ? -400 : http_str_eq(*te, "chunked") ? -411 : -501;
+    if (!cl)
+        return 0;
+    if (!http_parse_content_length(*cl, len) || (bodiless && *len > 0))
+        return -400;
+    return 1;
+}
+
 const char *http_reason(int status)
 {
     switch (status) {

@@ -53,6 +53,15 @@ long http_query_get(http_str query, const char *key, char *out, size_t cap);
  * inside, overflow). */
 bool http_parse_content_length(http_str v, unsigned long long *out);
 
+/* How the body of a parsed request is framed (RFC 9112 6.3), decided before
+ * anything else so that no byte of one request is ever read as another:
+ * returns 0 when there is no body (*len = 0), 1 for a Content-Length body
+ * (*len set; 0 is allowed), or a negative status: -400 for ambiguous framing
+ * (Content-Length repeated, invalid, or together with Transfer-Encoding; any
+ * body on GET or HEAD), -411 for a chunked body (we need the length first),
+ * -501 for any other transfer coding. */
+long http_body_framing(const http_request *req, unsigned long long *len);
+
 /* Case-insensitive comparison of an http_str with a C string. */
 bool http_str_eq(http_str s, const char *c);
 

@@ -13,8 +13,8 @@ const uint64_t metrics_lat_bounds_us[METRICS_LAT_BUCKETS - 1] = {
     1000000, 2500000, 5000000,
 };
 
-const int metrics_statuses[METRICS_STATUSES] = {400, 401, 403, 404, 405, 411, 413,
-                                                426, 429, 431, 500, 503, 505, 0};
+const int metrics_statuses[METRICS_STATUSES] = {400, 401, 403, 404, 405, 408, 411, 413,
+                                                426, 429, 431, 500, 501, 503, 505, 0};
 
 void metrics_observe_latency(metrics *m, uint64_t us)
 {
@@ -56,6 +56,8 @@ void metrics_sum(const metrics *const *blocks, size_t n, metrics *out)
             metrics_acc(&out->failed_by_status[k], &b->failed_by_status[k]);
         for (size_t k = 0; k < METRICS_AUTH_REASONS; k++)
             metrics_acc(&out->auth_failures[k], &b->auth_failures[k]);
+        for (size_t k = 0; k < 2; k++)
+            metrics_acc(&out->request_timeouts[k], &b->request_timeouts[k]);
     }
 }
 
@@ -115,6 +117,20 @@ static void metrics_prom_labeled(const metrics *m, char *buf, size_t cap, size_t
     for (int k = 1; k <= (int)AUTH_FORBIDDEN_GROUP && k < METRICS_AUTH_REASONS; k++)
         metrics_append(buf, cap, len, "herald_auth_failures_total{reason=\"%s\"} %llu\n",
                        auth_result_name((auth_result)k), LOAD(m->auth_failures[k]));
+    metrics_append(buf, cap, len,
+                   "# HELP herald_request_timeouts_total Requests answered 408, by what was late\n"
+                   "# TYPE herald_request_timeouts_total counter\n"
+                   "herald_request_timeouts_total{phase=\"head\"} %llu\n"
+                   "herald_request_timeouts_total{phase=\"body\"} %llu\n",
+                   LOAD(m->request_timeouts[METRICS_PHASE_HEAD]),
+                   LOAD(m->request_timeouts[METRICS_PHASE_BODY]));
+    metrics_append(buf, cap, len,
+                   "# HELP herald_live_groups Group records held (sequencing, history)\n"
+                   "# TYPE herald_live_groups gauge\nherald_live_groups %llu\n"
+                   "# HELP herald_groups_reclaimed_total Unused group records freed\n"
+                   "# TYPE herald_groups_reclaimed_total counter\n"
+                   "herald_groups_reclaimed_total %llu\n",
+                   (unsigned long long)chan_live(), (unsigned long long)chan_reclaimed());
     metrics_append(buf, cap, len,
                    "# HELP herald_delivery_latency_seconds Publish accepted to frame written\n"
                    "# TYPE herald_delivery_latency_seconds histogram\n");
@@ -184,6 +200,12 @@ size_t metrics_json(const metrics *m, int workers, double uptime, char *buf, siz
     metrics_append(buf, cap, &len, "\"%s\":%llu,", #name, LOAD(m->name));
     METRICS_LIST(METRICS_JSON)
 #undef METRICS_JSON
+    metrics_append(buf, cap, &len,
+                   "\"request_timeouts_head\":%llu,\"request_timeouts_body\":%llu,"
+                   "\"live_groups\":%llu,\"groups_reclaimed\":%llu,",
+                   LOAD(m->request_timeouts[METRICS_PHASE_HEAD]),
+                   LOAD(m->request_timeouts[METRICS_PHASE_BODY]),
+                   (unsigned long long)chan_live(), (unsigned long long)chan_reclaimed());
     metrics_append(buf, cap, &len,
                    "\"workers\":%d,\"uptime_seconds\":%.3f,\"version\":\"%s\",\"epoch\":\"%s\","
                    "\"broker\":\"%s\"}\n",

@@ -32,6 +32,7 @@
     X(deliveries_tls, counter, "Deliveries written over TLS (wss)")                        \
     X(rate_limited, counter, "Connections closed or refused by a rate or count limit")     \
     X(busy_ns, counter, "Nanoseconds spent outside epoll_wait")                            \
+    X(pongs_coalesced, counter, "Pongs merged into one already queued (ping floods)")      \
     X(broker_published, counter, "Messages sent to the cluster broker")                    \
     X(broker_received, counter, "Messages received from the cluster broker")               \
     X(broker_errors, counter, "Cluster broker failures (disconnects, failed commands)")    \
@@ -42,7 +43,7 @@
 extern const uint64_t metrics_lat_bounds_us[METRICS_LAT_BUCKETS - 1];
 
 /* Reasons a request was refused (label values of handshake/auth failures). */
-#define METRICS_STATUSES 14
+#define METRICS_STATUSES 16
 extern const int metrics_statuses[METRICS_STATUSES]; /* last entry 0 = other */
 #define METRICS_AUTH_REASONS 10
 
@@ -54,7 +55,10 @@ typedef struct metrics {
     _Atomic uint64_t lat_sum_us;
     _Atomic uint64_t failed_by_status[METRICS_STATUSES];
     _Atomic uint64_t auth_failures[METRICS_AUTH_REASONS];
+    _Atomic uint64_t request_timeouts[2]; /* METRICS_PHASE_HEAD, _BODY: answered 408 */
 } metrics;
+
+enum { METRICS_PHASE_HEAD = 0, METRICS_PHASE_BODY = 1 };
 
 static inline void metrics_add(_Atomic uint64_t *c, uint64_t n)
 {

@@ -34,6 +34,7 @@ bool outq_push(outq *q, msg *m)
     *outq_at(q, q->count) = m;
     q->count++;
     q->bytes += m->len;
+    q->mem += outq_cost(m);
     return true;
 }
 
@@ -53,20 +54,43 @@ bool outq_push_urgent(outq *q, msg *m)
         *outq_at(q, i) = *outq_at(q, i + 1);
     *outq_at(q, k) = m;
     q->bytes += m->len;
+    q->mem += outq_cost(m);
     return true;
 }
 
-uint32_t outq_drop_unstarted(outq *q)
+bool outq_replace_control(outq *q, uint8_t opcode, msg *m)
 {
-    uint32_t keep = q->off > 0 ? 1 : 0, dropped = 0;
-    while (q->count > keep) {
-        msg *m = *outq_at(q, q->count - 1);
-        q->count--;
-        q->bytes -= m->len;
-        if (m->kind == MSG_DATA)
-            dropped++;
-        msg_unref(m);
+    for (uint32_t k = q->off > 0 ? 1 : 0; k < q->count; k++) {
+        msg **slot = outq_at(q, k);
+        if ((*slot)->kind == MSG_DATA)
+            return false; /* control frames all sit ahead of the first data frame */
+        if ((*slot)->kind == MSG_CONTROL && (*slot)->opcode == opcode) {
+            msg *old = *slot;
+            q->bytes = q->bytes - old->len + m->len;
+            q->mem = q->mem - outq_cost(old) + outq_cost(m);
+            *slot = m;
+            msg_unref(old);
+            return true;
+        }
     }
+    return false;
+}
+
+uint32_t outq_drop_unstarted_data(outq *q)
+{
+    uint32_t k = q->off > 0 ? 1 : 0, keep = k, dropped = 0;
+    for (; k < q->count; k++) {
+        msg *m = *outq_at(q, k);
+        if (m->kind != MSG_DATA) {
+            *outq_at(q, keep++) = m;
+            continue;
+        }
+        q->bytes -= m->len;
+        q->mem -= outq_cost(m);
+        msg_unref(m);
+        dropped++;
+    }
+    q->count = keep;
     return dropped;
 }
 
@@ -85,6 +109,7 @@ bool outq_drop_oldest_data(outq *q)
     q->head = (q->head + 1) & (q->cap - 1);
     q->count--;
     q->bytes -= m->len;
+    q->mem -= outq_cost(m);
     msg_unref(m);
     return true;
 }
@@ -114,6 +139,7 @@ void outq_consume(outq *q, size_t n, outq_done *done)
         }
         n -= left;
         q->off = 0;
+        q->mem -= outq_cost(m);
         q->head = (q->head + 1) & (q->cap - 1);
         q->count--;
         if (m->kind == MSG_DATA) {

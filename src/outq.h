@@ -26,6 +26,7 @@ typedef struct outq {
     uint32_t count;
     uint32_t off;   /* bytes of items[head] already written */
     size_t bytes;   /* bytes still to write */
+    size_t mem;     /* memory charged against --queue-limit (outq_cost of each item) */
 } outq;
 
 typedef struct outq_done {
@@ -39,15 +40,31 @@ typedef struct outq_done {
 
 static inline bool outq_empty(const outq *q) { return q->count == 0; }
 
+/* What one queued item costs this connection. A published frame is shared by
+ * every subscriber, so it is charged its frame bytes plus its slot; a private
+ * message (pong, close, HTTP response) is charged its whole allocation: a
+ * flood of 2-byte pongs must not look like 2 bytes each. */
+static inline size_t outq_cost(const msg *m)
+{
+    return m->len + sizeof(msg *) + (m->kind == MSG_DATA ? 0 : sizeof(msg));
+}
+
 /* Appends (takes over the caller's reference). False on allocation failure. */
 bool outq_push(outq *q, msg *m);
 
 /* Inserts at the next frame boundary: after the partly written head, if any. */
 bool outq_push_urgent(outq *q, msg *m);
 
-/* Drops every message that has not started (keeps a partly written head).
- * Returns the number of MSG_DATA messages dropped. */
-uint32_t outq_drop_unstarted(outq *q);
+/* Drops every data message that has not started; the partly written head,
+ * HTTP bytes (a 101) and control frames stay, so a close that follows still
+ * comes after them. Returns the number dropped. */
+uint32_t outq_drop_unstarted_data(outq *q);
+
+/* Replaces the first control frame with this opcode that has not started
+ * (RFC 6455 5.5.3: only the latest ping needs its pong), taking over m's
+ * reference and releasing the old one. False when there is none. O(control
+ * frames queued), which stays a handful because pongs coalesce here. */
+bool outq_replace_control(outq *q, uint8_t opcode, msg *m);
 
 /* Drops the oldest data message that has not started; false when none. */
 bool outq_drop_oldest_data(outq *q);

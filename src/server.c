@@ -212,7 +212,7 @@ int server_run(const config *cfg, int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     admit_init();
-    if (!chan_init() || !broker_init(cfg->broker))
+    if (!chan_init(cfg->broker == NULL) || !broker_init(cfg->broker))
         return 1;
     if (cfg->tls_cert && !(s.tls = tls_ctx_new(cfg->tls_cert, cfg->tls_key)))
         return 1;

@@ -449,11 +449,22 @@ static void worker_bury(worker *w)
     w->graveyard = keep;
 }
 
+/* Shards of the process-wide group table each worker visits per tick: with
+ * 64 shards and 100 ms ticks, two workers cover it every 1.6 s. */
+#define WORKER_SWEEP_SHARDS 2
+
 static void worker_tick(worker *w)
 {
     /* Backwards: conn_tick may destroy, which moves the last entry here. */
     for (uint32_t i = w->nconns; i-- > 0;)
         conn_tick(w->conns[i], w->now_ms);
+    /* In a cluster, groups are forgotten only while Redis (which owns the
+     * offsets) is reachable: during an outage this node numbers messages
+     * itself and must not restart a group's offsets. */
+    if (!broker_enabled() || broker_up()) {
+        chan_history_cfg hc = {(size_t)w->cfg->history, w->cfg->history_ttl_ms};
+        chan_sweep(WORKER_SWEEP_SHARDS, &hc, w->now_ms, w->cfg->group_linger_ms);
+    }
 }
 
 

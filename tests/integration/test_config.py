@@ -73,7 +73,7 @@ def post(port, body=b"x", group=None, key=None):
 def help_options():
     rc, out, err = run_herald(["--help"])
     assert rc == 0
-    return [o for o in re.findall(r"^  --([a-z-]+)", out, re.M) if o not in ("help", "print-config")]
+    return [o for o in re.findall(r"^  --([a-z0-9-]+)", out, re.M) if o not in ("help", "print-config")]
 
 
 def hup_and_wait(srv, pattern):
@@ -100,6 +100,8 @@ def test_print_config_defaults():
         "max-conns-per-ip": 0, "client-frame-rate": 100, "accept-rate": 0, "publish-key": [],
         "jwt-secret": [], "jwt-leeway": 30, "allowed-origins": [], "shutdown-timeout": 5,
         "drain-window": 2, "log-format": "text", "log-level": "info", "slow-policy": "close",
+        "ipv6-prefix": 64, "header-timeout": 10, "body-timeout": 10, "body-min-rate": 16384,
+        "group-linger": 30, "max-live-groups": 1000000,
     }
     for k, v in want.items():
         assert cfg.get(k) == v, f"default {k}: {cfg.get(k)!r}, expected {v!r}"

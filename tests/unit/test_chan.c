@@ -1,7 +1,7 @@
 /* Unit tests for the per-group channels (src/chan.c): offsets, history
  * bounds (count and age), replay results, message references and the epoch.
  *
- * Each test runs between chan_init() and chan_destroy(), so channels start
+ * Each test runs between chan_init(true) and chan_destroy(), so channels start
  * fresh. Messages are built with msg.c (a data frame with a group), and the
  * tests keep their own reference to each one so that the references the
  * history takes and gives back can be checked exactly. */
@@ -23,7 +23,7 @@
 static int setup(void **state)
 {
     (void)state;
-    return chan_init() ? 0 : -1;
+    return chan_init(true) ? 0 : -1;
 }
 
 static int teardown(void **state)
@@ -120,7 +120,7 @@ static void test_epoch(void **state)
     char first[17];
     memcpy(first, e, 17);
     chan_destroy();
-    assert_true(chan_init());
+    assert_true(chan_init(true));
     assert_string_not_equal(first, chan_epoch());
 }
 
@@ -394,7 +394,7 @@ static void test_destroy_releases_history(void **state)
     for (int i = 0; i < 3; i++)
         assert_int_equal(refs(ms[i]), 1);
     unref_all(ms, 3);
-    assert_true(chan_init()); /* for teardown */
+    assert_true(chan_init(true)); /* for teardown */
 }
 
 static void test_many_groups(void **state)
@@ -417,6 +417,68 @@ static void test_many_groups(void **state)
     expect_range(&s, 2, 3);
 }
 
+static void test_sweep_forgets_unused_groups(void **state)
+{
+    (void)state;
+    chan_history_cfg none = {0, 0};
+    uint64_t live0 = chan_live(), reclaimed0 = chan_reclaimed();
+    char name[32];
+    for (int g = 0; g < 1000; g++) {
+        snprintf(name, sizeof name, "churn.%d", g);
+        msg_unref(pub(name, &none, 1000));
+    }
+    assert_int_equal(chan_live(), live0 + 1000);
+    chan_sweep(64, &none, 1500, 1000); /* not idle long enough yet */
+    assert_int_equal(chan_live(), live0 + 1000);
+    chan_sweep(64, &none, 2000, 1000);
+    assert_int_equal(chan_live(), live0);
+    assert_int_equal(chan_reclaimed(), reclaimed0 + 1000);
+}
+
+static void test_sweep_never_repeats_offsets(void **state)
+{
+    (void)state;
+    chan_history_cfg none = {0, 0};
+    for (int i = 0; i < 3; i++)
+        msg_unref(pub("again", &none, 10));
+    chan_sweep(64, &none, 100000, 1000);
+    /* A new incarnation continues above the forgotten one's offsets. */
+    msg *m = pub("again", &none, 100000);
+    assert_true(m->offset >= 4);
+    msg_unref(m);
+}
+
+static void test_sweep_keeps_subscribed_and_history(void **state)
+{
+    (void)state;
+    chan_history_cfg keep = {4, 5000};
+    msg_unref(pub("hist", &keep, 10));
+    chan *c = chan_lock("subd", 4);
+    assert_true(chan_subscriber_add(c));
+    chan_unlock(c);
+    uint64_t live = chan_live();
+    chan_sweep(64, &keep, 3000, 1000); /* history not expired, subscriber present */
+    assert_int_equal(chan_live(), live);
+    chan_sweep(64, &keep, 6000, 1000); /* history expired: "hist" goes, "subd" stays */
+    assert_int_equal(chan_live(), live - 1);
+    c = chan_lock("subd", 4);
+    assert_true(chan_subscriber_del(c));
+    chan_unlock(c);
+    chan_sweep(64, &keep, UINT64_MAX / 2, 1000);
+    assert_int_equal(chan_live(), live - 2);
+}
+
+static void test_admit_caps_new_groups(void **state)
+{
+    (void)state;
+    uint64_t live = chan_live();
+    chan_unlock(chan_lock("exists", 6));
+    int max = (int)live + 1;
+    assert_true(chan_admit("exists", 6, max)); /* existing: always */
+    assert_false(chan_admit("new-one", 7, max));
+    assert_true(chan_admit("new-one", 7, max + 1));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -434,6 +496,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_history_max_lowered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_releases_history, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_groups, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sweep_forgets_unused_groups, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sweep_never_repeats_offsets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sweep_keeps_subscribed_and_history, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admit_caps_new_groups, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
