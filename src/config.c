@@ -50,9 +50,11 @@ static const opt opts[] = {
      "      (default 1m)"},
     {"queue-limit", OPT_SIZE, OFF(queue_limit), 1, 1ll << 40, NULL, true, false,
      "BYTES  bytes queued for one connection before the slow policy applies\n"
-     "      (default 4m). Queues hold shared references to frames, so this bounds how\n"
-     "      far a client may lag (4 maximum-size messages or ~30,000 small ones:\n"
-     "      seconds of a busy stream) and the memory a stuck client can pin"},
+     "      (default 4m; private frames such as pongs count their whole allocation,\n"
+     "      TLS records waiting to be written count too). Queues hold shared\n"
+     "      references to frames, so this bounds how far a client may lag (4\n"
+     "      maximum-size messages or ~30,000 small ones: seconds of a busy stream)\n"
+     "      and the memory a stuck client can pin"},
     {"slow-policy", OPT_ENUM, OFF(slow_policy), 0, 0, slow_names, true, false,
      "close|drop-oldest  past the queue limit: close with 1008 (default), or drop\n"
      "      the oldest unsent messages and count them"},
