@@ -22,6 +22,10 @@ struct chan {
     /* history: a ring of message references, oldest at head */
     msg **hist;
     uint32_t hist_cap, hist_head, hist_count;
+    size_t hist_bytes;      /* msg_footprint of what hist holds */
+    /* The shard's groups that keep history, most recently published first:
+     * the history budget evicts from the tail. */
+    struct chan *lru_prev, *lru_next;
     uint8_t name_len;
     char name[];
 };
@@ -34,11 +38,18 @@ typedef struct chan_shard {
      * bucket) instead of a tombstone per forgotten group; a group that never
      * shared a bucket with a forgotten one still starts at 1. */
     uint64_t floor[CHAN_BUCKETS];
+    chan *lru_head, *lru_tail;
+    /* used_ms of lru_tail (UINT64_MAX: none), readable without the lock so
+     * the budget can pick the shard whose oldest group is oldest. */
+    _Atomic uint64_t lru_tail_ms;
 } chan_shard;
 
 static chan_shard *chan_shards;
 static bool chan_local_offsets;
 static _Atomic uint64_t chan_live_n, chan_reclaimed_n;
+/* Bytes of kept messages (msg_footprint), and of group records with their
+ * history arrays; groups whose history the budget evicted. */
+static _Atomic uint64_t chan_hist_total, chan_rec_total, chan_evicted_n;
 static atomic_uint chan_sweep_cursor;
 /* Epochs are immutable strings, kept until exit (they change only when
  * history is lost: a handful per process), so a reader may hold one as long
@@ -97,16 +108,102 @@ bool chan_init(bool local_offsets)
     chan_shards = calloc(CHAN_SHARDS, sizeof *chan_shards);
     if (!chan_shards)
         return false;
-    for (int i = 0; i < CHAN_SHARDS; i++)
+    for (int i = 0; i < CHAN_SHARDS; i++) {
         pthread_mutex_init(&chan_shards[i].lock, NULL);
+        atomic_init(&chan_shards[i].lru_tail_ms, UINT64_MAX);
+    }
+    atomic_store(&chan_hist_total, 0);
+    atomic_store(&chan_rec_total, 0);
+    atomic_store(&chan_evicted_n, 0);
     return true;
+}
+
+/* ---- the shard's LRU of groups with history (lock held) ---- */
+
+static void chan_lru_publish_tail(chan_shard *sh)
+{
+    atomic_store_explicit(&sh->lru_tail_ms, sh->lru_tail ? sh->lru_tail->used_ms : UINT64_MAX,
+                          memory_order_relaxed);
+}
+
+static void chan_lru_unlink(chan *c)
+{
+    chan_shard *sh = c->shard;
+    if (c->lru_prev)
+        c->lru_prev->lru_next = c->lru_next;
+    else
+        sh->lru_head = c->lru_next;
+    if (c->lru_next)
+        c->lru_next->lru_prev = c->lru_prev;
+    else
+        sh->lru_tail = c->lru_prev;
+    c->lru_prev = c->lru_next = NULL;
+    chan_lru_publish_tail(sh);
+}
+
+/* Moves c to the front (most recently published). */
+static void chan_lru_touch(chan *c)
+{
+    chan_shard *sh = c->shard;
+    if (sh->lru_head == c) {
+        if (sh->lru_tail == c) /* alone: its own time is the tail's */
+            chan_lru_publish_tail(sh);
+        return;
+    }
+    if (c->lru_prev || c->lru_next || sh->lru_tail == c)
+        chan_lru_unlink(c);
+    c->lru_next = sh->lru_head;
+    if (sh->lru_head)
+        sh->lru_head->lru_prev = c;
+    sh->lru_head = c;
+    if (!sh->lru_tail)
+        sh->lru_tail = c;
+    chan_lru_publish_tail(sh);
 }
 
 static void chan_drop_oldest(chan *c)
 {
-    msg_unref(c->hist[c->hist_head]);
+    msg *m = c->hist[c->hist_head];
+    size_t f = msg_footprint(m);
+    c->hist_bytes -= f;
+    atomic_fetch_sub_explicit(&chan_hist_total, f, memory_order_relaxed);
+    msg_unref(m);
     c->hist_head = (c->hist_head + 1) % c->hist_cap;
-    c->hist_count--;
+    if (--c->hist_count == 0)
+        chan_lru_unlink(c);
+}
+
+static void chan_keep(chan *c, msg *m)
+{
+    size_t f = msg_footprint(m);
+    c->hist[(c->hist_head + c->hist_count) % c->hist_cap] = msg_ref(m);
+    c->hist_count++;
+    c->hist_bytes += f;
+    atomic_fetch_add_explicit(&chan_hist_total, f, memory_order_relaxed);
+    chan_lru_touch(c);
+}
+
+/* A group record's own memory: the struct, its name and its history array. */
+static size_t chan_record_bytes(const chan *c)
+{
+    return sizeof *c + c->name_len + 1 + sizeof(msg *) * c->hist_cap;
+}
+
+static void chan_free(chan *c)
+{
+    while (c->hist_count)
+        chan_drop_oldest(c);
+    atomic_fetch_sub_explicit(&chan_rec_total, chan_record_bytes(c), memory_order_relaxed);
+    free(c->hist);
+    free(c);
+}
+
+/* Drops a whole group's history (the budget's unit of eviction). */
+static void chan_evict(chan *c)
+{
+    while (c->hist_count)
+        chan_drop_oldest(c);
+    atomic_fetch_add_explicit(&chan_evicted_n, 1, memory_order_relaxed);
 }
 
 void chan_destroy(void)
@@ -118,10 +215,7 @@ void chan_destroy(void)
             chan *c = chan_shards[i].buckets[b];
             while (c) {
                 chan *n = c->next;
-                while (c->hist_count)
-                    chan_drop_oldest(c);
-                free(c->hist);
-                free(c);
+                chan_free(c);
                 c = n;
             }
         }
@@ -190,6 +284,7 @@ chan *chan_lock(const char *name, size_t len)
     c->next = sh->buckets[b];
     sh->buckets[b] = c;
     atomic_fetch_add_explicit(&chan_live_n, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&chan_rec_total, chan_record_bytes(c), memory_order_relaxed);
     return c;
 }
 
@@ -290,8 +385,7 @@ void chan_sweep(int shards, const chan_history_cfg *cfg, uint64_t now_ms, uint64
                 if (c->last_offset > sh->floor[b])
                     sh->floor[b] = c->last_offset;
                 *pp = c->next;
-                free(c->hist);
-                free(c);
+                chan_free(c);
                 atomic_fetch_sub_explicit(&chan_live_n, 1, memory_order_relaxed);
                 atomic_fetch_add_explicit(&chan_reclaimed_n, 1, memory_order_relaxed);
             }
@@ -303,6 +397,47 @@ void chan_sweep(int shards, const chan_history_cfg *cfg, uint64_t now_ms, uint64
 void chan_append(chan *c, msg *m, const chan_history_cfg *cfg, uint64_t now_ms)
 {
     chan_append_at(c, m, c->last_offset + 1, cfg, now_ms);
+}
+
+/* The shard whose least recently published group is the oldest of all
+ * (read without locks: a hint, checked again under the lock). */
+static chan_shard *chan_oldest_shard(void)
+{
+    chan_shard *oldest = NULL;
+    uint64_t oldest_ms = UINT64_MAX;
+    for (int i = 0; i < CHAN_SHARDS; i++) {
+        uint64_t t = atomic_load_explicit(&chan_shards[i].lru_tail_ms, memory_order_relaxed);
+        if (t < oldest_ms) {
+            oldest_ms = t;
+            oldest = &chan_shards[i];
+        }
+    }
+    return oldest;
+}
+
+/* Over the budget by more than an eighth (the ticks' eviction lags by up to
+ * 100 ms of publishes): evict the globally oldest groups now. We hold c's
+ * shard lock, so other shards are only tried (a blocking lock could
+ * deadlock with a thread doing the same the other way round); the group
+ * being published to is never the victim. */
+static void chan_evict_inline(chan *c, size_t budget)
+{
+    while (atomic_load_explicit(&chan_hist_total, memory_order_relaxed) > budget + budget / 8) {
+        chan_shard *sh = chan_oldest_shard();
+        if (!sh)
+            return;
+        if (sh == c->shard) {
+            if (!sh->lru_tail || sh->lru_tail == c)
+                return;
+            chan_evict(sh->lru_tail);
+            continue;
+        }
+        if (pthread_mutex_trylock(&sh->lock) != 0)
+            return;
+        if (sh->lru_tail)
+            chan_evict(sh->lru_tail);
+        pthread_mutex_unlock(&sh->lock);
+    }
 }
 
 void chan_append_at(chan *c, msg *m, uint64_t offset, const chan_history_cfg *cfg,
@@ -329,14 +464,47 @@ void chan_append_at(chan *c, msg *m, uint64_t offset, const chan_history_cfg *cf
             for (uint32_t i = 0; i < c->hist_count; i++)
                 n[i] = c->hist[(c->hist_head + i) % c->hist_cap];
             free(c->hist);
+            atomic_fetch_add_explicit(&chan_rec_total, sizeof *n * (ncap - c->hist_cap),
+                                      memory_order_relaxed);
             c->hist = n;
             c->hist_cap = ncap;
             c->hist_head = 0;
         }
     }
-    c->hist[(c->hist_head + c->hist_count) % c->hist_cap] = msg_ref(m);
-    c->hist_count++;
+    chan_keep(c, m);
+    if (cfg->memory)
+        chan_evict_inline(c, cfg->memory);
 }
+
+size_t chan_enforce_budget(size_t budget, size_t max_groups)
+{
+    size_t evicted = 0;
+    while (evicted < max_groups &&
+           atomic_load_explicit(&chan_hist_total, memory_order_relaxed) > budget) {
+        chan_shard *oldest = chan_oldest_shard();
+        if (!oldest)
+            break;
+        pthread_mutex_lock(&oldest->lock);
+        if (oldest->lru_tail) {
+            chan_evict(oldest->lru_tail);
+            evicted++;
+        }
+        pthread_mutex_unlock(&oldest->lock);
+    }
+    return evicted;
+}
+
+uint64_t chan_history_bytes(void)
+{
+    return atomic_load_explicit(&chan_hist_total, memory_order_relaxed);
+}
+
+uint64_t chan_record_total(void)
+{
+    return atomic_load_explicit(&chan_rec_total, memory_order_relaxed);
+}
+
+uint64_t chan_evictions(void) { return atomic_load_explicit(&chan_evicted_n, memory_order_relaxed); }
 
 chan_replay_result chan_replay(chan *c, uint64_t since, const chan_history_cfg *cfg,
                                uint64_t now_ms, void (*fn)(void *arg, msg *m), void *arg)

@@ -23,6 +23,7 @@ typedef struct chan chan;
 typedef struct chan_history_cfg {
     size_t max;      /* messages kept per group (0: none) */
     uint64_t ttl_ms; /* 0: no age limit */
+    size_t memory;   /* bytes of kept messages, all groups together (0: no limit) */
 } chan_history_cfg;
 
 /* local_offsets: this node issues offsets itself (no broker). Then a group
@@ -39,6 +40,19 @@ uint64_t chan_reclaimed(void);
  * groups (the edges refuse new groups past it; internal paths may exceed it
  * by the publishes already accepted). */
 bool chan_admit(const char *name, size_t len, int max);
+
+/* --history-memory: while kept messages take more than budget bytes, drops
+ * the whole history of the least recently published group (across shards),
+ * at most max_groups of them. Returns how many were dropped. Appends also
+ * evict inline (within their shard) once 1/8 over, so the budget holds
+ * between calls. A recovery into evicted history gets too_old. */
+size_t chan_enforce_budget(size_t budget, size_t max_groups);
+
+/* Memory view: bytes of kept messages (msg_footprint each), bytes of group
+ * records with their history arrays, and groups evicted by the budget. */
+uint64_t chan_history_bytes(void);
+uint64_t chan_record_total(void);
+uint64_t chan_evictions(void);
 
 /* Visits the next `shards` shards (a process-wide cursor, so workers share
  * the walk): trims expired history and forgets groups with no subscribers

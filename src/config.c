@@ -109,7 +109,16 @@ static const opt opts[] = {
      "N  messages kept per group so reconnecting clients can recover what they\n"
      "      missed (/ws?...&since=g:OFFSET&epoch=E; default 0 = none)"},
     {"history-ttl", OPT_SECONDS, OFF(history_ttl_ms), 0, 0, NULL, true, false,
-     "SECONDS  also forget history older than this (default 0 = no age limit)"},
+     "SECONDS  also forget history older than this, so abandoned groups age out\n"
+     "      (default 300; 0 = keep until evicted by --history-memory)"},
+    {"history-memory", OPT_SIZE, OFF(history_memory), 0, 1ll << 40, NULL, true, false,
+     "BYTES  memory for kept messages of all groups together; past it the history\n"
+     "      of the least recently published groups is dropped first, and recovering\n"
+     "      into it answers recovery_failed too_old (default 64m; 0 = no limit)"},
+    {"max-memory", OPT_SIZE, OFF(max_memory), 0, 1ll << 50, NULL, true, false,
+     "BYTES  soft ceiling on the process's resident memory: near it new connections\n"
+     "      get 503, the largest queues meet the slow policy, history shrinks, and\n"
+     "      /healthz says degraded (default 0 = off)"},
     {"broker", OPT_STR, OFF(broker), 0, 0, NULL, false, false,
      "URL  redis://HOST:PORT[/DB]: run as one node of a cluster; publishes on any\n"
      "      node reach subscribers on every node (default: single node)"},
@@ -150,6 +159,8 @@ static void config_defaults(config *c)
     c->body_min_rate = 16384;
     c->group_linger_ms = 30000;
     c->max_live_groups = 1000000;
+    c->history_ttl_ms = 300000;
+    c->history_memory = 64u << 20;
     c->shutdown_timeout_ms = 5000;
     c->drain_window_ms = 2000;
     c->jwt_leeway_ms = 30000;

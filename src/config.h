@@ -52,6 +52,8 @@ typedef struct config {
     int max_live_groups;       /* group records in the process; more: 503 */
     int history;               /* messages kept per group for recovery */
     uint64_t history_ttl_ms;   /* 0: no age limit */
+    size_t history_memory;     /* bytes of kept messages, all groups; 0: no limit */
+    size_t max_memory;         /* soft RSS ceiling; 0: off */
     char *broker;              /* redis://HOST:PORT[/DB] or NULL */
     char *tls_cert;
     char *tls_key;

@@ -245,8 +245,7 @@ bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_
     conn_replay rp = {0};
     chan_replay_result r = CHAN_REPLAY_OK;
     if (recover && epoch_ok) {
-        const config *cfg = c->w->cfg;
-        chan_history_cfg hc = {(size_t)cfg->history, cfg->history_ttl_ms};
+        chan_history_cfg hc = worker_history_cfg(c->w);
         r = chan_replay(ch, since, &hc, c->w->now_ms, conn_replay_take, &rp);
     }
     chan_unlock(ch);

@@ -52,6 +52,12 @@ msg *msg_grow(msg *m, size_t payload_cap);
 
 static inline uint8_t *msg_payload(msg *m) { return m->buf + WS_MAX_SERVER_HEADER; }
 
+/* Bytes one message's allocation takes (envelope variants not included). */
+static inline size_t msg_footprint(const msg *m)
+{
+    return sizeof *m + WS_MAX_SERVER_HEADER + m->cap;
+}
+
 /* Encodes the frame header right in front of the payload. */
 void msg_finish(msg *m, msg_kind kind, uint8_t opcode, const char *group, size_t group_len);
 

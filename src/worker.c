@@ -244,7 +244,7 @@ static void worker_sequence(worker *w, msg *m, bool at, uint64_t offset)
         msg_unref(m);
         return;
     }
-    chan_history_cfg hc = {(size_t)w->cfg->history, w->cfg->history_ttl_ms};
+    chan_history_cfg hc = worker_history_cfg(w);
     if (at)
         chan_append_at(ch, m, offset, &hc, w->now_ms);
     else
@@ -452,6 +452,14 @@ static void worker_bury(worker *w)
 /* Shards of the process-wide group table each worker visits per tick: with
  * 64 shards and 100 ms ticks, two workers cover it every 1.6 s. */
 #define WORKER_SWEEP_SHARDS 2
+/* Groups whose history one tick may evict for --history-memory. */
+#define WORKER_EVICT_BATCH 4096
+
+chan_history_cfg worker_history_cfg(const worker *w)
+{
+    return (chan_history_cfg){(size_t)w->cfg->history, w->cfg->history_ttl_ms,
+                              w->cfg->history_memory};
+}
 
 static void worker_tick(worker *w)
 {
@@ -461,10 +469,11 @@ static void worker_tick(worker *w)
     /* In a cluster, groups are forgotten only while Redis (which owns the
      * offsets) is reachable: during an outage this node numbers messages
      * itself and must not restart a group's offsets. */
-    if (!broker_enabled() || broker_up()) {
-        chan_history_cfg hc = {(size_t)w->cfg->history, w->cfg->history_ttl_ms};
+    chan_history_cfg hc = worker_history_cfg(w);
+    if (!broker_enabled() || broker_up())
         chan_sweep(WORKER_SWEEP_SHARDS, &hc, w->now_ms, w->cfg->group_linger_ms);
-    }
+    if (hc.memory)
+        chan_enforce_budget(hc.memory, WORKER_EVICT_BATCH);
 }
 
 

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "chan.h"
 #include "config.h"
 #include "groups.h"
 #include "metrics.h"
@@ -107,6 +108,9 @@ bool worker_add_all(worker *w, struct conn *c);
 void worker_remove_all(worker *w, struct conn *c);
 void worker_mark_dirty(worker *w, struct conn *c);
 int worker_epoll_mod(worker *w, struct conn *c, bool want_out);
+
+/* The history settings in force, for chan_append/chan_replay. */
+chan_history_cfg worker_history_cfg(const worker *w);
 
 uint64_t worker_clock_ms(void);
 uint64_t worker_clock_ns(void);

@@ -159,7 +159,7 @@ static void test_lock_same_channel(void **state)
 static void test_offsets_per_group(void **state)
 {
     (void)state;
-    chan_history_cfg none = {0, 0};
+    chan_history_cfg none = {0, 0, 0};
     msg *ms[64];
     size_t n = 0;
     /* interleave three groups and the broadcast channel */
@@ -187,7 +187,7 @@ static void test_offsets_per_group(void **state)
 static void test_offsets_many(void **state)
 {
     (void)state;
-    chan_history_cfg cfg = {16, 0};
+    chan_history_cfg cfg = {16, 0, 0};
     for (uint64_t i = 1; i <= 100000; i++) {
         msg *m = pub("many", &cfg, 5);
         if (m->offset != i)
@@ -203,7 +203,7 @@ static void test_offsets_many(void **state)
 static void test_history_max(void **state)
 {
     (void)state;
-    chan_history_cfg cfg = {3, 0};
+    chan_history_cfg cfg = {3, 0, 0};
     msg *ms[5];
     for (int i = 0; i < 5; i++)
         ms[i] = pub("h", &cfg, 100);
@@ -244,7 +244,7 @@ static void test_history_max(void **state)
 static void test_history_fresh_group(void **state)
 {
     (void)state;
-    chan_history_cfg cfg = {10, 0};
+    chan_history_cfg cfg = {10, 0, 0};
     seen s;
     /* never published: since 0 is "up to date" */
     assert_int_equal(replay("fresh", 0, &cfg, 1, &s), CHAN_REPLAY_OK);
@@ -262,7 +262,7 @@ static void test_history_fresh_group(void **state)
 static void test_history_none(void **state)
 {
     (void)state;
-    chan_history_cfg cfg = {0, 0};
+    chan_history_cfg cfg = {0, 0, 0};
     msg *ms[3];
     for (int i = 0; i < 3; i++)
         ms[i] = pub("n", &cfg, 1);
@@ -280,7 +280,7 @@ static void test_history_none(void **state)
 static void test_history_growth_keeps_order(void **state)
 {
     (void)state;
-    chan_history_cfg cfg = {100, 0};
+    chan_history_cfg cfg = {100, 0, 0};
     /* the ring grows 8 -> 16 -> 32 -> 64 -> 100 */
     for (int i = 0; i < 50; i++)
         msg_unref(pub("g", &cfg, 1));
@@ -301,7 +301,7 @@ static void test_history_growth_keeps_order(void **state)
 static void test_history_growth_after_wrap(void **state)
 {
     (void)state;
-    chan_history_cfg cfg = {100, 1000};
+    chan_history_cfg cfg = {100, 1000, 0};
     for (int i = 0; i < 6; i++) /* offsets 1..6 at t=0 */
         msg_unref(pub("w", &cfg, 0));
     /* at t=5000 they are all expired: appending 1..N more wraps the ring of 8 */
@@ -316,7 +316,7 @@ static void test_history_growth_after_wrap(void **state)
 static void test_history_ttl(void **state)
 {
     (void)state;
-    chan_history_cfg cfg = {10, 1000};
+    chan_history_cfg cfg = {10, 1000, 0};
     msg *m1 = pub("t", &cfg, 10000); /* offset 1, published at 10.0 s */
     msg *m2 = pub("t", &cfg, 10500); /* 2 at 10.5 s */
     msg *m3 = pub("t", &cfg, 11000); /* 3 at 11.0 s */
@@ -349,7 +349,7 @@ static void test_history_ttl(void **state)
 static void test_history_ttl_trimmed_on_append(void **state)
 {
     (void)state;
-    chan_history_cfg cfg = {10, 100};
+    chan_history_cfg cfg = {10, 100, 0};
     msg *old = pub("ta", &cfg, 0);
     assert_int_equal(refs(old), 2);
     msg *young = pub("ta", &cfg, 1000); /* appending at 1 s drops the expired one */
@@ -366,7 +366,7 @@ static void test_history_max_lowered(void **state)
 {
     (void)state;
     /* a reload may lower --history: the next append or replay applies it */
-    chan_history_cfg big = {10, 0}, small = {2, 0};
+    chan_history_cfg big = {10, 0, 0}, small = {2, 0, 0};
     for (int i = 0; i < 10; i++)
         msg_unref(pub("low", &big, 1));
     seen s;
@@ -384,7 +384,7 @@ static void test_history_max_lowered(void **state)
 static void test_destroy_releases_history(void **state)
 {
     (void)state;
-    chan_history_cfg cfg = {4, 0};
+    chan_history_cfg cfg = {4, 0, 0};
     msg *ms[3];
     for (int i = 0; i < 3; i++)
         ms[i] = pub("d", &cfg, 1);
@@ -401,7 +401,7 @@ static void test_many_groups(void **state)
 {
     (void)state;
     /* enough groups to share shards and buckets: each keeps its own sequence */
-    chan_history_cfg cfg = {2, 0};
+    chan_history_cfg cfg = {2, 0, 0};
     char name[32];
     for (int round = 1; round <= 3; round++)
         for (int g = 0; g < 5000; g++) {
@@ -420,7 +420,7 @@ static void test_many_groups(void **state)
 static void test_sweep_forgets_unused_groups(void **state)
 {
     (void)state;
-    chan_history_cfg none = {0, 0};
+    chan_history_cfg none = {0, 0, 0};
     uint64_t live0 = chan_live(), reclaimed0 = chan_reclaimed();
     char name[32];
     for (int g = 0; g < 1000; g++) {
@@ -438,7 +438,7 @@ static void test_sweep_forgets_unused_groups(void **state)
 static void test_sweep_never_repeats_offsets(void **state)
 {
     (void)state;
-    chan_history_cfg none = {0, 0};
+    chan_history_cfg none = {0, 0, 0};
     for (int i = 0; i < 3; i++)
         msg_unref(pub("again", &none, 10));
     chan_sweep(64, &none, 100000, 1000);
@@ -451,7 +451,7 @@ static void test_sweep_never_repeats_offsets(void **state)
 static void test_sweep_keeps_subscribed_and_history(void **state)
 {
     (void)state;
-    chan_history_cfg keep = {4, 5000};
+    chan_history_cfg keep = {4, 5000, 0};
     msg_unref(pub("hist", &keep, 10));
     chan *c = chan_lock("subd", 4);
     assert_true(chan_subscriber_add(c));
@@ -466,6 +466,57 @@ static void test_sweep_keeps_subscribed_and_history(void **state)
     chan_unlock(c);
     chan_sweep(64, &keep, UINT64_MAX / 2, 1000);
     assert_int_equal(chan_live(), live - 2);
+}
+
+static void test_budget_evicts_least_recently_published(void **state)
+{
+    (void)state;
+    chan_history_cfg cfg = {10, 0, 0}; /* no inline eviction: the budget call decides */
+    char name[32];
+    /* g0 is published first, g9 last; then g0 again: the order is g1..g9, g0. */
+    for (int g = 0; g < 10; g++) {
+        snprintf(name, sizeof name, "lru.%d", g);
+        for (int i = 0; i < 3; i++)
+            msg_unref(pub(name, &cfg, 100 + (uint64_t)g));
+    }
+    msg_unref(pub("lru.0", &cfg, 200));
+    uint64_t total = chan_history_bytes(), per_msg = total / 31;
+    assert_true(total > 0);
+    uint64_t ev0 = chan_evictions();
+    /* Room for everything but about two groups' worth: lru.1 and lru.2 go. */
+    assert_int_equal(chan_enforce_budget(total - 5 * per_msg, 100), 2);
+    assert_int_equal(chan_evictions(), ev0 + 2);
+    seen s;
+    assert_int_equal(replay("lru.1", 0, &cfg, 300, &s), CHAN_REPLAY_TOO_OLD);
+    assert_int_equal(replay("lru.2", 1, &cfg, 300, &s), CHAN_REPLAY_TOO_OLD);
+    assert_int_equal(replay("lru.3", 0, &cfg, 300, &s), CHAN_REPLAY_OK);
+    expect_range(&s, 1, 3);
+    assert_int_equal(replay("lru.0", 0, &cfg, 300, &s), CHAN_REPLAY_OK);
+    expect_range(&s, 1, 4);
+    /* A group with its history evicted still numbers on. */
+    msg *m = pub("lru.1", &cfg, 300);
+    assert_int_equal(m->offset, 4);
+    msg_unref(m);
+    assert_int_equal(chan_enforce_budget(0, 1000), 9); /* lru.1 has history again */
+    assert_int_equal(chan_history_bytes(), 0);
+}
+
+static void test_budget_inline_on_append(void **state)
+{
+    (void)state;
+    chan_history_cfg probe = {100, 0, 0};
+    msg_unref(pub("probe", &probe, 1));
+    uint64_t per_msg = chan_history_bytes();
+    chan_enforce_budget(0, 10);
+    /* A budget of ~8 messages: appends keep the total within 1/8 over it. */
+    chan_history_cfg cfg = {100, 0, 8 * per_msg};
+    char name[32];
+    for (int i = 0; i < 200; i++) {
+        snprintf(name, sizeof name, "inl.%d", i % 50);
+        msg_unref(pub(name, &cfg, 10 + (uint64_t)i));
+        assert_true(chan_history_bytes() <= 9 * per_msg + per_msg);
+    }
+    chan_enforce_budget(0, 1000);
 }
 
 static void test_admit_caps_new_groups(void **state)
@@ -500,6 +551,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sweep_never_repeats_offsets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sweep_keeps_subscribed_and_history, setup, teardown),
         cmocka_unit_test_setup_teardown(test_admit_caps_new_groups, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_budget_evicts_least_recently_published, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_budget_inline_on_append, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
