@@ -203,6 +203,11 @@ static void chan_evict(chan *c)
 {
     while (c->hist_count)
         chan_drop_oldest(c);
+    /* The array goes too: an evicted group is usually an abandoned one. */
+    atomic_fetch_sub_explicit(&chan_rec_total, sizeof(msg *) * c->hist_cap, memory_order_relaxed);
+    free(c->hist);
+    c->hist = NULL;
+    c->hist_cap = c->hist_head = 0;
     atomic_fetch_add_explicit(&chan_evicted_n, 1, memory_order_relaxed);
 }
 

@@ -58,23 +58,35 @@ conn *conn_new(worker *w, int fd)
     }
     METRIC_INC(&w->m, connections_open);
     METRIC_INC(&w->m, connections_accepted);
+    METRIC_ADD(&w->m, conn_memory, sizeof *c);
     return c;
 }
 
-/* Keeps the queued-bytes gauge in step with one connection's queue. */
-static void conn_account(conn *c, size_t before)
+/* Keeps the worker's gauges (bytes to write, memory charged) in step with
+ * one connection's queue. */
+static void conn_account(conn *c)
 {
-    if (c->q.bytes > before)
-        METRIC_ADD(&c->w->m, queued_bytes, c->q.bytes - before);
-    else if (c->q.bytes < before)
-        METRIC_SUB(&c->w->m, queued_bytes, before - c->q.bytes);
+    metrics *m = &c->w->m;
+    if (c->q.bytes != c->acct_bytes) {
+        if (c->q.bytes > c->acct_bytes)
+            METRIC_ADD(m, queued_bytes, c->q.bytes - c->acct_bytes);
+        else
+            METRIC_SUB(m, queued_bytes, c->acct_bytes - c->q.bytes);
+        c->acct_bytes = c->q.bytes;
+    }
+    if (c->q.mem != c->acct_mem) {
+        if (c->q.mem > c->acct_mem)
+            METRIC_ADD(m, queue_memory, c->q.mem - c->acct_mem);
+        else
+            METRIC_SUB(m, queue_memory, c->acct_mem - c->q.mem);
+        c->acct_mem = c->q.mem;
+    }
 }
 
 /* Queues m, taking over its reference; false (reference kept by the caller)
  * when the queue cannot grow, in which case the connection is aborted. */
 static bool conn_queue(conn *c, msg *m, bool urgent)
 {
-    size_t before = c->q.bytes;
     if (outq_empty(&c->q))
         c->last_progress_ms = c->w->now_ms;
     if (!(urgent ? outq_push_urgent(&c->q, m) : outq_push(&c->q, m))) {
@@ -82,7 +94,7 @@ static bool conn_queue(conn *c, msg *m, bool urgent)
         conn_abort(c);
         return false;
     }
-    conn_account(c, before);
+    conn_account(c);
     worker_mark_dirty(c->w, c);
     return true;
 }
@@ -102,9 +114,8 @@ void conn_send_pong(conn *c, const void *payload, size_t n)
         conn_abort(c);
         return;
     }
-    size_t before = c->q.bytes;
     if (outq_replace_control(&c->q, WS_OP_PONG, m)) {
-        conn_account(c, before);
+        conn_account(c);
         METRIC_INC(&c->w->m, pongs_coalesced);
         return;
     }
@@ -130,9 +141,8 @@ void conn_close_ws(conn *c, unsigned code, const char *reason, bool after_data)
     if (c->state != CONN_WS)
         return; /* a close is already on its way */
     if (!after_data) {
-        size_t before = c->q.bytes;
         uint32_t dropped = outq_drop_unstarted_data(&c->q);
-        conn_account(c, before);
+        conn_account(c);
         if (dropped && c->w->cfg->slow_policy == SLOW_DROP_OLDEST)
             METRIC_ADD(&c->w->m, messages_dropped, dropped);
     }
@@ -146,6 +156,20 @@ void conn_close_ws(conn *c, unsigned code, const char *reason, bool after_data)
     conn_close_after_flush(c);
 }
 
+void conn_shed(conn *c, const char *reason)
+{
+    if (c->state != CONN_WS)
+        return;
+    if (c->w->cfg->slow_policy == SLOW_CLOSE) {
+        METRIC_INC(&c->w->m, slow_consumer_closes);
+        conn_close_ws(c, WS_CLOSE_POLICY, reason, false);
+        return;
+    }
+    uint32_t dropped = outq_drop_unstarted_data(&c->q);
+    conn_account(c);
+    METRIC_ADD(&c->w->m, messages_dropped, dropped);
+}
+
 bool conn_enqueue(conn *c, msg *m)
 {
     if (c->state != CONN_WS || c->dead)
@@ -154,15 +178,13 @@ bool conn_enqueue(conn *c, msg *m)
     size_t cost = outq_cost(m);
     if (c->q.mem + cost > cfg->queue_limit && !outq_empty(&c->q)) {
         if (cfg->slow_policy == SLOW_CLOSE) {
-            METRIC_INC(&c->w->m, slow_consumer_closes);
-            conn_close_ws(c, WS_CLOSE_POLICY, "slow consumer", false);
+            conn_shed(c, "slow consumer");
             return false;
         }
-        size_t before = c->q.bytes;
         uint64_t dropped = 0;
         while (c->q.mem + cost > cfg->queue_limit && outq_drop_oldest_data(&c->q))
             dropped++;
-        conn_account(c, before);
+        conn_account(c);
         METRIC_ADD(&c->w->m, messages_dropped, dropped);
     }
     /* No reference taken here: the fan-out adds them all at once. */
@@ -245,9 +267,8 @@ static int conn_tls_flush(conn *c, outq_done *done)
             int e = SSL_get_error(c->ssl, r);
             return (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) ? 2 : -1;
         }
-        size_t before = c->q.bytes;
         outq_consume(&c->q, (size_t)r, done);
-        conn_account(c, before);
+        conn_account(c);
     }
 }
 
@@ -302,10 +323,9 @@ void conn_flush(conn *c)
             conn_destroy(c); /* EPIPE, ECONNRESET: the peer is gone */
             return;
         }
-        size_t before = c->q.bytes;
         outq_done done = {.lat = &c->w->m, .release = &c->w->release, .now_us = conn_now_us()};
         outq_consume(&c->q, (size_t)r, &done);
-        conn_account(c, before);
+        conn_account(c);
         conn_after_write(c, &done);
     }
     conn_flush_done(c);
@@ -320,14 +340,9 @@ static void conn_flush_done(conn *c)
         c->last_read_ms = c->w->now_ms; /* we were the ones behind, not the client */
         c->want_out = false;
         worker_epoll_mod(c->w, c, false);
-        size_t n = c->pend_len;
-        if (n) {
-            memcpy(c->w->scratch, c->pend, n);
-            free(c->pend);
-            c->pend = NULL;
-            c->pend_len = 0;
+        size_t n = conn_take_pending(c, c->w->scratch);
+        if (n)
             conn_process(c, c->w->scratch, n);
-        }
         return;
     }
     if (c->want_out && worker_epoll_mod(c->w, c, false) == 0)
@@ -366,7 +381,20 @@ bool conn_keep_pending(conn *c, const uint8_t *p, size_t n)
         return false;
     memcpy(c->pend, p, n);
     c->pend_len = (uint32_t)n;
+    METRIC_ADD(&c->w->m, conn_memory, n);
     return true;
+}
+
+size_t conn_take_pending(conn *c, uint8_t *dst)
+{
+    size_t n = c->pend_len;
+    if (dst && n)
+        memcpy(dst, c->pend, n);
+    free(c->pend);
+    METRIC_SUB(&c->w->m, conn_memory, n);
+    c->pend = NULL;
+    c->pend_len = 0;
+    return n;
 }
 
 /* Keeps the unparsed input aside and stops reading until the queue drains
@@ -456,13 +484,7 @@ void conn_on_readable(conn *c)
 {
     worker *w = c->w;
     do {
-        size_t have = c->pend_len;
-        if (have) {
-            memcpy(w->scratch, c->pend, have);
-            free(c->pend);
-            c->pend = NULL;
-            c->pend_len = 0;
-        }
+        size_t have = conn_take_pending(c, w->scratch);
         ssize_t r = conn_io_read(c, w->scratch + have, w->scratch_cap - have);
         if (r == -1) {
             if (have && !conn_keep_pending(c, w->scratch, have))
@@ -501,9 +523,7 @@ static void conn_tick_http(conn *c, uint64_t now, bool writing)
         if (now - c->head_start_ms >= cfg->header_timeout_ms) {
             METRIC_INC(&c->w->m, request_timeouts[METRICS_PHASE_HEAD]);
             c->head_active = false;
-            free(c->pend);
-            c->pend = NULL;
-            c->pend_len = 0;
+            conn_take_pending(c, NULL);
             conn_http_refuse(c, 408, "request head not received in time", NULL);
         }
     } else if (!writing && now - c->last_read_ms >= cfg->idle_timeout_ms) {
@@ -558,9 +578,8 @@ void conn_tick(conn *c, uint64_t now)
 
 void conn_abort(conn *c)
 {
-    size_t before = c->q.bytes;
     outq_drop_unstarted_data(&c->q);
-    conn_account(c, before);
+    conn_account(c);
     shutdown(c->fd, SHUT_RDWR);
     c->state = CONN_DRAIN;
     c->deadline_ms = 0;
@@ -582,8 +601,8 @@ void conn_destroy(conn *c)
         METRIC_SUB(&w->m, publishers_open, 1);
     conn_unsubscribe_all(c);
     worker_remove_conn(w, c);
-    METRIC_SUB(&w->m, queued_bytes, c->q.bytes);
     outq_clear(&c->q);
+    conn_account(c);
     SSL_free(c->ssl); /* frees both BIOs; the socket BIO leaves the fd to us */
     c->ssl = NULL;
     close(c->fd);
@@ -597,7 +616,8 @@ void conn_destroy(conn *c)
 
 void conn_free(conn *c)
 {
-    free(c->pend);
+    conn_take_pending(c, NULL);
+    METRIC_SUB(&c->w->m, conn_memory, sizeof *c);
     free(c->subs);
     free(c->pub_group);
     if (c->pub)

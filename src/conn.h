@@ -70,6 +70,7 @@ typedef struct conn {
     uint8_t *pend;         /* unparsed partial request head */
     uint32_t pend_len;
     outq q;
+    size_t acct_bytes, acct_mem; /* q.bytes / q.mem as last added to the worker's gauges */
     conn_sub *subs;
     msg *pub;              /* message being assembled (WS publisher or POST body) */
     char *pub_group;       /* WS publisher's target group; NULL: everyone */
@@ -92,6 +93,10 @@ void conn_on_writable(conn *c);
  * while reading is paused. False on allocation failure. */
 bool conn_keep_pending(conn *c, const uint8_t *p, size_t n);
 
+/* Takes the kept input back (copied to dst unless NULL) and frees it;
+ * returns its length. */
+size_t conn_take_pending(conn *c, uint8_t *dst);
+
 /* Feeds bytes that were read (in the worker's scratch buffer) to the
  * connection's current state. */
 void conn_process(conn *c, uint8_t *p, size_t n);
@@ -100,6 +105,10 @@ void conn_process(conn *c, uint8_t *p, size_t n);
  * Takes no reference: returns true when the queue now holds m, and the
  * caller adds one reference per true (msg_ref_n, once per fan-out). */
 bool conn_enqueue(conn *c, msg *m);
+
+/* Applies the slow-consumer policy now: close 1008 with reason, or drop the
+ * unsent data messages (counted). */
+void conn_shed(conn *c, const char *reason);
 
 /* Queues a message and marks the connection for flushing. Takes over the
  * caller's reference; false (and reference dropped) on allocation failure. */

@@ -12,6 +12,7 @@
 #include "conn.h"
 #include "envelope.h"
 #include "http.h"
+#include "memwatch.h"
 #include "server.h"
 #include "utf8.h"
 #include "worker.h"
@@ -295,8 +296,21 @@ static bool conn_origin_ok(conn *c, const http_request *req)
     return false;
 }
 
+/* --max-memory: while over the mark, no new WebSockets (plain requests,
+ * health and metrics included, still work: the operator needs them). */
+static bool conn_memory_ok(conn *c)
+{
+    if (!memwatch_pressure(c->w->srv))
+        return true;
+    METRIC_INC(&c->w->m, rate_limited);
+    conn_http_refuse(c, 503, "server memory limit reached, retry later", "Retry-After: 5\r\n");
+    return false;
+}
+
 static bool conn_accept_rate_ok(conn *c)
 {
+    if (!conn_memory_ok(c))
+        return false;
     if (admit_accept_allow(c->w->now_ms, c->w->cfg->accept_rate))
         return true;
     METRIC_INC(&c->w->m, rate_limited);
@@ -580,10 +594,12 @@ static void conn_route(conn *c, const http_request *req)
     if (path.p[1] == 'h') {
         /* Degraded still answers 200: local subscribers are served; the body
          * and /stats say the cluster is not. */
-        static const char degraded[] = "degraded: cluster broker unreachable\n";
-        bool down = broker_enabled() && !broker_up();
-        conn_http_respond(c, 200, "text/plain; charset=utf-8", down ? degraded : "ok\n",
-                          down ? sizeof degraded - 1 : 3, NULL, head);
+        static const char degraded[] = "degraded: cluster broker unreachable\n",
+                          pressed[] = "degraded: memory over --max-memory\n";
+        const char *body = broker_enabled() && !broker_up() ? degraded
+                           : memwatch_pressure(srv)           ? pressed
+                                                              : "ok\n";
+        conn_http_respond(c, 200, "text/plain; charset=utf-8", body, strlen(body), NULL, head);
     } else if (path.p[1] == 'm' || path.p[1] == 's') {
         static _Thread_local char buf[65536];
         bool json = path.p[1] == 's';

@@ -4,11 +4,14 @@
 #include "config.h"
 #include "log.h"
 #include "server.h"
+#include "tls.h"
 
 extern char **environ;
 
 int main(int argc, char **argv)
 {
+    /* Before anything can make OpenSSL allocate: the memory view counts it. */
+    bool tls_counted = tls_count_memory();
     config *cfg = NULL;
     switch (config_load(argc, argv, environ, stdout, stderr, &cfg)) {
     case CONFIG_EXIT:
@@ -20,6 +23,8 @@ int main(int argc, char **argv)
     }
     log_configure((log_level)cfg->log_level, cfg->log_format == LOGF_JSON);
     config_set(cfg);
+    if (!tls_counted)
+        log_msg(LOG_WARN, "OpenSSL memory is not counted (allocator already in use)");
     int status = server_run(cfg, argc, argv);
     config_free((config *)config_get());
     return status;

@@ -151,8 +151,45 @@ static void metrics_prom_labeled(const metrics *m, char *buf, size_t cap, size_t
                    (double)LOAD(m->lat_sum_us) / 1e6, cum);
 }
 
+static const char *const metrics_mem_kinds[] = {"history", "groups", "queues",
+                                                "connections", "tls", "inbox"};
+
+static void metrics_mem_values(const metrics_memory *mem, uint64_t v[6])
+{
+    v[0] = mem->history;
+    v[1] = mem->groups;
+    v[2] = mem->queues;
+    v[3] = mem->connections;
+    v[4] = mem->tls;
+    v[5] = mem->inbox;
+}
+
+static void metrics_prom_memory(const metrics_memory *mem, char *buf, size_t cap, size_t *len)
+{
+    uint64_t v[6];
+    metrics_mem_values(mem, v);
+    metrics_append(buf, cap, len,
+                   "# HELP herald_memory_bytes Memory held by kind (RSS also has code, stacks, slack)\n"
+                   "# TYPE herald_memory_bytes gauge\n");
+    for (int k = 0; k < 6; k++)
+        metrics_append(buf, cap, len, "herald_memory_bytes{kind=\"%s\"} %llu\n",
+                       metrics_mem_kinds[k], (unsigned long long)v[k]);
+    metrics_append(buf, cap, len,
+                   "# HELP herald_memory_rss_bytes Resident set size\n"
+                   "# TYPE herald_memory_rss_bytes gauge\nherald_memory_rss_bytes %llu\n"
+                   "# HELP herald_memory_limit_bytes --max-memory (0: off)\n"
+                   "# TYPE herald_memory_limit_bytes gauge\nherald_memory_limit_bytes %llu\n"
+                   "# HELP herald_memory_pressure 1 while over the --max-memory mark\n"
+                   "# TYPE herald_memory_pressure gauge\nherald_memory_pressure %d\n"
+                   "# HELP herald_history_evictions_total Groups whose history the budget dropped\n"
+                   "# TYPE herald_history_evictions_total counter\n"
+                   "herald_history_evictions_total %llu\n",
+                   (unsigned long long)mem->rss, (unsigned long long)mem->limit,
+                   mem->pressure ? 1 : 0, (unsigned long long)mem->evictions);
+}
+
 size_t metrics_prometheus(const metrics *m, const metrics *const *per_worker, int workers,
-                          double uptime, char *buf, size_t cap)
+                          const metrics_memory *mem, double uptime, char *buf, size_t cap)
 {
     size_t len = 0;
     buf[0] = '\0';
@@ -166,6 +203,7 @@ size_t metrics_prometheus(const metrics *m, const metrics *const *per_worker, in
     METRICS_LIST(METRICS_PROM)
 #undef METRICS_PROM
     metrics_prom_labeled(m, buf, cap, &len);
+    metrics_prom_memory(mem, buf, cap, &len);
     metrics_append(buf, cap, &len,
                    "# HELP herald_worker_connections Connections owned by each worker\n"
                    "# TYPE herald_worker_connections gauge\n");
@@ -191,7 +229,8 @@ size_t metrics_prometheus(const metrics *m, const metrics *const *per_worker, in
     return len;
 }
 
-size_t metrics_json(const metrics *m, int workers, double uptime, char *buf, size_t cap)
+size_t metrics_json(const metrics *m, int workers, const metrics_memory *mem, double uptime,
+                    char *buf, size_t cap)
 {
     size_t len = 0;
     buf[0] = '\0';
@@ -206,6 +245,16 @@ size_t metrics_json(const metrics *m, int workers, double uptime, char *buf, siz
                    LOAD(m->request_timeouts[METRICS_PHASE_HEAD]),
                    LOAD(m->request_timeouts[METRICS_PHASE_BODY]),
                    (unsigned long long)chan_live(), (unsigned long long)chan_reclaimed());
+    uint64_t v[6];
+    metrics_mem_values(mem, v);
+    metrics_append(buf, cap, &len, "\"memory\":{");
+    for (int k = 0; k < 6; k++)
+        metrics_append(buf, cap, &len, "\"%s\":%llu,", metrics_mem_kinds[k],
+                       (unsigned long long)v[k]);
+    metrics_append(buf, cap, &len,
+                   "\"rss\":%llu,\"limit\":%llu,\"pressure\":%s},\"history_evictions\":%llu,",
+                   (unsigned long long)mem->rss, (unsigned long long)mem->limit,
+                   mem->pressure ? "true" : "false", (unsigned long long)mem->evictions);
     metrics_append(buf, cap, &len,
                    "\"workers\":%d,\"uptime_seconds\":%.3f,\"version\":\"%s\",\"epoch\":\"%s\","
                    "\"broker\":\"%s\"}\n",

@@ -6,6 +6,7 @@
 #define HERALD_METRICS_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,6 +27,8 @@
     X(protocol_errors, counter, "WebSocket connections closed for a protocol violation")   \
     X(http_requests, counter, "HTTP requests answered")                                    \
     X(queued_bytes, gauge, "Bytes queued for writing across connections")                  \
+    X(queue_memory, gauge, "Memory charged to outbound queues (see --queue-limit)")        \
+    X(conn_memory, gauge, "Memory of connection records and their unparsed input")         \
     X(accept_errors, counter, "accept() failures (e.g. out of file descriptors)")          \
     X(published_http, counter, "Messages published by HTTP POST")                          \
     X(published_ws, counter, "Messages published by WebSocket publishers")                 \
@@ -79,13 +82,29 @@ static inline void metrics_sub(_Atomic uint64_t *c, uint64_t n)
 void metrics_observe_latency(metrics *m, uint64_t us);
 void metrics_count_status(metrics *m, int status);
 
+/* Where the process's memory goes, by kind (bytes), for /metrics, /stats and
+ * the status page; filled by the server. */
+typedef struct metrics_memory {
+    uint64_t history;     /* kept messages (--history-memory) */
+    uint64_t groups;      /* group records and their history arrays */
+    uint64_t queues;      /* outbound queues (what --queue-limit charges) */
+    uint64_t connections; /* connection records and unparsed input */
+    uint64_t tls;         /* everything OpenSSL allocated */
+    uint64_t inbox;       /* worker inbox rings and their overflow lists */
+    uint64_t rss;         /* resident set size, from /proc */
+    uint64_t limit;       /* --max-memory, 0 = off */
+    uint64_t evictions;   /* groups whose history the budget dropped */
+    bool pressure;        /* over the --max-memory mark */
+} metrics_memory;
+
 /* Sums n blocks into out (plain values). */
 void metrics_sum(const metrics *const *blocks, size_t n, metrics *out);
 
 /* Renders Prometheus text (format 0.0.4) / a JSON object into buf; returns
  * the length written (truncated to cap-1, always NUL-terminated). */
 size_t metrics_prometheus(const metrics *m, const metrics *const *per_worker, int workers,
-                          double uptime, char *buf, size_t cap);
-size_t metrics_json(const metrics *m, int workers, double uptime, char *buf, size_t cap);
+                          const metrics_memory *mem, double uptime, char *buf, size_t cap);
+size_t metrics_json(const metrics *m, int workers, const metrics_memory *mem, double uptime,
+                    char *buf, size_t cap);
 
 #endif

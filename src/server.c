@@ -15,6 +15,7 @@
 #include "broker.h"
 #include "chan.h"
 #include "log.h"
+#include "memwatch.h"
 #include "tls.h"
 
 /* One SO_REUSEPORT listener per worker: the kernel spreads new connections
@@ -79,9 +80,11 @@ size_t server_metrics_text(server *s, char *buf, size_t cap, int json)
         blocks[i] = &s->workers[i].m;
     metrics sum;
     metrics_sum(blocks, (size_t)n, &sum);
+    metrics_memory mem;
+    memwatch_collect(s, &mem);
     double up = (double)(worker_clock_ms() - s->start_ms) / 1000.0;
-    return json ? metrics_json(&sum, n, up, buf, cap)
-                : metrics_prometheus(&sum, blocks, n, up, buf, cap);
+    return json ? metrics_json(&sum, n, &mem, up, buf, cap)
+                : metrics_prometheus(&sum, blocks, n, &mem, up, buf, cap);
 }
 
 extern char **environ;

@@ -3,6 +3,7 @@
 #define HERALD_SERVER_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -17,6 +18,8 @@ typedef struct server {
     int nworkers;
     uint16_t port;
     uint64_t start_ms;
+    _Atomic uint64_t rss;      /* sampled by worker 0 each tick (memwatch) */
+    atomic_bool mem_pressure;  /* over the --max-memory mark */
 } server;
 
 /* Runs until SIGTERM/SIGINT; returns the process exit status. argv is kept

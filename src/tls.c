@@ -1,8 +1,55 @@
 #include "tls.h"
 
+#include <malloc.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 
 #include "log.h"
+
+/* malloc_usable_size is what the allocator really set aside, so the count
+ * matches what a free gives back. */
+static _Atomic uint64_t tls_bytes;
+
+static void *tls_malloc(size_t n, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    void *p = malloc(n);
+    if (p)
+        atomic_fetch_add_explicit(&tls_bytes, malloc_usable_size(p), memory_order_relaxed);
+    return p;
+}
+
+static void tls_free(void *p, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    if (p)
+        atomic_fetch_sub_explicit(&tls_bytes, malloc_usable_size(p), memory_order_relaxed);
+    free(p);
+}
+
+static void *tls_realloc(void *p, size_t n, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    size_t old = p ? malloc_usable_size(p) : 0;
+    void *q = realloc(p, n);
+    if (!q)
+        return NULL; /* p is untouched */
+    atomic_fetch_sub_explicit(&tls_bytes, old, memory_order_relaxed);
+    atomic_fetch_add_explicit(&tls_bytes, malloc_usable_size(q), memory_order_relaxed);
+    return q;
+}
+
+bool tls_count_memory(void)
+{
+    return CRYPTO_set_mem_functions(tls_malloc, tls_realloc, tls_free) == 1;
+}
+
+uint64_t tls_memory(void) { return atomic_load_explicit(&tls_bytes, memory_order_relaxed); }
 
 static void tls_log_errors(const char *what)
 {

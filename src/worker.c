@@ -17,6 +17,7 @@
 #include "conn.h"
 #include "envelope.h"
 #include "log.h"
+#include "memwatch.h"
 #include "server.h"
 
 #define WORKER_INBOX 16384
@@ -195,13 +196,14 @@ static void worker_notify(worker *target)
     }
 }
 
-static bool fifo_push(msg_fifo *f, msg *m)
+static bool fifo_push(worker *o, msg_fifo *f, msg *m)
 {
     if (f->count == f->cap) {
         size_t nc = f->cap ? f->cap * 2 : 256;
         msg **n = malloc(sizeof *n * nc);
         if (!n)
             return false;
+        atomic_store_explicit(&o->overflow_bytes, sizeof *n * nc, memory_order_relaxed);
         for (size_t i = 0; i < f->count; i++)
             n[i] = f->items[(f->head + i) % f->cap];
         free(f->items);
@@ -223,7 +225,7 @@ static void worker_push(worker *o, msg *m)
         ring_push(&o->inbox, m))
         return;
     pthread_mutex_lock(&o->overflow_lock);
-    bool ok = fifo_push(&o->overflow, m);
+    bool ok = fifo_push(o, &o->overflow, m);
     if (ok)
         atomic_store_explicit(&o->overflow_used, true, memory_order_release);
     pthread_mutex_unlock(&o->overflow_lock);
@@ -346,6 +348,7 @@ static void worker_drain_inbox(worker *w)
         msg_fifo f = w->overflow;
         memset(&w->overflow, 0, sizeof w->overflow);
         atomic_store_explicit(&w->overflow_used, false, memory_order_release);
+        atomic_store_explicit(&w->overflow_bytes, 0, memory_order_relaxed);
         pthread_mutex_unlock(&w->overflow_lock);
         for (size_t i = 0; i < f.count; i++) {
             m = f.items[(f.head + i) % f.cap];
@@ -474,6 +477,10 @@ static void worker_tick(worker *w)
         chan_sweep(WORKER_SWEEP_SHARDS, &hc, w->now_ms, w->cfg->group_linger_ms);
     if (hc.memory)
         chan_enforce_budget(hc.memory, WORKER_EVICT_BATCH);
+    if (w->id == 0)
+        memwatch_tick(w->srv, w->now_ms);
+    if (memwatch_pressure(w->srv))
+        memwatch_shed(w);
 }
 
 

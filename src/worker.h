@@ -61,6 +61,7 @@ typedef struct worker {
     pthread_mutex_t overflow_lock;
     msg_fifo overflow;
     atomic_bool overflow_used;
+    _Atomic uint64_t overflow_bytes; /* the overflow list's array (memory view) */
     uint8_t *scratch;
     size_t scratch_cap;
     uint8_t *tls_stage;

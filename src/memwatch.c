@@ -1,0 +1,87 @@
+#include "memwatch.h"
+
+#include <malloc.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "chan.h"
+#include "conn.h"
+#include "server.h"
+#include "tls.h"
+#include "worker.h"
+
+/* Queues smaller than this are not worth closing a client over. */
+#define MEMWATCH_SHED_MIN 65536
+
+static uint64_t memwatch_read_rss(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long size = 0, resident = 0;
+    if (!f)
+        return 0;
+    int n = fscanf(f, "%llu %llu", &size, &resident);
+    fclose(f);
+    return n == 2 ? resident * (uint64_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
+void memwatch_collect(server *s, metrics_memory *out)
+{
+    *out = (metrics_memory){0};
+    out->history = chan_history_bytes();
+    out->groups = chan_record_total();
+    out->evictions = chan_evictions();
+    out->tls = tls_memory();
+    for (int i = 0; i < s->nworkers; i++) {
+        worker *w = &s->workers[i];
+        out->queues += atomic_load_explicit(&w->m.queue_memory, memory_order_relaxed);
+        out->connections += atomic_load_explicit(&w->m.conn_memory, memory_order_relaxed);
+        out->inbox += ring_capacity(&w->inbox) * sizeof(ring_slot) +
+                      atomic_load_explicit(&w->overflow_bytes, memory_order_relaxed);
+    }
+    out->rss = atomic_load_explicit(&s->rss, memory_order_relaxed);
+    if (!out->rss)
+        out->rss = memwatch_read_rss();
+    out->limit = s->cfg->max_memory;
+    out->pressure = memwatch_pressure(s);
+}
+
+bool memwatch_pressure(const server *s)
+{
+    return atomic_load_explicit(&s->mem_pressure, memory_order_relaxed);
+}
+
+void memwatch_tick(server *s, uint64_t now_ms)
+{
+    (void)now_ms;
+    uint64_t rss = memwatch_read_rss(), limit = config_get()->max_memory;
+    atomic_store_explicit(&s->rss, rss, memory_order_relaxed);
+    bool on = memwatch_pressure(s);
+    if (!limit) {
+        if (on)
+            atomic_store_explicit(&s->mem_pressure, false, memory_order_relaxed);
+        return;
+    }
+    if (!on && rss >= limit / 10 * 9)
+        atomic_store_explicit(&s->mem_pressure, on = true, memory_order_relaxed);
+    else if (on && rss < limit / 10 * 8)
+        atomic_store_explicit(&s->mem_pressure, on = false, memory_order_relaxed);
+    if (!on)
+        return;
+    /* Give up as much history as we are over the low mark, oldest groups
+     * first; then hand the freed pages back so RSS shows it. */
+    uint64_t excess = rss - limit / 10 * 8, hist = chan_history_bytes();
+    chan_enforce_budget(hist > excess ? hist - excess : 0, 1u << 20);
+    malloc_trim(0);
+}
+
+void memwatch_shed(worker *w)
+{
+    conn *big = NULL;
+    for (uint32_t i = 0; i < w->nconns; i++) {
+        conn *c = w->conns[i];
+        if (c->state == CONN_WS && c->q.mem > MEMWATCH_SHED_MIN && (!big || c->q.mem > big->q.mem))
+            big = c;
+    }
+    if (big)
+        conn_shed(big, "server memory limit");
+}
