@@ -168,6 +168,14 @@ test('the page loads: title, counters, live /stats polling, nothing from other o
   assert.match(await page.locator('#meta').textContent(), /workers/);
   assert.ok(await counter('c-conn') >= 0);
   assert.equal(await page.locator('#unsub').isDisabled(), true);
+  // The memory view: RSS and every kind filled from /stats (a live process is never 0 B
+  // resident; the inbox rings exist from the start).
+  await until(async () => /MiB|KiB/.test(await page.locator('#m-rss').textContent()), 5_000,
+    'memory view to show RSS');
+  for (const k of ['history', 'queues', 'connections', 'tls', 'groups', 'inbox'])
+    assert.match(await page.locator(`#m-${k}`).textContent(), /^\d+(\.\d)? (B|KiB|MiB|GiB)$/, `#m-${k}`);
+  assert.match(await page.locator('#m-inbox').textContent(), /KiB|MiB/);
+  assert.equal(await page.locator('#m-limit').textContent(), 'off');
   assert.deepEqual(foreignRequests, [], 'the page must not load anything from another origin');
 });
 
