@@ -27,7 +27,7 @@ run() { # binary label
     for _ in $(seq 100); do grep -q "listening on" "$err" && break; sleep 0.05; done
     port=$(grep -o 'listening on [^ ]*' "$err" | sed 's/.*://')
     "$root/build/herald-bench" --port "$port" --server-pid "$pid" --json $bargs |
-        python3 -c "import json,sys; d=json.loads(sys.stdin.readline()); print('%-4s deliveries/s %9.0f  lost %d  p50 %7.1f ms  p99 %7.1f ms  server CPU us/1k %7.1f' % ('$2', d['deliveries_per_sec'], d['lost'], d['p50_ms'], d['p99_ms'], d['server_cpu_us_per_1k'] or 0))"
+        python3 -c "import json,sys; d=json.loads(sys.stdin.readline()); print(('%-4s idle connections %d  server RSS per connection %7.1f B' % ('$2', d['connections_ok'], d['server_rss_per_conn_bytes'] or 0)) if d['mode'] == 'idle' else ('%-4s deliveries/s %9.0f  lost %d  p50 %7.1f ms  p99 %7.1f ms  server CPU us/1k %7.1f' % ('$2', d['deliveries_per_sec'], d['lost'], d['p50_ms'], d['p99_ms'], d['server_cpu_us_per_1k'] or 0)))"
     kill -TERM "$pid"
     wait "$pid" || true
 }

@@ -458,6 +458,18 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
     size_t now_pending = conn_tls_pending(c);
     if (now_pending > pending && pending == 0 && outq_empty(&c->q))
         c->last_progress_ms = c->w->now_ms;
+    /* The handshake is part of the first request head: --header-timeout
+     * runs from its first byte, so a trickled handshake ends too. */
+    if (c->state == CONN_HTTP) {
+        if (!SSL_is_init_finished(c->ssl)) {
+            if (!c->head_active) {
+                c->head_active = true;
+                c->head_start_ms = c->w->now_ms;
+            }
+        } else if (r <= 0 && c->head_active && c->pend_len == 0) {
+            c->head_active = false; /* handshake done, no request started yet */
+        }
+    }
     if (now_pending + c->q.mem > c->w->cfg->queue_limit) {
         METRIC_INC(&c->w->m, slow_consumer_closes);
         return -2;
@@ -522,6 +534,10 @@ static void conn_tick_http(conn *c, uint64_t now, bool writing)
     } else if (c->head_active) {
         if (now - c->head_start_ms >= cfg->header_timeout_ms) {
             METRIC_INC(&c->w->m, request_timeouts[METRICS_PHASE_HEAD]);
+            if (c->ssl && !SSL_is_init_finished(c->ssl)) {
+                conn_destroy(c); /* no channel to answer on yet */
+                return;
+            }
             c->head_active = false;
             conn_take_pending(c, NULL);
             conn_http_refuse(c, 408, "request head not received in time", NULL);

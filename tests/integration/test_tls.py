@@ -141,13 +141,21 @@ class TlsHerald:
         assert resp.header("sec-websocket-accept") == accept_for(key)
         return RawWS(t, rest, resp)
 
+    def send_signal(self, sig):
+        """A signal the test sends on purpose: exiting after it is not a problem."""
+        self.signalled = sig
+        self.proc.send_signal(sig)
+
     def stop(self, sig=signal.SIGTERM, timeout=20):
         """Signal, require exit 0 and no sanitizer report. Returns a list of problems."""
         if self.stopped:
             return []
         self.stopped = True
         problems = []
-        if self.proc.poll() is None:
+        if self.proc.poll() is not None and getattr(self, "signalled", None):
+            if self.proc.returncode != 0:
+                problems.append(f"exited with status {self.proc.returncode} after {self.signalled!r}")
+        elif self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=timeout)
@@ -367,7 +375,7 @@ def test_wss_shutdown_sigterm_1012(tls_herald):
         subs = [await srv.wss("/ws?groups=d") for _ in range(5)]
         for i in range(20):
             await asyncio.to_thread(srv.publish, f"q{i}", "d")
-        srv.proc.send_signal(signal.SIGTERM)
+        srv.send_signal(signal.SIGTERM)
         for ws in subs:
             assert await recv_n(ws, 20, 10) == [f"q{i}" for i in range(20)]
             await expect_ws_close(ws, 1012, 10)
@@ -381,7 +389,7 @@ def test_wss_shutdown_sigint_1001(tls_herald):
 
     async def main():
         subs = [await srv.wss("/ws") for _ in range(3)]
-        srv.proc.send_signal(signal.SIGINT)
+        srv.send_signal(signal.SIGINT)
         for ws in subs:
             await expect_ws_close(ws, 1001, 10)
     run(main())
