@@ -62,25 +62,26 @@ conn *conn_new(worker *w, int fd)
     return c;
 }
 
-/* Keeps the worker's gauges (bytes to write, memory charged) in step with
- * one connection's queue. */
-static void conn_account(conn *c)
+/* The queue's totals before a change, so the worker's gauges (bytes to
+ * write, memory charged) follow it without a copy kept per connection. */
+typedef struct conn_qsnap {
+    size_t bytes, mem;
+} conn_qsnap;
+
+static inline conn_qsnap conn_snap(const conn *c) { return (conn_qsnap){c->q.bytes, c->q.mem}; }
+
+static void conn_gauge(_Atomic uint64_t *g, size_t before, size_t after)
 {
-    metrics *m = &c->w->m;
-    if (c->q.bytes != c->acct_bytes) {
-        if (c->q.bytes > c->acct_bytes)
-            METRIC_ADD(m, queued_bytes, c->q.bytes - c->acct_bytes);
-        else
-            METRIC_SUB(m, queued_bytes, c->acct_bytes - c->q.bytes);
-        c->acct_bytes = c->q.bytes;
-    }
-    if (c->q.mem != c->acct_mem) {
-        if (c->q.mem > c->acct_mem)
-            METRIC_ADD(m, queue_memory, c->q.mem - c->acct_mem);
-        else
-            METRIC_SUB(m, queue_memory, c->acct_mem - c->q.mem);
-        c->acct_mem = c->q.mem;
-    }
+    if (after > before)
+        metrics_add(g, after - before);
+    else if (after < before)
+        metrics_sub(g, before - after);
+}
+
+static void conn_account(conn *c, conn_qsnap before)
+{
+    conn_gauge(&c->w->m.queued_bytes, before.bytes, c->q.bytes);
+    conn_gauge(&c->w->m.queue_memory, before.mem, c->q.mem);
 }
 
 /* Queues m, taking over its reference; false (reference kept by the caller)
@@ -89,12 +90,13 @@ static bool conn_queue(conn *c, msg *m, bool urgent)
 {
     if (outq_empty(&c->q))
         c->last_progress_ms = c->w->now_ms;
+    conn_qsnap before = conn_snap(c);
     if (!(urgent ? outq_push_urgent(&c->q, m) : outq_push(&c->q, m))) {
         log_msg(LOG_WARN, "out of memory queueing for fd %d", c->fd);
         conn_abort(c);
         return false;
     }
-    conn_account(c);
+    conn_account(c, before);
     worker_mark_dirty(c->w, c);
     return true;
 }
@@ -114,8 +116,9 @@ void conn_send_pong(conn *c, const void *payload, size_t n)
         conn_abort(c);
         return;
     }
+    conn_qsnap before = conn_snap(c);
     if (outq_replace_control(&c->q, WS_OP_PONG, m)) {
-        conn_account(c);
+        conn_account(c, before);
         METRIC_INC(&c->w->m, pongs_coalesced);
         return;
     }
@@ -141,8 +144,9 @@ void conn_close_ws(conn *c, unsigned code, const char *reason, bool after_data)
     if (c->state != CONN_WS)
         return; /* a close is already on its way */
     if (!after_data) {
+        conn_qsnap before = conn_snap(c);
         uint32_t dropped = outq_drop_unstarted_data(&c->q);
-        conn_account(c);
+        conn_account(c, before);
         if (dropped && c->w->cfg->slow_policy == SLOW_DROP_OLDEST)
             METRIC_ADD(&c->w->m, messages_dropped, dropped);
     }
@@ -165,8 +169,9 @@ void conn_shed(conn *c, const char *reason)
         conn_close_ws(c, WS_CLOSE_POLICY, reason, false);
         return;
     }
+    conn_qsnap before = conn_snap(c);
     uint32_t dropped = outq_drop_unstarted_data(&c->q);
-    conn_account(c);
+    conn_account(c, before);
     METRIC_ADD(&c->w->m, messages_dropped, dropped);
 }
 
@@ -182,9 +187,10 @@ bool conn_enqueue(conn *c, msg *m)
             return false;
         }
         uint64_t dropped = 0;
+        conn_qsnap before = conn_snap(c);
         while (c->q.mem + cost > cfg->queue_limit && outq_drop_oldest_data(&c->q))
             dropped++;
-        conn_account(c);
+        conn_account(c, before);
         METRIC_ADD(&c->w->m, messages_dropped, dropped);
     }
     /* No reference taken here: the fan-out adds them all at once. */
@@ -267,8 +273,9 @@ static int conn_tls_flush(conn *c, outq_done *done)
             int e = SSL_get_error(c->ssl, r);
             return (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) ? 2 : -1;
         }
+        conn_qsnap before = conn_snap(c);
         outq_consume(&c->q, (size_t)r, done);
-        conn_account(c);
+        conn_account(c, before);
     }
 }
 
@@ -324,8 +331,9 @@ void conn_flush(conn *c)
             return;
         }
         outq_done done = {.lat = &c->w->m, .release = &c->w->release, .now_us = conn_now_us()};
+        conn_qsnap before = conn_snap(c);
         outq_consume(&c->q, (size_t)r, &done);
-        conn_account(c);
+        conn_account(c, before);
         conn_after_write(c, &done);
     }
     conn_flush_done(c);
@@ -464,7 +472,7 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
         if (!SSL_is_init_finished(c->ssl)) {
             if (!c->head_active) {
                 c->head_active = true;
-                c->head_start_ms = c->w->now_ms;
+                c->deadline_ms = c->w->now_ms + c->w->cfg->header_timeout_ms;
             }
         } else if (r <= 0 && c->head_active && c->pend_len == 0) {
             c->head_active = false; /* handshake done, no request started yet */
@@ -532,7 +540,7 @@ static void conn_tick_http(conn *c, uint64_t now, bool writing)
             conn_http_refuse(c, 408, "request body not received in time", NULL);
         }
     } else if (c->head_active) {
-        if (now - c->head_start_ms >= cfg->header_timeout_ms) {
+        if (now >= c->deadline_ms) {
             METRIC_INC(&c->w->m, request_timeouts[METRICS_PHASE_HEAD]);
             if (c->ssl && !SSL_is_init_finished(c->ssl)) {
                 conn_destroy(c); /* no channel to answer on yet */
@@ -594,8 +602,9 @@ void conn_tick(conn *c, uint64_t now)
 
 void conn_abort(conn *c)
 {
+    conn_qsnap before = conn_snap(c);
     outq_drop_unstarted_data(&c->q);
-    conn_account(c);
+    conn_account(c, before);
     shutdown(c->fd, SHUT_RDWR);
     c->state = CONN_DRAIN;
     c->deadline_ms = 0;
@@ -617,8 +626,9 @@ void conn_destroy(conn *c)
         METRIC_SUB(&w->m, publishers_open, 1);
     conn_unsubscribe_all(c);
     worker_remove_conn(w, c);
+    conn_qsnap before = conn_snap(c);
     outq_clear(&c->q);
-    conn_account(c);
+    conn_account(c, before);
     SSL_free(c->ssl); /* frees both BIOs; the socket BIO leaves the fd to us */
     c->ssl = NULL;
     close(c->fd);

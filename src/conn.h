@@ -41,41 +41,42 @@ typedef struct conn {
     int fd;
     uint8_t state;
     uint8_t role;
-    bool dirty;            /* on the worker's dirty list */
-    bool want_out;         /* EPOLLOUT registered */
-    bool dead;             /* destroyed, waiting in the graveyard */
-    bool close_after_flush;
-    bool keepalive;
-    bool body_text;        /* POST body must be UTF-8 and goes out as a text frame */
-    bool in_all;           /* member of the worker's broadcast-to-all list */
-    bool ip_counted;       /* holds a slot in the per-IP connection count */
-    bool tls_wbio_used;
-    bool hold;             /* cluster: 101 and data wait for the broker's SUBSCRIBE */
-    bool tls_shut;         /* close_notify generated */
-    bool read_paused;      /* EPOLLIN off until the queue drains (pipelined requests) */
-    bool head_active;      /* a request head has started and is not complete */
-    uint8_t format;        /* msg_format: raw, json or msgpack envelopes */
+    /* Flags as bits: an idle connection's size is herald's memory per client. */
+    bool dirty : 1;            /* on the worker's dirty list */
+    bool want_out : 1;         /* EPOLLOUT registered */
+    bool dead : 1;             /* destroyed, waiting in the graveyard */
+    bool close_after_flush : 1;
+    bool keepalive : 1;
+    bool body_text : 1;        /* POST body must be UTF-8 and goes out as a text frame */
+    bool in_all : 1;           /* member of the worker's broadcast-to-all list */
+    bool ip_counted : 1;       /* holds a slot in the per-IP connection count */
+    bool tls_wbio_used : 1;    /* ciphertext went through the write BIO since the last tick */
+    bool hold : 1;             /* cluster: 101 and data wait for the broker's SUBSCRIBE */
+    bool tls_shut : 1;         /* close_notify generated */
+    bool read_paused : 1;      /* EPOLLIN off until the queue drains (pipelined requests) */
+    bool head_active : 1;      /* a request head (or TLS handshake) started, not complete */
+    uint8_t format;            /* msg_format: raw, json or msgpack envelopes */
     uint16_t nsubs;
-    uint32_t slot;         /* index in worker->conns */
-    uint32_t all_slot;     /* index in worker->all */
+    uint32_t slot;             /* index in worker->conns */
+    uint32_t all_slot;         /* index in worker->all */
+    uint32_t rate_frames;      /* counted frames at the start of the rate window (mod 2^32) */
+    uint32_t ctl_frames;       /* control frames received (publishers' rate limit) */
     uint64_t last_read_ms;
     uint64_t last_progress_ms; /* last write progress, or when data started waiting */
     uint64_t last_ping_ms;
-    uint64_t deadline_ms;  /* CLOSING/DRAIN: destroy after this; HTTP_BODY: 408 after this */
-    uint64_t head_start_ms; /* first byte of the request head being read */
-    uint64_t ctl_frames;   /* control frames received (publishers' rate limit) */
+    /* CLOSING/DRAIN: destroy after this; HTTP with head_active: 408 after
+     * this (--header-timeout from the first byte); HTTP_BODY: 408 after this. */
+    uint64_t deadline_ms;
     struct worker *w;
     struct conn *next_dirty;
     struct conn *next_dead;
     uint8_t *pend;         /* unparsed partial request head */
     uint32_t pend_len;
     outq q;
-    size_t acct_bytes, acct_mem; /* q.bytes / q.mem as last added to the worker's gauges */
     conn_sub *subs;
     msg *pub;              /* message being assembled (WS publisher or POST body) */
     char *pub_group;       /* WS publisher's target group; NULL: everyone */
     uint64_t body_left;
-    uint64_t rate_frames;  /* reader frame count at the start of the rate window */
     uint64_t rate_window_ms;
     ip_key ip;
     SSL *ssl;              /* NULL for cleartext */

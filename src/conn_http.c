@@ -621,7 +621,7 @@ void conn_http_process(conn *c, uint8_t *p, size_t n, size_t *used)
     if (rc == 0) { /* incomplete: keep it for the next read */
         if (!c->head_active) { /* --header-timeout runs from the first byte */
             c->head_active = true;
-            c->head_start_ms = c->w->now_ms;
+            c->deadline_ms = c->w->now_ms + cfg->header_timeout_ms;
         }
         if (!conn_keep_pending(c, p, n)) {
             conn_destroy(c);

@@ -69,13 +69,14 @@ static bool conn_frame_rate_ok(conn *c)
     int rate = c->w->cfg->client_frame_rate;
     if (rate <= 0)
         return true;
-    uint64_t now = c->w->now_ms, count = c->role == ROLE_SUB ? c->rd.frames : c->ctl_frames;
+    uint64_t now = c->w->now_ms;
+    uint32_t count = c->role == ROLE_SUB ? (uint32_t)c->rd.frames : c->ctl_frames;
     if (now - c->rate_window_ms >= 1000) {
         c->rate_window_ms = now;
         c->rate_frames = count;
         return true;
     }
-    return count - c->rate_frames <= (uint64_t)rate;
+    return (uint32_t)(count - c->rate_frames) <= (uint32_t)rate; /* mod 2^32: wrap-safe */
 }
 
 void conn_ws_process(conn *c, uint8_t *p, size_t n)
