@@ -115,6 +115,7 @@ bool chan_init(bool local_offsets)
     atomic_store(&chan_hist_total, 0);
     atomic_store(&chan_rec_total, 0);
     atomic_store(&chan_evicted_n, 0);
+    atomic_store(&chan_sweep_cursor, 0);
     return true;
 }
 

@@ -19,6 +19,7 @@
 
 #define CONN_IOV 128
 #define CONN_DRAIN_MS 2000   /* how long we wait for the peer's EOF after our close */
+#define CONN_TLS_RECORDS_PER_EVENT 64
 /* Pipelined HTTP requests are parsed only while fewer response bytes than
  * this wait: a client that sends requests without reading the answers must
  * not make us queue responses without bound. */
@@ -66,9 +67,13 @@ conn *conn_new(worker *w, int fd)
  * write, memory charged) follow it without a copy kept per connection. */
 typedef struct conn_qsnap {
     size_t bytes, mem;
+    uint32_t cap;
 } conn_qsnap;
 
-static inline conn_qsnap conn_snap(const conn *c) { return (conn_qsnap){c->q.bytes, c->q.mem}; }
+static inline conn_qsnap conn_snap(const conn *c)
+{
+    return (conn_qsnap){c->q.bytes, c->q.mem, c->q.cap};
+}
 
 static void conn_gauge(_Atomic uint64_t *g, size_t before, size_t after)
 {
@@ -82,6 +87,7 @@ static void conn_account(conn *c, conn_qsnap before)
 {
     conn_gauge(&c->w->m.queued_bytes, before.bytes, c->q.bytes);
     conn_gauge(&c->w->m.queue_memory, before.mem, c->q.mem);
+    conn_gauge(&c->w->m.queue_arrays, before.cap * sizeof(msg *), c->q.cap * sizeof(msg *));
 }
 
 /* Queues m, taking over its reference; false (reference kept by the caller)
@@ -457,9 +463,22 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
             return (errno == EAGAIN || errno == EINTR) ? -1 : -2;
         return r;
     }
-    ERR_clear_error();
     size_t pending = conn_tls_pending(c);
-    int r = SSL_read(c->ssl, buf, cap > INT_MAX ? INT_MAX : (int)cap);
+    /* Without SSL_MODE_AUTO_RETRY (tls.c) SSL_read returns after each record
+     * that carries no data (a KeyUpdate, a ticket): take a bounded number of
+     * them per event, so a flood of them neither stalls the worker inside
+     * OpenSSL nor crawls at one record per loop pass. */
+    BIO *rb = SSL_get_rbio(c->ssl);
+    int r;
+    for (int records = 0;; records++) {
+        uint64_t got = BIO_number_read(rb);
+        ERR_clear_error();
+        r = SSL_read(c->ssl, buf, cap > INT_MAX ? INT_MAX : (int)cap);
+        if (r > 0 || SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_READ ||
+            BIO_number_read(rb) == got || records == CONN_TLS_RECORDS_PER_EVENT ||
+            conn_tls_pending(c) + c->q.mem > c->w->cfg->queue_limit)
+            break;
+    }
     /* Reading can make records to send (handshake, KeyUpdate replies): they
      * wait in the write BIO, and count like queued frames. A peer that asks
      * for them and never reads is a slow consumer. */
@@ -588,7 +607,9 @@ void conn_tick(conn *c, uint64_t now)
             conn_send(c, m, true);
     }
     if (outq_empty(&c->q)) {
+        conn_qsnap before = conn_snap(c);
         outq_shrink(&c->q);
+        conn_account(c, before);
         if (c->tls_wbio_used && BIO_ctrl_pending(SSL_get_wbio(c->ssl)) == 0) {
             /* A memory BIO keeps its peak size: give it back when idle. */
             BIO *fresh = BIO_new(BIO_s_mem());

@@ -18,6 +18,11 @@
 #include "worker.h"
 
 #define CONN_GROUP_LIST_MAX 16384
+/* Over --max-memory, bodies larger than this and than 1/64 of the limit are
+ * refused (503 + Retry-After): each is a real share of what is left. */
+#define CONN_PRESSURE_BODY_MIN 65536
+/* A POST body buffer starts this big and grows as the bytes arrive. */
+#define CONN_BODY_FIRST_CAP 16384
 
 /* Queues a complete response. Error statuses close the connection after it. */
 static void conn_http_respond(conn *c, int status, const char *ctype, const void *body,
@@ -131,6 +136,27 @@ void conn_http_body(conn *c, uint8_t *p, size_t n, size_t *used)
 {
     msg *m = c->pub;
     size_t take = n < c->body_left ? n : (size_t)c->body_left;
+    size_t need = m->payload_len + take;
+    if (need > m->cap) {
+        /* The buffer grows with what arrives (doubling, up to the declared
+         * length): a client that declares a large body and sends little
+         * holds little. */
+        size_t total = m->payload_len + c->body_left, cap = m->cap * 2;
+        if (cap < need)
+            cap = need;
+        if (cap > total)
+            cap = total;
+        msg *g = msg_grow(m, cap);
+        if (!g) {
+            msg_unref(m);
+            c->pub = NULL;
+            c->state = CONN_HTTP;
+            conn_http_refuse(c, 503, "out of memory", NULL);
+            *used = n;
+            return;
+        }
+        c->pub = m = g;
+    }
     memcpy(msg_payload(m) + m->payload_len, p, take);
     m->payload_len += (uint32_t)take;
     c->body_left -= take;
@@ -151,12 +177,16 @@ static void conn_http_publish(conn *c, const http_request *req, const char *grou
         conn_http_refuse(c, 413, "message larger than --max-message-size", NULL);
         return;
     }
+    if (len > CONN_PRESSURE_BODY_MIN && len > cfg->max_memory / 64 && memwatch_pressure(c->w->srv)) {
+        conn_http_refuse(c, 503, "server memory limit reached, retry later", "Retry-After: 5\r\n");
+        return;
+    }
     if (glen && !chan_admit(group, glen, cfg->max_live_groups)) {
         conn_http_refuse(c, 503, "too many live groups (--max-live-groups), retry shortly",
                         "Retry-After: 1\r\n");
         return;
     }
-    msg *m = msg_alloc((size_t)len);
+    msg *m = msg_alloc(len < CONN_BODY_FIRST_CAP ? (size_t)len : CONN_BODY_FIRST_CAP);
     if (!m) {
         conn_http_refuse(c, 503, "out of memory", NULL);
         return;

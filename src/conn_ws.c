@@ -46,14 +46,8 @@ static void conn_pub_finish(conn *c, uint8_t opcode)
         return;
     }
     /* Give back the doubling slack of large messages before they are shared. */
-    if (m->cap > m->payload_len + CONN_PUB_MIN_CAP) {
-        msg *n = realloc(m, sizeof *m + WS_MAX_SERVER_HEADER + m->payload_len);
-        if (n) {
-            m = n;
-            m->cap = m->payload_len;
-            m->data = msg_payload(m);
-        }
-    }
+    if (m->cap > m->payload_len + CONN_PUB_MIN_CAP)
+        m = msg_trim(m, m->payload_len);
     const char *g = c->pub_group;
     msg_finish(m, MSG_DATA, opcode, g, g ? strlen(g) : 0);
     METRIC_INC(&c->w->m, published_ws);

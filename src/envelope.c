@@ -149,14 +149,9 @@ static msg *envelope_build(const msg *m, msg_format f)
         msg_unref(v);
         return NULL;
     }
-    if (cap - n > 4096) { /* escaping bounds are generous: give the slack back */
-        msg *s = realloc(v, sizeof *v + WS_MAX_SERVER_HEADER + n);
-        if (s) {
-            v = s;
-            v->cap = (uint32_t)n;
-        }
-    }
     v->payload_len = (uint32_t)n;
+    if (cap - n > 4096) /* escaping bounds are generous: give the slack back */
+        v = msg_trim(v, n);
     msg_finish(v, MSG_DATA, f == FORMAT_JSON ? WS_OP_TEXT : WS_OP_BINARY, m->group, m->group_len);
     v->publish_ns = m->publish_ns; /* latency is measured from the original publish */
     v->offset = m->offset;

@@ -28,19 +28,19 @@ void memwatch_collect(server *s, metrics_memory *out)
 {
     *out = (metrics_memory){0};
     out->history = chan_history_bytes();
+    uint64_t all = msg_memory();
+    out->messages = all > out->history ? all - out->history : 0;
     out->groups = chan_record_total();
     out->evictions = chan_evictions();
     out->tls = tls_memory();
     for (int i = 0; i < s->nworkers; i++) {
         worker *w = &s->workers[i];
-        out->queues += atomic_load_explicit(&w->m.queue_memory, memory_order_relaxed);
+        out->queues += atomic_load_explicit(&w->m.queue_arrays, memory_order_relaxed);
         out->connections += atomic_load_explicit(&w->m.conn_memory, memory_order_relaxed);
         out->inbox += ring_capacity(&w->inbox) * sizeof(ring_slot) +
                       atomic_load_explicit(&w->overflow_bytes, memory_order_relaxed);
     }
-    out->rss = atomic_load_explicit(&s->rss, memory_order_relaxed);
-    if (!out->rss)
-        out->rss = memwatch_read_rss();
+    out->rss = memwatch_read_rss(); /* fresh: the tick's sample may predate a shrink */
     out->limit = s->cfg->max_memory;
     out->pressure = memwatch_pressure(s);
 }

@@ -151,27 +151,29 @@ static void metrics_prom_labeled(const metrics *m, char *buf, size_t cap, size_t
                    (double)LOAD(m->lat_sum_us) / 1e6, cum);
 }
 
-static const char *const metrics_mem_kinds[] = {"history", "groups", "queues",
-                                                "connections", "tls", "inbox"};
+#define METRICS_MEM_KINDS 7
+static const char *const metrics_mem_kinds[METRICS_MEM_KINDS] = {
+    "history", "messages", "groups", "queues", "connections", "tls", "inbox"};
 
-static void metrics_mem_values(const metrics_memory *mem, uint64_t v[6])
+static void metrics_mem_values(const metrics_memory *mem, uint64_t v[METRICS_MEM_KINDS])
 {
     v[0] = mem->history;
-    v[1] = mem->groups;
-    v[2] = mem->queues;
-    v[3] = mem->connections;
-    v[4] = mem->tls;
-    v[5] = mem->inbox;
+    v[1] = mem->messages;
+    v[2] = mem->groups;
+    v[3] = mem->queues;
+    v[4] = mem->connections;
+    v[5] = mem->tls;
+    v[6] = mem->inbox;
 }
 
 static void metrics_prom_memory(const metrics_memory *mem, char *buf, size_t cap, size_t *len)
 {
-    uint64_t v[6];
+    uint64_t v[METRICS_MEM_KINDS];
     metrics_mem_values(mem, v);
     metrics_append(buf, cap, len,
                    "# HELP herald_memory_bytes Memory held by kind (RSS also has code, stacks, slack)\n"
                    "# TYPE herald_memory_bytes gauge\n");
-    for (int k = 0; k < 6; k++)
+    for (int k = 0; k < METRICS_MEM_KINDS; k++)
         metrics_append(buf, cap, len, "herald_memory_bytes{kind=\"%s\"} %llu\n",
                        metrics_mem_kinds[k], (unsigned long long)v[k]);
     metrics_append(buf, cap, len,
@@ -245,10 +247,10 @@ size_t metrics_json(const metrics *m, int workers, const metrics_memory *mem, do
                    LOAD(m->request_timeouts[METRICS_PHASE_HEAD]),
                    LOAD(m->request_timeouts[METRICS_PHASE_BODY]),
                    (unsigned long long)chan_live(), (unsigned long long)chan_reclaimed());
-    uint64_t v[6];
+    uint64_t v[METRICS_MEM_KINDS];
     metrics_mem_values(mem, v);
     metrics_append(buf, cap, &len, "\"memory\":{");
-    for (int k = 0; k < 6; k++)
+    for (int k = 0; k < METRICS_MEM_KINDS; k++)
         metrics_append(buf, cap, &len, "\"%s\":%llu,", metrics_mem_kinds[k],
                        (unsigned long long)v[k]);
     metrics_append(buf, cap, &len,

@@ -27,7 +27,8 @@
     X(protocol_errors, counter, "WebSocket connections closed for a protocol violation")   \
     X(http_requests, counter, "HTTP requests answered")                                    \
     X(queued_bytes, gauge, "Bytes queued for writing across connections")                  \
-    X(queue_memory, gauge, "Memory charged to outbound queues (see --queue-limit)")        \
+    X(queue_memory, gauge, "What outbound queues are charged against --queue-limit")       \
+    X(queue_arrays, gauge, "Memory of outbound queues' own arrays (frames not included)")  \
     X(conn_memory, gauge, "Memory of connection records and their unparsed input")         \
     X(accept_errors, counter, "accept() failures (e.g. out of file descriptors)")          \
     X(published_http, counter, "Messages published by HTTP POST")                          \
@@ -86,8 +87,10 @@ void metrics_count_status(metrics *m, int status);
  * the status page; filled by the server. */
 typedef struct metrics_memory {
     uint64_t history;     /* kept messages (--history-memory) */
+    uint64_t messages;    /* every other message alive: queued frames, bodies being
+                           * received, envelopes, answers (each counted once) */
     uint64_t groups;      /* group records and their history arrays */
-    uint64_t queues;      /* outbound queues (what --queue-limit charges) */
+    uint64_t queues;      /* outbound queues' arrays (their frames are in messages) */
     uint64_t connections; /* connection records and unparsed input */
     uint64_t tls;         /* everything OpenSSL allocated */
     uint64_t inbox;       /* worker inbox rings and their overflow lists */

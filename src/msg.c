@@ -4,6 +4,20 @@
 #include <string.h>
 #include <time.h>
 
+/* Bytes of every message alive (msg_footprint), for the memory view: one
+ * count per message however many queues and histories share it. */
+static _Atomic uint64_t msg_live_bytes;
+
+uint64_t msg_memory(void) { return atomic_load_explicit(&msg_live_bytes, memory_order_relaxed); }
+
+static void msg_count(size_t add, size_t sub)
+{
+    if (add > sub)
+        atomic_fetch_add_explicit(&msg_live_bytes, add - sub, memory_order_relaxed);
+    else if (sub > add)
+        atomic_fetch_sub_explicit(&msg_live_bytes, sub - add, memory_order_relaxed);
+}
+
 msg *msg_alloc(size_t payload_cap)
 {
     if (payload_cap > UINT32_MAX - WS_MAX_SERVER_HEADER)
@@ -27,6 +41,7 @@ msg *msg_alloc(size_t payload_cap)
     atomic_init(&m->variant[0], NULL);
     atomic_init(&m->variant[1], NULL);
     m->data = msg_payload(m);
+    msg_count(msg_footprint(m), 0);
     return m;
 }
 
@@ -36,11 +51,27 @@ msg *msg_grow(msg *m, size_t payload_cap)
         return m;
     if (payload_cap > UINT32_MAX - WS_MAX_SERVER_HEADER)
         return NULL;
+    size_t before = msg_footprint(m);
     msg *n = realloc(m, sizeof *m + WS_MAX_SERVER_HEADER + payload_cap);
     if (!n)
         return NULL;
     n->cap = (uint32_t)payload_cap;
     n->data = msg_payload(n);
+    msg_count(msg_footprint(n), before);
+    return n;
+}
+
+msg *msg_trim(msg *m, size_t payload_cap)
+{
+    if (payload_cap >= m->cap || payload_cap < m->payload_len)
+        return m;
+    size_t before = msg_footprint(m);
+    msg *n = realloc(m, sizeof *m + WS_MAX_SERVER_HEADER + payload_cap);
+    if (!n)
+        return m; /* keeping the slack is harmless */
+    n->cap = (uint32_t)payload_cap;
+    n->data = msg_payload(n);
+    msg_count(msg_footprint(n), before);
     return n;
 }
 
@@ -115,6 +146,7 @@ void msg_free(msg *m)
         if (v)
             msg_unref(v);
     }
+    msg_count(0, msg_footprint(m));
     free(m);
 }
 

@@ -58,6 +58,13 @@ static inline size_t msg_footprint(const msg *m)
     return sizeof *m + WS_MAX_SERVER_HEADER + m->cap;
 }
 
+/* Gives back capacity beyond payload_cap (>= payload_len) of an unfinished,
+ * unshared message; returns the message (moved, or m when nothing changed). */
+msg *msg_trim(msg *m, size_t payload_cap);
+
+/* Bytes of all messages alive, each counted once. */
+uint64_t msg_memory(void);
+
 /* Encodes the frame header right in front of the payload. */
 void msg_finish(msg *m, msg_kind kind, uint8_t opcode, const char *group, size_t group_len);
 

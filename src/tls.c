@@ -76,6 +76,10 @@ SSL_CTX *tls_ctx_new(const char *cert_file, const char *key_file)
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    /* With auto-retry SSL_read loops over post-handshake records (KeyUpdate)
+     * until the socket is empty: one client could hold a worker inside it.
+     * conn_io_read takes a bounded number per event instead. */
+    SSL_CTX_clear_mode(ctx, SSL_MODE_AUTO_RETRY);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
         tls_log_errors(cert_file);

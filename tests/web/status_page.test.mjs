@@ -172,7 +172,7 @@ test('the page loads: title, counters, live /stats polling, nothing from other o
   // resident; the inbox rings exist from the start).
   await until(async () => /MiB|KiB/.test(await page.locator('#m-rss').textContent()), 5_000,
     'memory view to show RSS');
-  for (const k of ['history', 'queues', 'connections', 'tls', 'groups', 'inbox'])
+  for (const k of ['history', 'messages', 'queues', 'connections', 'tls', 'groups', 'inbox'])
     assert.match(await page.locator(`#m-${k}`).textContent(), /^\d+(\.\d)? (B|KiB|MiB|GiB)$/, `#m-${k}`);
   assert.match(await page.locator('#m-inbox').textContent(), /KiB|MiB/);
   assert.equal(await page.locator('#m-limit').textContent(), 'off');

@@ -1,0 +1,96 @@
+"""Issue 8, item 5: every byte waiting to be written for a connection counts against its bounds, TLS
+records included. Each TLS 1.3 KeyUpdate(update_requested) makes the server queue a KeyUpdate of its own;
+a client that sends them by the hundred thousand and never reads must be closed like any slow consumer
+(--queue-limit, --write-timeout) instead of growing the server's memory BIO without bound.
+
+The client is tls_keyupdate.c (Python's ssl cannot send KeyUpdate), built by CMake next to this suite;
+HERALD_TLS_KEYUPDATE names it (CTest sets it).
+"""
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import herald_bin
+from hostile_helpers import SMALL_QUARANTINE, HealthProbe, RssWatch, metric_of, slack
+from test_tls import TlsHerald, make_cert   # the integration suite's TLS server runner
+
+WRITE_TIMEOUT = 2
+
+
+def keyupdate_client():
+    path = os.environ.get("HERALD_TLS_KEYUPDATE") or os.path.join(
+        os.path.dirname(herald_bin()), "tests", "hostile", "tls_keyupdate")
+    assert os.access(path, os.X_OK), (f"the KeyUpdate client is missing: {path} (build the tls_keyupdate "
+                                      f"target, or point HERALD_TLS_KEYUPDATE at it)")
+    return path
+
+
+def run_client(port, count, seconds):
+    p = subprocess.run([keyupdate_client(), "127.0.0.1", str(port), str(count), str(seconds)],
+                       capture_output=True, timeout=seconds + 30)
+    out = p.stdout.decode().strip()
+    assert p.returncode == 0, f"tls_keyupdate failed ({p.returncode}): {p.stderr.decode()}"
+    report = dict(kv.split("=", 1) for kv in out.split())
+    return report, out
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    cert, key = make_cert(str(tmp_path))
+    servers = []
+
+    def start(*args):
+        # SMALL_QUARANTINE: see hostile_helpers; TlsHerald keeps the ASAN_OPTIONS it finds in os.environ
+        old = os.environ.get("ASAN_OPTIONS")
+        os.environ["ASAN_OPTIONS"] = ":".join(x for x in [old, SMALL_QUARANTINE["ASAN_OPTIONS"]] if x)
+        try:
+            srv = TlsHerald(["--tls-cert", cert, "--tls-key", key, *args], str(tmp_path), cert)
+        finally:
+            if old is None:
+                del os.environ["ASAN_OPTIONS"]
+            else:
+                os.environ["ASAN_OPTIONS"] = old
+        servers.append(srv)
+        return srv
+    yield start
+    problems = [p for s in servers for p in s.stop()]
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+def https_healthz_seconds(srv):
+    def request(timeout):
+        t0 = time.monotonic()
+        st, _, body = srv.https("GET", "/healthz", timeout=timeout)
+        assert (st, body) == (200, b"ok\n"), (st, body)
+        return time.monotonic() - t0
+    return request
+
+
+def test_keyupdate_flood_is_bounded(tls_server):
+    srv = tls_server("--write-timeout", WRITE_TIMEOUT, "--queue-limit", "256k")
+    before = srv.metrics()
+    # The replies first fill the server's socket buffers (the kernel sizes them; the client's small MSS
+    # keeps them to some 100 KB), then wait in herald, where the 256 KiB queue limit or the 2 s write
+    # timeout must close the connection: typically 1-3 s after the first KeyUpdate. A server that lets
+    # them pile up never closes it.
+    bound = slack(10, 2.5)
+    with RssWatch(srv.pid) as rss, HealthProbe(srv.port, request=https_healthz_seconds(srv)) as probe:
+        report, line = run_client(srv.port, 400000, bound + 2)
+    print(line, f"RSS {rss.baseline_kb} -> peak {rss.peak_kb} kB; worst https /healthz "
+          f"{probe.worst * 1000:.0f} ms over {probe.requests} probes")
+    # OpenSSL handles post-handshake messages inside SSL_read: a server that lets one SSL_read run
+    # while the socket stays fed is stuck there, its other connections starved
+    probe.assert_fast(slack(1.0), "KeyUpdate flood")
+    assert report["closed"] == "1", (f"the server kept a KeyUpdate flooder that never reads open: {line}")
+    assert float(report["closed_s"]) < bound, f"closed only after {report['closed_s']}s (bound {bound}s): {line}"
+    after = srv.metrics()
+    closes = sum(metric_of(after, k) - metric_of(before, k)
+                 for k in ("herald_slow_consumer_closes_total", "herald_write_timeouts_total"))
+    assert closes >= 1, "neither herald_slow_consumer_closes_total nor herald_write_timeouts_total increased"
+    rss.assert_growth_below(slack(4, 2), "KeyUpdate flood")
+    st, _, body = srv.https("GET", "/healthz")
+    assert (st, body) == (200, b"ok\n")
