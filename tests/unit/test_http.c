@@ -447,6 +447,46 @@ static void test_has_token(void **state)
 #undef TOK
 }
 
+/* Parses a head and returns http_body_framing's verdict (len in *len). */
+static long framing(const char *head, unsigned long long *len)
+{
+    http_request req;
+    long rc = http_parse_request(head, strlen(head), 8192, &req);
+    if (rc <= 0)
+        fail_msg("head did not parse (%ld): %s", rc, head);
+    return http_body_framing(&req, len);
+}
+
+static void test_body_framing(void **state)
+{
+    (void)state;
+    unsigned long long n = 99;
+    assert_int_equal(framing("GET / HTTP/1.1\r\nHost: a\r\n\r\n", &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(framing("GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", &n), 1);
+    assert_int_equal(n, 0);
+    assert_int_equal(framing("POST /p HTTP/1.1\r\nContent-Length: 12\r\n\r\n", &n), 1);
+    assert_int_equal(n, 12);
+    /* a body on GET/HEAD: its bytes would be read as the next request */
+    assert_int_equal(framing("GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\n", &n), -400);
+    assert_int_equal(framing("HEAD / HTTP/1.1\r\ncontent-length: 1\r\n\r\n", &n), -400);
+    assert_int_equal(framing("GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", &n), -400);
+    /* ambiguous lengths */
+    assert_int_equal(framing("POST /p HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n", &n),
+                     -400);
+    assert_int_equal(framing("POST /p HTTP/1.1\r\nContent-Length: 2, 2\r\n\r\n", &n), -400);
+    assert_int_equal(framing("POST /p HTTP/1.1\r\nContent-Length: +2\r\n\r\n", &n), -400);
+    assert_int_equal(framing("POST /p HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+                             &n), -400);
+    assert_int_equal(framing("POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                             &n), -400);
+    /* transfer codings: chunked needs a length first (411), the rest are not implemented */
+    assert_int_equal(framing("POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", &n), -411);
+    assert_int_equal(framing("POST /p HTTP/1.1\r\nTransfer-Encoding: CHUNKED\r\n\r\n", &n), -411);
+    assert_int_equal(framing("POST /p HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", &n), -501);
+    assert_int_equal(framing("POST /p HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n", &n), -501);
+}
+
 static void test_content_length(void **state)
 {
     (void)state;
@@ -529,6 +569,7 @@ int main(void)
         cmocka_unit_test(test_query_get),
         cmocka_unit_test(test_has_token),
         cmocka_unit_test(test_content_length),
+        cmocka_unit_test(test_body_framing),
         cmocka_unit_test(test_header_get_and_str_eq),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
