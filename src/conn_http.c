@@ -562,6 +562,11 @@ static void conn_route(conn *c, const http_request *req)
     server *srv = c->w->srv;
     bool get = req->method == HTTP_GET, head = req->method == HTTP_HEAD;
     http_str path = req->path;
+    /* RFC 9112 3.2: an HTTP/1.1 request has exactly one Host. */
+    if (req->minor_version >= 1 && http_header_count(req, "host") != 1) {
+        conn_http_refuse(c, 400, "an HTTP/1.1 request needs exactly one Host header", NULL);
+        return;
+    }
     unsigned long long blen;
     long framing = http_body_framing(req, &blen);
     if (framing < 0) {

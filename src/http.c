@@ -18,7 +18,9 @@ static const char *http_line_end(const char *p, const char *end, const char **co
     const char *nl = memchr(p, '\n', (size_t)(end - p));
     if (!nl)
         return NULL;
-    *content_end = (nl > p && nl[-1] == '\r') ? nl - 1 : nl;
+    /* NULL content end: a bare LF. RFC 9112 2.2 lets a recipient accept it,
+     * but a proxy in front that does not would see another head: refused. */
+    *content_end = (nl > p && nl[-1] == '\r') ? nl - 1 : NULL;
     return nl;
 }
 
@@ -93,6 +95,8 @@ long http_parse_request(const char *buf, size_t len, size_t max_head, http_reque
     const char *nl = http_line_end(p, end, &ce);
     if (!nl)
         return len >= max_head ? -431 : 0;
+    if (!ce)
+        return -400;
     long rc = http_parse_request_line(p, ce, req);
     if (rc < 0)
         return rc;
@@ -103,6 +107,8 @@ long http_parse_request(const char *buf, size_t len, size_t max_head, http_reque
         nl = http_line_end(p, end, &ce);
         if (!nl)
             return len >= max_head ? -431 : 0;
+        if (!ce)
+            return -400;
         if (ce == p) { /* blank line: end of head */
             size_t head = (size_t)(nl + 1 - buf);
             return head > max_head ? -431 : (long)head;
@@ -126,6 +132,14 @@ const http_str *http_header_get(const http_request *req, const char *name)
         if (http_str_eq(req->headers[i].name, name))
             return &req->headers[i].value;
     return NULL;
+}
+
+size_t http_header_count(const http_request *req, const char *name)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < req->nheaders; i++)
+        n += http_str_eq(req->headers[i].name, name);
+    return n;
 }
 
 bool http_has_token(http_str v, const char *token)

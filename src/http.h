@@ -41,6 +41,9 @@ long http_parse_request(const char *buf, size_t len, size_t max_head, http_reque
 /* Case-insensitive header lookup; NULL when absent. */
 const http_str *http_header_get(const http_request *req, const char *name);
 
+/* How many times a header appears (case-insensitive name). */
+size_t http_header_count(const http_request *req, const char *name);
+
 /* True when a comma-separated header value contains token (case-insensitive). */
 bool http_has_token(http_str value, const char *token);
 

@@ -69,6 +69,13 @@ REFUSED = [
      + b"hello" + SMUGGLED, 400),
     ("post-identity-only", head("POST /publish?group=s HTTP/1.1", "Transfer-Encoding: identity")
      + b"hello" + SMUGGLED, 501),
+    # line endings: a bare LF ends a line for herald but maybe not for a proxy in front
+    ("bare-lf-ends-head", b"POST /publish?group=s HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\nhello"
+     + SMUGGLED, 400),
+    ("bare-lf-in-headers", b"GET /healthz HTTP/1.1\nHost: x\r\n\r\n" + SMUGGLED, 400),
+    # RFC 9112 3.2: an HTTP/1.1 request has exactly one Host
+    ("no-host", b"POST /publish?group=s HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello" + SMUGGLED, 400),
+    ("two-hosts", head("GET /healthz HTTP/1.1", "Host: y") + SMUGGLED, 400),
 ]
 
 
