@@ -19,6 +19,8 @@ struct chan {
     uint32_t subscribers;   /* local, all workers */
     uint64_t used_ms;       /* creation or last publish (coarse clock), for chan_sweep */
     bool confirmed;         /* the broker acknowledged our SUBSCRIBE */
+    bool stale;             /* cluster: the node stopped following the group, so its
+                             * offsets and history say nothing of what came since */
     /* history: a ring of message references, oldest at head */
     msg **hist;
     uint32_t hist_cap, hist_head, hist_count;
@@ -286,6 +288,9 @@ chan *chan_lock(const char *name, size_t len)
     c->name_len = (uint8_t)len;
     memcpy(c->name, name, len);
     c->last_offset = chan_local_offsets ? sh->floor[b] : 0;
+    /* In a cluster a group this node meets for the first time may already
+     * have messages elsewhere: stale until one reaches us. */
+    c->stale = !chan_local_offsets;
     c->used_ms = chan_coarse_ms();
     c->next = sh->buckets[b];
     sh->buckets[b] = c;
@@ -348,6 +353,7 @@ static void chan_reset_one(chan *c, void *arg)
     while (c->hist_count)
         chan_drop_oldest(c);
     c->last_offset = 0;
+    c->stale = !chan_local_offsets; /* a cluster node missed what came meanwhile */
 }
 
 void chan_reset_all(void)
@@ -454,6 +460,7 @@ void chan_append_at(chan *c, msg *m, uint64_t offset, const chan_history_cfg *cf
             chan_drop_oldest(c);
     m->offset = c->last_offset = offset;
     c->used_ms = now_ms;
+    c->stale = false; /* following again: history restarts here (a jump cleared it) */
     chan_trim(c, cfg, now_ms);
     if (cfg->max == 0)
         return;
@@ -512,9 +519,18 @@ uint64_t chan_record_total(void)
 
 uint64_t chan_evictions(void) { return atomic_load_explicit(&chan_evicted_n, memory_order_relaxed); }
 
+void chan_mark_stale(chan *c)
+{
+    while (c->hist_count)
+        chan_drop_oldest(c);
+    c->stale = true;
+}
+
 chan_replay_result chan_replay(chan *c, uint64_t since, const chan_history_cfg *cfg,
                                uint64_t now_ms, void (*fn)(void *arg, msg *m), void *arg)
 {
+    if (c->stale)
+        return CHAN_REPLAY_TOO_OLD; /* we cannot tell what was missed: never claim nothing was */
     if (since > c->last_offset)
         return CHAN_REPLAY_FUTURE;
     chan_trim(c, cfg, now_ms);

@@ -106,6 +106,13 @@ void chan_reset_all(void);
 /* Replaces the epoch (cluster mode: shared by the nodes, from the broker). */
 void chan_set_epoch(const char *epoch);
 
+/* Cluster, with the lock held: the node no longer follows the group (its last
+ * local subscriber left and it unsubscribed at the broker). Its history is
+ * dropped and, until a message arrives again, recoveries answer TOO_OLD:
+ * publishes on other nodes meanwhile never reached us, so "nothing missed"
+ * would be a silent loss. */
+void chan_mark_stale(chan *c);
+
 typedef enum chan_replay_result {
     CHAN_REPLAY_OK = 0,
     CHAN_REPLAY_TOO_OLD,    /* messages after `since` are no longer all kept */

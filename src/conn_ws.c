@@ -199,6 +199,7 @@ static void conn_chan_leave(const char *name, size_t len)
     bool last = chan_subscriber_del(ch);
     if (last && broker_enabled()) {
         chan_set_confirmed(ch, false);
+        chan_mark_stale(ch);
         broker_unsubscribe(name, len);
     }
     chan_unlock(ch);

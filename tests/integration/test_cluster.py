@@ -615,6 +615,47 @@ def test_client_moves_to_another_node_mid_stream_and_recovers_without_gap(redis,
     run(main(), 60)
 
 
+def test_recovery_on_a_node_that_stopped_following_is_never_silent(redis, herald):
+    """Issue 9's first scenario: a subscriber on node B reads offsets 1-5 and leaves (B unsubscribes
+    from the group), three messages are published on A, the subscriber comes back to B with
+    since=g:5. B did not see 6-8: it must replay them or say recovery_failed, never answer with
+    nothing. (Until history lives in Redis it says too_old, with the cluster's epoch.) The same for
+    since=g:0, and on A, which published them but, with no subscriber of its own, never followed the
+    group."""
+    a, b = start_nodes(herald, redis, 2, extra=("--history", "100"))
+    g = fresh("stale")
+
+    async def main():
+        s = await ws_connect(b.port, sub(g))
+        await apublish_all(a.port, g, [f"m{k}" for k in range(1, 6)])
+        got = await recv_envs(s, 5)
+        await s.close()
+        assert [d["offset"] for d in got] == [1, 2, 3, 4, 5]
+        epoch = got[-1]["epoch"]
+        # B has unsubscribed once its last subscriber left; publishes on A no longer reach it
+        await asyncio.sleep(0.3)
+        await apublish_all(a.port, g, ["m6", "m7", "m8"])
+        for node, since in ((b, 5), (b, 0), (a, 5)):
+            c = await ws_connect(node.port, sub(g, since=f"{g}:{since}", epoch=epoch))
+            try:
+                first = await recv(c, 5)
+                d = json.loads(first)
+                if d.get("type") == "recovery_failed":
+                    assert (d["group"], d["reason"], d["epoch"]) == (g, "too_old", epoch), d
+                else:  # a replay, once history lives in Redis: exactly what was missed
+                    rest = [first] + await recv_n(c, 8 - since - 1, 5)
+                    assert [env(f)["offset"] for f in rest] == list(range(since + 1, 9))
+                # live messages follow either way
+                await apublish_all(a.port, g, [f"live{since}"])
+                while True:
+                    e = env(await recv(c, 5))
+                    if e["data"] == f"live{since}":
+                        break
+            finally:
+                await c.close()
+    run(main(), 60)
+
+
 # ---------------------------------------------------------------------------
 # Redis outage
 # ---------------------------------------------------------------------------
