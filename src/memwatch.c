@@ -41,7 +41,7 @@ void memwatch_collect(server *s, metrics_memory *out)
                       atomic_load_explicit(&w->overflow_bytes, memory_order_relaxed);
     }
     out->rss = memwatch_read_rss(); /* fresh: the tick's sample may predate a shrink */
-    out->limit = s->cfg->max_memory;
+    out->limit = config_get()->max_memory;
     out->pressure = memwatch_pressure(s);
 }
 
