@@ -186,7 +186,8 @@ bool conn_enqueue(conn *c, msg *m)
     if (c->state != CONN_WS || c->dead)
         return false;
     const config *cfg = c->w->cfg;
-    size_t cost = outq_cost(m);
+    /* TLS records already encrypted count with the queue: one rule for both. */
+    size_t cost = outq_cost(m) + conn_tls_pending(c);
     if (c->q.mem + cost > cfg->queue_limit && !outq_empty(&c->q)) {
         if (cfg->slow_policy == SLOW_CLOSE) {
             conn_shed(c, "slow consumer");
@@ -348,7 +349,11 @@ void conn_flush(conn *c)
 /* The queue is empty: stop watching for writability and finish a close. */
 static void conn_flush_done(conn *c)
 {
-    if (c->read_paused && !c->dead) {
+    if (c->read_paused && !c->dead && c->close_after_flush) {
+        /* Closing (shutdown) while requests waited: they will not be read. */
+        c->read_paused = false;
+        conn_take_pending(c, NULL);
+    } else if (c->read_paused && !c->dead) {
         /* Answers are out: take up the pipelined requests that waited. */
         c->read_paused = false;
         c->last_read_ms = c->w->now_ms; /* we were the ones behind, not the client */
@@ -454,6 +459,17 @@ void conn_process(conn *c, uint8_t *p, size_t n)
     }
 }
 
+/* Records that reading made us owe (handshake flights, KeyUpdate replies)
+ * took the connection past its limit: only growth from this read counts,
+ * with one staged run of data (CONN_TLS_STAGE) of slack, so a subscriber
+ * whose queue is legitimately full is not cut off for sending a pong. */
+static bool conn_tls_over(const conn *c, size_t pending_before)
+{
+    size_t now = conn_tls_pending(c);
+    return now > pending_before &&
+           now + c->q.mem > c->w->cfg->queue_limit + CONN_TLS_STAGE;
+}
+
 /* Reads into buf: > 0 bytes, 0 end of stream, -1 nothing now, -2 error. */
 static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
 {
@@ -464,6 +480,7 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
         return r;
     }
     size_t pending = conn_tls_pending(c);
+    bool was_init = SSL_is_init_finished(c->ssl);
     /* Without SSL_MODE_AUTO_RETRY (tls.c) SSL_read returns after each record
      * that carries no data (a KeyUpdate, a ticket): take a bounded number of
      * them per event, so a flood of them neither stalls the worker inside
@@ -476,7 +493,7 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
         r = SSL_read(c->ssl, buf, cap > INT_MAX ? INT_MAX : (int)cap);
         if (r > 0 || SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_READ ||
             BIO_number_read(rb) == got || records == CONN_TLS_RECORDS_PER_EVENT ||
-            conn_tls_pending(c) + c->q.mem > c->w->cfg->queue_limit)
+            conn_tls_over(c, pending))
             break;
     }
     /* Reading can make records to send (handshake, KeyUpdate replies): they
@@ -493,11 +510,15 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
                 c->head_active = true;
                 c->deadline_ms = c->w->now_ms + c->w->cfg->header_timeout_ms;
             }
-        } else if (r <= 0 && c->head_active && c->pend_len == 0) {
-            c->head_active = false; /* handshake done, no request started yet */
+        } else if (!was_init && r <= 0 && c->head_active) {
+            /* The handshake finished in this read and no request byte came
+             * with it: the head's deadline starts with its first byte. A
+             * partial head waiting aside keeps its deadline: later reads
+             * without data (a split record, a KeyUpdate) never reset it. */
+            c->head_active = false;
         }
     }
-    if (now_pending + c->q.mem > c->w->cfg->queue_limit) {
+    if (conn_tls_over(c, pending)) {
         METRIC_INC(&c->w->m, slow_consumer_closes);
         return -2;
     }

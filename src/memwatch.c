@@ -12,6 +12,11 @@
 
 /* Queues smaller than this are not worth closing a client over. */
 #define MEMWATCH_SHED_MIN 65536
+/* Groups whose history one tick may drop under pressure: the rest next tick,
+ * so worker 0's clients never wait for a whole table. */
+#define MEMWATCH_EVICT_BATCH 4096
+
+static uint64_t memwatch_last_trim_ms; /* worker 0 only */
 
 static uint64_t memwatch_read_rss(void)
 {
@@ -52,7 +57,6 @@ bool memwatch_pressure(const server *s)
 
 void memwatch_tick(server *s, uint64_t now_ms)
 {
-    (void)now_ms;
     uint64_t rss = memwatch_read_rss(), limit = config_get()->max_memory;
     atomic_store_explicit(&s->rss, rss, memory_order_relaxed);
     bool on = memwatch_pressure(s);
@@ -70,8 +74,12 @@ void memwatch_tick(server *s, uint64_t now_ms)
     /* Give up as much history as we are over the low mark, oldest groups
      * first; then hand the freed pages back so RSS shows it. */
     uint64_t excess = rss - limit / 10 * 8, hist = chan_history_bytes();
-    chan_enforce_budget(hist > excess ? hist - excess : 0, 1u << 20);
-    malloc_trim(0);
+    size_t evicted = chan_enforce_budget(hist > excess ? hist - excess : 0, MEMWATCH_EVICT_BATCH);
+    /* Trimming walks the heap: only after freeing something, or once a second. */
+    if (evicted || now_ms >= memwatch_last_trim_ms + 1000) {
+        memwatch_last_trim_ms = now_ms;
+        malloc_trim(0);
+    }
 }
 
 void memwatch_shed(worker *w)

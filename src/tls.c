@@ -33,8 +33,10 @@ static void tls_free(void *p, const char *file, int line)
 
 static void *tls_realloc(void *p, size_t n, const char *file, int line)
 {
-    (void)file;
-    (void)line;
+    if (n == 0) { /* OpenSSL passes 0 through: a free */
+        tls_free(p, file, line);
+        return NULL;
+    }
     size_t old = p ? malloc_usable_size(p) : 0;
     void *q = realloc(p, n);
     if (!q)
