@@ -8,6 +8,8 @@ HERALD_TLS_KEYUPDATE names it (CTest sets it).
 """
 
 import os
+import socket
+import ssl
 import subprocess
 import time
 
@@ -94,3 +96,67 @@ def test_keyupdate_flood_is_bounded(tls_server):
     rss.assert_growth_below(slack(4, 2), "KeyUpdate flood")
     st, _, body = srv.https("GET", "/healthz")
     assert (st, body) == (200, b"ok\n")
+
+
+def test_tls_head_trickled_in_split_records_gets_408(tls_server):
+    """Slowloris over TLS: the head's first byte comes in one record, then one byte a second, each
+    byte's record sent in two halves. A read that completes no record delivers no data; it must not
+    reset the head's deadline (--header-timeout from its first byte): 408 and close at ~2 s."""
+    srv = tls_server("--header-timeout", "2")
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=slack(10))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = srv.ctx.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+
+    def pump_out():
+        data = outgoing.read()
+        if data:
+            sock.sendall(data)
+        return data
+
+    while True:  # handshake through memory BIOs
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            pump_out()
+            incoming.write(sock.recv(65536))
+    pump_out()
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    tls.write(head[:1])
+    pump_out()
+    t0 = time.monotonic()
+    sock.settimeout(0.05)
+    answer, closed_at = b"", None
+    for b in head[1:12]:  # never the whole head
+        tls.write(bytes([b]))
+        rec = outgoing.read()
+        sock.sendall(rec[:3])          # half a record: the server reads, decrypts nothing
+        time.sleep(0.5)
+        try:
+            sock.sendall(rec[3:])
+        except OSError:
+            closed_at = time.monotonic()
+            break
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            try:
+                d = sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                d = b""
+            if not d:
+                closed_at = time.monotonic()
+                break
+            incoming.write(d)
+            try:
+                answer += tls.read(65536)
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError, ssl.SSLError):
+                pass
+        if closed_at:
+            break
+    sock.close()
+    assert closed_at is not None, f"still open {time.monotonic() - t0:.1f}s after the first byte"
+    took = closed_at - t0
+    assert took < slack(3.5), f"closed {took:.2f}s after the head's first byte (--header-timeout 2)"
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
