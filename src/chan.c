@@ -411,6 +411,21 @@ void chan_append(chan *c, msg *m, const chan_history_cfg *cfg, uint64_t now_ms)
     chan_append_at(c, m, c->last_offset + 1, cfg, now_ms);
 }
 
+/* True when c is the only group keeping history (with its shard locked). */
+static bool chan_alone(const chan *c)
+{
+    return c->hist_bytes >= atomic_load_explicit(&chan_hist_total, memory_order_relaxed);
+}
+
+/* The one group left over the budget keeps its newest messages: evicting it
+ * whole would leave a hot group no history at all after every tick. */
+static void chan_trim_to_budget(chan *c, size_t budget)
+{
+    while (c->hist_count > 1 &&
+           atomic_load_explicit(&chan_hist_total, memory_order_relaxed) > budget)
+        chan_drop_oldest(c);
+}
+
 /* The shard whose least recently published group is the oldest of all
  * (read without locks: a hint, checked again under the lock). */
 static chan_shard *chan_oldest_shard(void)
@@ -439,6 +454,10 @@ static void chan_evict_inline(chan *c, size_t budget)
         if (!sh)
             return;
         if (sh == c->shard) {
+            if (sh->lru_tail == c && chan_alone(c)) {
+                chan_trim_to_budget(c, budget);
+                return;
+            }
             if (!sh->lru_tail || sh->lru_tail == c)
                 return;
             chan_evict(sh->lru_tail);
@@ -498,11 +517,18 @@ size_t chan_enforce_budget(size_t budget, size_t max_groups)
         if (!oldest)
             break;
         pthread_mutex_lock(&oldest->lock);
-        if (oldest->lru_tail) {
-            chan_evict(oldest->lru_tail);
+        chan *v = oldest->lru_tail;
+        bool done = false;
+        if (v && chan_alone(v)) {
+            chan_trim_to_budget(v, budget);
+            done = true; /* what is left is its newest message */
+        } else if (v) {
+            chan_evict(v);
             evicted++;
         }
         pthread_mutex_unlock(&oldest->lock);
+        if (done)
+            break;
     }
     return evicted;
 }

@@ -43,9 +43,10 @@ bool chan_admit(const char *name, size_t len, int max);
 
 /* --history-memory: while kept messages take more than budget bytes, drops
  * the whole history of the least recently published group (across shards),
- * at most max_groups of them. Returns how many were dropped. Appends also
- * evict inline (within their shard) once 1/8 over, so the budget holds
- * between calls. A recovery into evicted history gets too_old. */
+ * at most max_groups of them; the last group left keeps its newest messages
+ * that fit (at least one). Returns how many groups were dropped. Appends
+ * also evict inline once 1/8 over, so the budget holds between calls. A
+ * recovery into evicted history gets too_old. */
 size_t chan_enforce_budget(size_t budget, size_t max_groups);
 
 /* Memory view: bytes of kept messages (msg_footprint each), bytes of group

@@ -497,8 +497,9 @@ static void test_budget_evicts_least_recently_published(void **state)
     msg *m = pub("lru.1", &cfg, 300);
     assert_int_equal(m->offset, 4);
     msg_unref(m);
-    assert_int_equal(chan_enforce_budget(0, 1000), 9); /* lru.1 has history again */
-    assert_int_equal(chan_history_bytes(), 0);
+    /* lru.1 has history again (9 groups); the last one left keeps its newest message */
+    assert_int_equal(chan_enforce_budget(0, 1000), 8);
+    assert_int_equal(chan_history_bytes(), per_msg);
 }
 
 static void test_budget_inline_on_append(void **state)
@@ -517,6 +518,27 @@ static void test_budget_inline_on_append(void **state)
         assert_true(chan_history_bytes() <= 9 * per_msg + per_msg);
     }
     chan_enforce_budget(0, 1000);
+}
+
+static void test_budget_single_hot_group_keeps_newest(void **state)
+{
+    (void)state;
+    chan_history_cfg probe = {1000, 0, 0};
+    msg_unref(pub("hot", &probe, 1));
+    uint64_t per_msg = chan_history_bytes();
+    chan_enforce_budget(0, 10); /* the only group: keeps its newest message */
+    assert_int_equal(chan_history_bytes(), per_msg);
+    /* one group, 200 messages, a budget of ~20: never wiped, the newest kept */
+    chan_history_cfg cfg = {1000, 0, 20 * per_msg};
+    for (int i = 0; i < 200; i++)
+        msg_unref(pub("hot", &cfg, 10 + (uint64_t)i));
+    chan_enforce_budget(cfg.memory, 100);
+    assert_true(chan_history_bytes() <= cfg.memory);
+    assert_true(chan_history_bytes() >= cfg.memory - per_msg);
+    seen s;
+    assert_int_equal(replay("hot", 195, &cfg, 500, &s), CHAN_REPLAY_OK);
+    expect_range(&s, 196, 201);
+    assert_int_equal(replay("hot", 100, &cfg, 500, &s), CHAN_REPLAY_TOO_OLD);
 }
 
 static void test_admit_caps_new_groups(void **state)
@@ -554,6 +576,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_budget_evicts_least_recently_published, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_budget_inline_on_append, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_budget_single_hot_group_keeps_newest, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
