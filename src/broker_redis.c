@@ -23,12 +23,35 @@
 #define BROKER_PING_TIMEOUT_MS 3000
 #define BROKER_CHANNEL_MAX (32 + MSG_GROUP_MAX)
 
-/* INCR and PUBLISH in one atomic command: the offset and the channel order
- * agree on every node. The payload is "<offset>:<t|b><bytes>". */
+#define BROKER_HISTORY_PREFIX "herald:h:"
+
+/* INCR, XADD and PUBLISH in one atomic command: the offset, the group's
+ * history in Redis and the channel order agree on every node. The payload is
+ * "<offset>:<t|b><bytes>"; the stream entry's id is "<offset>-0" and is
+ * trimmed to --history entries (ARGV[2]) and expires after --history-ttl of
+ * silence (ARGV[3], ms; 0: never). */
 static const char broker_script[] =
     "local o = redis.call('INCR', KEYS[1]) "
+    "local n = tonumber(ARGV[2]) "
+    "if n > 0 then "
+    "  redis.call('XADD', KEYS[3], 'MAXLEN', n, o .. '-0', 'd', ARGV[1]) "
+    "  local t = tonumber(ARGV[3]) "
+    "  if t > 0 then redis.call('PEXPIRE', KEYS[3], t) end "
+    "end "
     "redis.call('PUBLISH', KEYS[2], o .. ':' .. ARGV[1]) "
     "return o";
+
+/* A node that starts following a group (its SUBSCRIBE confirmed) reads
+ * Redis's view of it: GET the last offset, then XRANGE the kept messages,
+ * pipelined on one connection. Not atomic, and need not be: anything
+ * published after the SUBSCRIBE also arrives live, and entries above the
+ * offset read first are left to that live copy. */
+typedef struct broker_filling {
+    uint64_t last;
+    bool ok;
+    bool orphan; /* the XRANGE could not be queued: the GET's callback frees */
+    char group[];
+} broker_filling;
 
 typedef enum broker_op { BROKER_PUBLISH, BROKER_SUB, BROKER_UNSUB } broker_op;
 
@@ -224,6 +247,7 @@ static void broker_on_disconnect(const redisAsyncContext *ac, int status)
 }
 
 static void broker_on_sub_reply(redisAsyncContext *ac, void *r, void *priv);
+static void broker_fill(const char *g, size_t len);
 
 static void broker_resubscribe(chan *c, void *arg)
 {
@@ -383,8 +407,111 @@ static void broker_on_sub_reply(redisAsyncContext *ac, void *r, void *priv)
         chan_set_confirmed(c, sub);
         chan_unlock(c);
     }
-    if (sub)
+    if (sub) /* subscribed: what came before is read from Redis, then subscribers go live */
+        broker_fill(g, ch->len - B.group_prefix_len);
+}
+
+/* One kept message from an XRANGE entry [id, [field, value]]; NULL when the
+ * entry is not ours. */
+static msg *broker_fill_entry(const redisReply *e, const char *g, size_t glen)
+{
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+        e->element[0]->type != REDIS_REPLY_STRING || e->element[1]->type != REDIS_REPLY_ARRAY ||
+        e->element[1]->elements != 2 || e->element[1]->element[1]->type != REDIS_REPLY_STRING)
+        return NULL;
+    const redisReply *v = e->element[1]->element[1];
+    if (v->len < 1)
+        return NULL;
+    msg *m = msg_alloc(v->len - 1);
+    if (!m)
+        return NULL;
+    memcpy(msg_payload(m), v->str + 1, v->len - 1);
+    m->payload_len = (uint32_t)(v->len - 1);
+    msg_finish(m, MSG_DATA, v->str[0] == 't' ? WS_OP_TEXT : WS_OP_BINARY, g, glen);
+    m->offset = strtoull(e->element[0]->str, NULL, 10);
+    m->epoch = chan_epoch();
+    m->epoch_gen = chan_epoch_gen();
+    return m;
+}
+
+static void broker_on_fill_last(redisAsyncContext *ac, void *r, void *priv)
+{
+    (void)ac;
+    broker_filling *f = priv;
+    redisReply *reply = r;
+    if (f->orphan) {
+        free(f);
         worker_release_held_all(B.w->srv);
+        return;
+    }
+    f->ok = reply && (reply->type == REDIS_REPLY_NIL || reply->type == REDIS_REPLY_STRING);
+    f->last = f->ok && reply->type == REDIS_REPLY_STRING ? strtoull(reply->str, NULL, 10) : 0;
+}
+
+static void broker_on_fill(redisAsyncContext *ac, void *r, void *priv)
+{
+    (void)ac;
+    broker_filling *f = priv;
+    const char *g = f->group;
+    redisReply *reply = r;
+    size_t glen = strlen(g);
+    if (!f->ok || !reply || reply->type != REDIS_REPLY_ARRAY) {
+        /* The record stays stale: recoveries answer too_old, never nothing. */
+        if (reply)
+            METRIC_INC(&B.w->m, broker_errors);
+        free(f);
+        worker_release_held_all(B.w->srv);
+        return;
+    }
+    uint64_t last = f->last;
+    redisReply *list = reply;
+    msg **v = list->elements ? calloc(list->elements, sizeof *v) : NULL;
+    size_t n = 0;
+    for (size_t i = 0; v && i < list->elements; i++) {
+        msg *m = broker_fill_entry(list->element[i], g, glen);
+        if (m && (n == 0 || m->offset > v[n - 1]->offset))
+            v[n++] = m;
+        else if (m)
+            msg_unref(m);
+    }
+    const config *cfg = config_get();
+    chan_history_cfg hc = {(size_t)cfg->history, cfg->history_ttl_ms, cfg->history_memory};
+    chan *c = chan_lock(g, glen);
+    if (c) {
+        if (chan_confirmed(c) && (list->elements == 0 || v))
+            chan_fill(c, last, v, n, &hc, B.w->now_ms);
+        chan_unlock(c);
+    }
+    for (size_t i = 0; i < n; i++)
+        msg_unref(v[i]);
+    free(v);
+    free(f);
+    worker_release_held_all(B.w->srv);
+}
+
+static void broker_fill(const char *g, size_t len)
+{
+    char key[sizeof BROKER_OFFSET_PREFIX + MSG_GROUP_MAX], hist[sizeof BROKER_HISTORY_PREFIX + MSG_GROUP_MAX];
+    int kl = snprintf(key, sizeof key, BROKER_OFFSET_PREFIX "%.*s", (int)len, g);
+    int hl = snprintf(hist, sizeof hist, BROKER_HISTORY_PREFIX "%.*s", (int)len, g);
+    broker_filling *f = calloc(1, sizeof *f + len + 1);
+    if (!f || !B.io[0].ac) {
+        free(f);
+        worker_release_held_all(B.w->srv);
+        return;
+    }
+    memcpy(f->group, g, len);
+    if (redisAsyncCommand(B.io[0].ac, broker_on_fill_last, f, "GET %b", key, (size_t)kl) !=
+        REDIS_OK) {
+        free(f);
+        worker_release_held_all(B.w->srv);
+        return;
+    }
+    /* hiredis calls every queued callback, with no reply if the connection
+     * fails: f is freed by the XRANGE's, or by the GET's when it is alone. */
+    if (redisAsyncCommand(B.io[0].ac, broker_on_fill, f, "XRANGE %b - +", hist, (size_t)hl) !=
+        REDIS_OK)
+        f->orphan = true;
 }
 
 /* Each EVAL carries a reference to its message until Redis answers. hiredis
@@ -453,8 +580,14 @@ void broker_unsubscribe(const char *g, size_t len) { broker_enqueue(BROKER_UNSUB
 static void broker_send_publish(msg *m)
 {
     char key[sizeof BROKER_OFFSET_PREFIX + MSG_GROUP_MAX], ch[BROKER_CHANNEL_MAX];
+    char hist[sizeof BROKER_HISTORY_PREFIX + MSG_GROUP_MAX], n[24], ttl[24];
     int kl = m->group_len ? snprintf(key, sizeof key, BROKER_OFFSET_PREFIX "%s", m->group)
                           : snprintf(key, sizeof key, BROKER_OFFSET_PREFIX "*");
+    int hl = m->group_len ? snprintf(hist, sizeof hist, BROKER_HISTORY_PREFIX "%s", m->group)
+                          : snprintf(hist, sizeof hist, BROKER_HISTORY_PREFIX "*");
+    const config *cfg = config_get();
+    int nl = snprintf(n, sizeof n, "%d", m->group_len ? cfg->history : 0);
+    int tl = snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)cfg->history_ttl_ms);
     int cl = broker_channel(ch, m->group, m->group_len);
     /* ARGV[1] is the kind byte followed by the payload: one copy, as hiredis
      * formats the command into its own buffer anyway. */
@@ -466,9 +599,10 @@ static void broker_send_publish(msg *m)
     }
     arg[0] = m->opcode == WS_OP_TEXT ? 't' : 'b';
     memcpy(arg + 1, m->data + (m->len - plen), plen);
-    const char *argv[6] = {"EVAL", broker_script, "2", key, ch, arg};
-    size_t lens[6] = {4, sizeof broker_script - 1, 1, (size_t)kl, (size_t)cl, plen + 1};
-    if (redisAsyncCommandArgv(B.io[0].ac, broker_on_publish_reply, m, 6, argv, lens) == REDIS_OK) {
+    const char *argv[9] = {"EVAL", broker_script, "3", key, ch, hist, arg, n, ttl};
+    size_t lens[9] = {4, sizeof broker_script - 1, 1, (size_t)kl, (size_t)cl, (size_t)hl,
+                      plen + 1, (size_t)nl, (size_t)tl};
+    if (redisAsyncCommandArgv(B.io[0].ac, broker_on_publish_reply, m, 9, argv, lens) == REDIS_OK) {
         METRIC_INC(&B.w->m, broker_published);
     } else {
         METRIC_INC(&B.w->m, broker_errors);

@@ -479,7 +479,6 @@ void chan_append_at(chan *c, msg *m, uint64_t offset, const chan_history_cfg *cf
             chan_drop_oldest(c);
     m->offset = c->last_offset = offset;
     c->used_ms = now_ms;
-    c->stale = false; /* following again: history restarts here (a jump cleared it) */
     chan_trim(c, cfg, now_ms);
     if (cfg->max == 0)
         return;
@@ -544,6 +543,52 @@ uint64_t chan_record_total(void)
 }
 
 uint64_t chan_evictions(void) { return atomic_load_explicit(&chan_evicted_n, memory_order_relaxed); }
+
+bool chan_ready(const chan *c) { return c->confirmed && !c->stale; }
+
+void chan_fill(chan *c, uint64_t last, msg **fetched, size_t n, const chan_history_cfg *cfg,
+               uint64_t now_ms)
+{
+    /* What arrived live since our SUBSCRIBE (above `last`) stays; below it
+     * the fetched copies stand in, in offset order: one contiguous history. */
+    size_t keep_n = 0;
+    msg *keep[64];
+    msg **later = keep;
+    size_t later_cap = 64;
+    while (c->hist_count) {
+        msg *m = c->hist[c->hist_head];
+        if (m->offset > last) {
+            if (keep_n == later_cap) {
+                msg **g = malloc(sizeof *g * later_cap * 2);
+                if (!g)
+                    break;
+                memcpy(g, later, sizeof *g * keep_n);
+                if (later != keep)
+                    free(later);
+                later = g;
+                later_cap *= 2;
+            }
+            later[keep_n++] = msg_ref(m);
+        }
+        chan_drop_oldest(c);
+    }
+    if (last > c->last_offset)
+        c->last_offset = last;
+    uint64_t top = c->last_offset;
+    c->last_offset = 0;
+    for (size_t i = 0; i < n; i++)
+        if (fetched[i]->offset <= last && fetched[i]->offset > c->last_offset)
+            chan_append_at(c, fetched[i], fetched[i]->offset, cfg, now_ms);
+    for (size_t i = 0; i < keep_n; i++) {
+        chan_append_at(c, later[i], later[i]->offset, cfg, now_ms);
+        msg_unref(later[i]);
+    }
+    if (later != keep)
+        free(later);
+    if (c->last_offset < top)
+        c->last_offset = top; /* nothing kept up to it (no history, or trimmed) */
+    c->stale = false;
+}
 
 void chan_mark_stale(chan *c)
 {

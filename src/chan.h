@@ -114,6 +114,17 @@ void chan_set_epoch(const char *epoch);
  * would be a silent loss. */
 void chan_mark_stale(chan *c);
 
+/* Cluster, with the lock held: Redis's view of the group arrived after our
+ * SUBSCRIBE was confirmed: its last offset and its kept messages (ascending
+ * offsets, each with m->offset set; references stay the caller's). Merged
+ * with what arrived live meanwhile into one contiguous history; the record
+ * is no longer stale. */
+void chan_fill(chan *c, uint64_t last, msg **fetched, size_t n, const chan_history_cfg *cfg,
+               uint64_t now_ms);
+
+/* Confirmed at the broker and filled: a recovery here sees what Redis saw. */
+bool chan_ready(const chan *c);
+
 typedef enum chan_replay_result {
     CHAN_REPLAY_OK = 0,
     CHAN_REPLAY_TOO_OLD,    /* messages after `since` are no longer all kept */

@@ -35,6 +35,8 @@ typedef enum conn_role { ROLE_HTTP = 0, ROLE_SUB, ROLE_PUB } conn_role;
 typedef struct conn_sub {
     group *g;
     uint32_t slot;
+    bool recovering;  /* cluster: the replay waits until the group's record is filled */
+    uint64_t since;
 } conn_sub;
 
 typedef struct conn {
@@ -163,5 +165,9 @@ void conn_ws_process(conn *c, uint8_t *p, size_t n);
 bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_t since,
                     bool epoch_ok);
 void conn_unsubscribe_all(conn *c);
+
+/* Cluster: a held subscriber goes live; first replays what its deferred
+ * recoveries ask, from the now filled records (or says too_old). */
+void conn_finish_recoveries(conn *c);
 
 #endif

@@ -240,7 +240,14 @@ bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_
     uint32_t after_gen = chan_epoch_gen();
     conn_replay rp = {0};
     chan_replay_result r = CHAN_REPLAY_OK;
-    if (recover && epoch_ok) {
+    /* Cluster: a record this node does not follow yet is filled from Redis
+     * once our SUBSCRIBE is confirmed. Until then the subscriber is held
+     * (no 101) and skips every live message; the replay runs at release
+     * (conn_finish_recoveries) and the join point moves to its end. */
+    bool defer = recover && epoch_ok && broker_enabled() && broker_up() && !chan_ready(ch);
+    if (defer)
+        after = UINT64_MAX;
+    if (recover && epoch_ok && !defer) {
         chan_history_cfg hc = worker_history_cfg(c->w);
         r = chan_replay(ch, since, &hc, c->w->now_ms, conn_replay_take, &rp);
     }
@@ -250,6 +257,8 @@ bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_
     conn_replay_finish(c, &rp, !rp.oom);
     if (!recover)
         after = 0; /* a plain join: every message still in the inbox counts */
+    else if (defer)
+        ; /* decided at release */
     else if (!epoch_ok)
         conn_recovery_failed(c, name, len, "epoch", after);
     else if (r == CHAN_REPLAY_TOO_OLD)
@@ -262,10 +271,44 @@ bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_
         groups_release_if_empty(&c->w->groups, g);
         return false;
     }
-    s[c->nsubs++] = (conn_sub){g, (uint32_t)slot};
-    if (broker_enabled() && !confirmed && broker_up() && !c->hold && worker_hold(c->w, c))
+    s[c->nsubs++] = (conn_sub){g, (uint32_t)slot, defer, since};
+    if (broker_enabled() && (!confirmed || defer) && broker_up() && !c->hold &&
+        worker_hold(c->w, c))
         c->hold = true; /* the 101 waits for the broker's SUBSCRIBE (cluster) */
     return true;
+}
+
+void conn_finish_recoveries(conn *c)
+{
+    for (uint16_t i = 0; i < c->nsubs && !c->dead; i++) {
+        conn_sub *s = &c->subs[i];
+        if (!s->recovering)
+            continue;
+        s->recovering = false;
+        group *g = s->g;
+        chan *ch = chan_lock(g->name, g->name_len);
+        if (!ch) {
+            g->members[s->slot].after = 0; /* live from here; the gap is reported */
+            conn_recovery_failed(c, g->name, g->name_len, "too_old", 0);
+            continue;
+        }
+        chan_history_cfg hc = worker_history_cfg(c->w);
+        conn_replay rp = {0};
+        chan_replay_result r = chan_replay(ch, s->since, &hc, c->w->now_ms, conn_replay_take, &rp);
+        uint64_t last = chan_last_offset(ch);
+        /* Everything up to `last` is in the replay or was never kept; what is
+         * above it arrives live (older ones still in the inbox are skipped). */
+        g->members[s->slot].after = last;
+        g->members[s->slot].after_gen = chan_epoch_gen();
+        chan_unlock(ch);
+        if (rp.oom)
+            r = CHAN_REPLAY_TOO_OLD;
+        conn_replay_finish(c, &rp, !rp.oom);
+        if (r == CHAN_REPLAY_TOO_OLD)
+            conn_recovery_failed(c, g->name, g->name_len, "too_old", last);
+        else if (r == CHAN_REPLAY_FUTURE)
+            conn_recovery_failed(c, g->name, g->name_len, "unknown_offset", last);
+    }
 }
 
 void conn_unsubscribe_all(conn *c)

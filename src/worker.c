@@ -312,7 +312,7 @@ static bool worker_held_ready(worker *w, conn *c)
     for (uint16_t i = 0; i < c->nsubs; i++) {
         group *g = c->subs[i].g;
         chan *ch = chan_lock(g->name, g->name_len);
-        bool ok = !ch || chan_confirmed(ch);
+        bool ok = !ch || chan_ready(ch);
         if (ch)
             chan_unlock(ch);
         if (!ok)
@@ -328,6 +328,8 @@ static void worker_check_held(worker *w)
         conn *c = w->held[i];
         if (c->dead || worker_held_ready(w, c)) {
             c->hold = false;
+            if (!c->dead)
+                conn_finish_recoveries(c);
             worker_mark_dirty(w, c);
             w->held[i] = w->held[--w->nheld];
         }

@@ -656,6 +656,74 @@ def test_recovery_on_a_node_that_stopped_following_is_never_silent(redis, herald
     run(main(), 60)
 
 
+def test_recovery_on_any_node_replays_from_redis(redis, herald):
+    """Issue 9: history lives in Redis (a stream per group, trimmed to --history), so a client
+    recovers on a node that was not following the group -- the one it left, or one that never saw
+    the group -- with exactly what it missed, then live messages, no gap, no duplicate."""
+    a, b, c = start_nodes(herald, redis, 3, extra=("--history", "100"))
+    g = fresh("any")
+
+    async def main():
+        s = await ws_connect(b.port, sub(g))
+        await apublish_all(a.port, g, [f"m{k}" for k in range(1, 6)])
+        got = await recv_envs(s, 5)
+        await s.close()
+        epoch = got[-1]["epoch"]
+        await asyncio.sleep(0.3)  # B has unsubscribed
+        await apublish_all(a.port, g, ["m6", "m7", "m8"])
+        missed = [(6, "m6"), (7, "m7"), (8, "m8")]
+        for node in (b, c):
+            r = await ws_connect(node.port, sub(g, since=f"{g}:5", epoch=epoch))
+            try:
+                rep = await recv_envs(r, len(missed))
+                assert [(d["offset"], d["data"]) for d in rep] == missed
+                assert {d["epoch"] for d in rep} == {epoch}
+                await expect_silence(r, 0.3)
+                live = (missed[-1][0] + 1, f"live-{node.port}")
+                await apublish_all(a.port, g, [live[1]])
+                d = env(await recv(r, 5))
+                assert (d["offset"], d["data"]) == live
+                missed.append(live)  # the next node's client missed it too
+            finally:
+                await r.close()
+    run(main(), 60)
+
+
+def test_recovery_on_another_node_mid_stream_has_no_gap_or_duplicate(redis, herald):
+    """A client reading a fast stream on node A reconnects to node B, which has no subscriber of
+    the group: B fills its record from Redis while live messages keep coming."""
+    a, b = start_nodes(herald, redis, 2, extra=("--history", "5000"))
+    g = fresh("seam")
+    N = 1500
+
+    async def main():
+        c = await ws_connect(a.port, sub(g))
+        pub = await ws_connect(a.port, f"/publish?group={g}")
+        try:
+            async def stream():
+                for k in range(N):
+                    await pub.send(f"s{k}")
+                    if k % 100 == 99:
+                        await asyncio.sleep(0.005)
+            t = asyncio.create_task(stream())
+            first = await recv_envs(c, 400, 20)
+            await c.close()
+            last = first[-1]
+            c2 = await ws_connect(b.port, sub(g, since=f"{g}:{last['offset']}", epoch=last["epoch"]))
+            try:
+                rest = await recv_envs(c2, N - 400, 30)
+                await t
+                await expect_silence(c2, 0.3)
+            finally:
+                await c2.close()
+            allm = first + rest
+            assert [d["data"] for d in allm] == [f"s{k}" for k in range(N)], "gap or duplicate at the seam"
+            assert [d["offset"] for d in allm] == list(range(1, N + 1))
+        finally:
+            await pub.close()
+    run(main(), 60)
+
+
 # ---------------------------------------------------------------------------
 # Redis outage
 # ---------------------------------------------------------------------------

@@ -541,6 +541,47 @@ static void test_budget_single_hot_group_keeps_newest(void **state)
     assert_int_equal(replay("hot", 100, &cfg, 500, &s), CHAN_REPLAY_TOO_OLD);
 }
 
+static void test_fill_merges_redis_view_with_live(void **state)
+{
+    (void)state;
+    /* a cluster node: records start stale and offsets come from the broker */
+    chan_destroy();
+    assert_true(chan_init(false));
+    chan_history_cfg cfg = {100, 0, 0};
+    chan *c = chan_lock("f", 1);
+    chan_set_confirmed(c, true);
+    assert_false(chan_ready(c));
+    seen s;
+    memset(&s, 0, sizeof s);
+    assert_int_equal(chan_replay(c, 0, &cfg, 1, collect, &s), CHAN_REPLAY_TOO_OLD);
+    /* live messages 9 and 10 arrived after our SUBSCRIBE */
+    msg *live[2];
+    for (int i = 0; i < 2; i++) {
+        live[i] = mk("f", "live", 1);
+        chan_append_at(c, live[i], 9 + (uint64_t)i, &cfg, 1);
+    }
+    /* Redis had 4..9 kept when the counter read 9 (9 overlaps the live copy) */
+    msg *fetched[6];
+    for (int i = 0; i < 6; i++) {
+        fetched[i] = mk("f", "kept", 1);
+        fetched[i]->offset = 4 + (uint64_t)i;
+    }
+    chan_fill(c, 9, fetched, 6, &cfg, 1);
+    assert_true(chan_ready(c));
+    assert_int_equal(chan_last_offset(c), 10);
+    chan_unlock(c);
+    assert_int_equal(replay("f", 3, &cfg, 1, &s), CHAN_REPLAY_OK);
+    expect_range(&s, 4, 10);
+    assert_int_equal(replay("f", 2, &cfg, 1, &s), CHAN_REPLAY_TOO_OLD);
+    unref_all(fetched, 6);
+    unref_all(live, 2);
+    /* the last subscriber leaves: stale again, recoveries say too_old */
+    c = chan_lock("f", 1);
+    chan_mark_stale(c);
+    chan_unlock(c);
+    assert_int_equal(replay("f", 10, &cfg, 1, &s), CHAN_REPLAY_TOO_OLD);
+}
+
 static void test_admit_caps_new_groups(void **state)
 {
     (void)state;
@@ -577,6 +618,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_budget_inline_on_append, setup, teardown),
         cmocka_unit_test_setup_teardown(test_budget_single_hot_group_keeps_newest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fill_merges_redis_view_with_live, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
