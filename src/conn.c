@@ -265,7 +265,7 @@ static int conn_tls_flush(conn *c, outq_done *done)
             return rc;
         if (outq_empty(&c->q))
             return 1;
-        if (!SSL_is_init_finished(c->ssl))
+        if (!c->tls_ready)
             return 2;
         int n = outq_iov(&c->q, iov, CONN_IOV);
         size_t len = 0;
@@ -480,7 +480,7 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
         return r;
     }
     size_t pending = conn_tls_pending(c);
-    bool was_init = SSL_is_init_finished(c->ssl);
+    bool was_ready = c->tls_ready;
     /* Without SSL_MODE_AUTO_RETRY (tls.c) SSL_read returns after each record
      * that carries no data (a KeyUpdate, a ticket): take a bounded number of
      * them per event, so a flood of them neither stalls the worker inside
@@ -504,13 +504,15 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
         c->last_progress_ms = c->w->now_ms;
     /* The handshake is part of the first request head: --header-timeout
      * runs from its first byte, so a trickled handshake ends too. */
+    if (!c->tls_ready && SSL_is_init_finished(c->ssl))
+        c->tls_ready = true;
     if (c->state == CONN_HTTP) {
-        if (!SSL_is_init_finished(c->ssl)) {
+        if (!c->tls_ready) {
             if (!c->head_active) {
                 c->head_active = true;
                 c->deadline_ms = c->w->now_ms + c->w->cfg->header_timeout_ms;
             }
-        } else if (!was_init && r <= 0 && c->head_active) {
+        } else if (!was_ready && r <= 0 && c->head_active) {
             /* The handshake finished in this read and no request byte came
              * with it: the head's deadline starts with its first byte. A
              * partial head waiting aside keeps its deadline: later reads
@@ -525,7 +527,7 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
     /* The handshake (or a key update) may have produced bytes to send, or
      * just finished with a response already waiting in the queue. */
     if (BIO_ctrl_pending(SSL_get_wbio(c->ssl)) > 0 ||
-        (!outq_empty(&c->q) && SSL_is_init_finished(c->ssl)))
+        (!outq_empty(&c->q) && c->tls_ready))
         worker_mark_dirty(c->w, c);
     if (r > 0)
         return r;
@@ -582,7 +584,7 @@ static void conn_tick_http(conn *c, uint64_t now, bool writing)
     } else if (c->head_active) {
         if (now >= c->deadline_ms) {
             METRIC_INC(&c->w->m, request_timeouts[METRICS_PHASE_HEAD]);
-            if (c->ssl && !SSL_is_init_finished(c->ssl)) {
+            if (c->ssl && !c->tls_ready) {
                 conn_destroy(c); /* no channel to answer on yet */
                 return;
             }

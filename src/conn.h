@@ -57,6 +57,8 @@ typedef struct conn {
     bool tls_shut : 1;         /* close_notify generated */
     bool read_paused : 1;      /* EPOLLIN off until the queue drains (pipelined requests) */
     bool head_active : 1;      /* a request head (or TLS handshake) started, not complete */
+    bool tls_ready : 1;        /* the first TLS handshake finished (a KeyUpdate later puts
+                                * OpenSSL "in init" again: that is no new handshake) */
     uint8_t format;            /* msg_format: raw, json or msgpack envelopes */
     uint16_t nsubs;
     uint32_t slot;             /* index in worker->conns */

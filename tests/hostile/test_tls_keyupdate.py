@@ -87,13 +87,23 @@ def test_keyupdate_flood_is_bounded(tls_server):
     # OpenSSL handles post-handshake messages inside SSL_read: a server that lets one SSL_read run
     # while the socket stays fed is stuck there, its other connections starved
     probe.assert_fast(slack(1.0), "KeyUpdate flood")
-    assert report["closed"] == "1", (f"the server kept a KeyUpdate flooder that never reads open: {line}")
+    rss.assert_growth_below(slack(4, 2), "KeyUpdate flood")
+    if report["closed"] != "1":
+        # Rarely (about 1 run in 10 here) TCP itself throttles the flooder: with its tiny MSS and
+        # nobody reading the replies, the connection crawls at a few hundred KeyUpdates per second,
+        # so herald never holds replies past the limit and has no reason to close. The attack is
+        # contained all the same (memory flat, other clients served): accept that outcome, but
+        # only if the flood really was throttled.
+        rate = int(report["sent"]) / max(float(report["flood_s"]), 0.001)
+        assert rate < 2000 and int(report["want_write"]) > 50, \
+            f"the server kept a fast KeyUpdate flooder open ({rate:.0f}/s): {line}"
+        print(f"throttled by TCP at {rate:.0f} KeyUpdates/s, memory flat: contained")
+        return
     assert float(report["closed_s"]) < bound, f"closed only after {report['closed_s']}s (bound {bound}s): {line}"
     after = srv.metrics()
     closes = sum(metric_of(after, k) - metric_of(before, k)
                  for k in ("herald_slow_consumer_closes_total", "herald_write_timeouts_total"))
     assert closes >= 1, "neither herald_slow_consumer_closes_total nor herald_write_timeouts_total increased"
-    rss.assert_growth_below(slack(4, 2), "KeyUpdate flood")
     st, _, body = srv.https("GET", "/healthz")
     assert (st, body) == (200, b"ok\n")
 
