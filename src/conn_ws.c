@@ -275,6 +275,8 @@ bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_
     if (broker_enabled() && (!confirmed || defer) && broker_up() && !c->hold &&
         worker_hold(c->w, c))
         c->hold = true; /* the 101 waits for the broker's SUBSCRIBE (cluster) */
+    if (defer && !c->hold)
+        conn_finish_recoveries(c); /* cannot wait (out of memory): say too_old now */
     return true;
 }
 
