@@ -284,6 +284,34 @@ async def recv_envs(ws, n, timeout=15.0):
     return [env(f) for f in await recv_n(ws, n, timeout)]
 
 
+async def move_mid_stream(pub, from_port, to_port, g, n, at=400):
+    """A client reads a fast stream of n messages (sent on pub) on from_port, leaves after `at`
+    of them and reconnects to to_port with since/epoch: asserts the two parts join without gap
+    or duplicate, offsets 1..n. Returns the envelopes."""
+    c = await ws_connect(from_port, sub(g))
+
+    async def stream():
+        for k in range(n):
+            await pub.send(f"s{k}")
+            if k % 100 == 99:
+                await asyncio.sleep(0.005)
+    t = asyncio.create_task(stream())
+    first = await recv_envs(c, at, 20)
+    await c.close()  # gone in the middle of the stream
+    last = first[-1]
+    c2 = await ws_connect(to_port, sub(g, since=f"{g}:{last['offset']}", epoch=last["epoch"]))
+    try:
+        rest = await recv_envs(c2, n - at, 30)
+        await t
+        await expect_silence(c2, 0.3)
+    finally:
+        await c2.close()
+    allm = first + rest
+    assert [d["data"] for d in allm] == [f"s{k}" for k in range(n)], "gap or duplicate at the seam"
+    assert [d["offset"] for d in allm] == list(range(1, n + 1))
+    return allm
+
+
 def redis_epoch(redis, db=0):
     e = redis.cmd("GET", "herald:epoch", db=db)
     assert e is not None, "herald:epoch is not set in Redis"
@@ -585,28 +613,9 @@ def test_client_moves_to_another_node_mid_stream_and_recovers_without_gap(redis,
 
     async def main():
         keep1 = await ws_connect(n1.port, sub(g))  # node 1 follows the group (and keeps history)
-        c = await ws_connect(n0.port, sub(g))
         pub = await ws_connect(n0.port, f"/publish?group={g}")
         try:
-            async def stream():
-                for k in range(N):
-                    await pub.send(f"s{k}")
-                    if k % 100 == 99:
-                        await asyncio.sleep(0.005)
-            t = asyncio.create_task(stream())
-            first = await recv_envs(c, 400, 20)
-            await c.close()  # gone in the middle of the stream
-            last = first[-1]
-            c2 = await ws_connect(n1.port, sub(g, since=f"{g}:{last['offset']}", epoch=last["epoch"]))
-            try:
-                rest = await recv_envs(c2, N - 400, 30)
-                await t
-                await expect_silence(c2, 0.3)
-            finally:
-                await c2.close()
-            allm = first + rest
-            assert [d["data"] for d in allm] == [f"s{k}" for k in range(N)], "gap or duplicate at the seam"
-            assert [d["offset"] for d in allm] == list(range(1, N + 1))
+            allm = await move_mid_stream(pub, n0.port, n1.port, g, N)
             assert len({d["epoch"] for d in allm}) == 1
             other = await recv_envs(keep1, N, 30)
             assert [(d["offset"], d["data"]) for d in other] == [(d["offset"], d["data"]) for d in allm]
@@ -698,28 +707,9 @@ def test_recovery_on_another_node_mid_stream_has_no_gap_or_duplicate(redis, hera
     N = 1500
 
     async def main():
-        c = await ws_connect(a.port, sub(g))
         pub = await ws_connect(a.port, f"/publish?group={g}")
         try:
-            async def stream():
-                for k in range(N):
-                    await pub.send(f"s{k}")
-                    if k % 100 == 99:
-                        await asyncio.sleep(0.005)
-            t = asyncio.create_task(stream())
-            first = await recv_envs(c, 400, 20)
-            await c.close()
-            last = first[-1]
-            c2 = await ws_connect(b.port, sub(g, since=f"{g}:{last['offset']}", epoch=last["epoch"]))
-            try:
-                rest = await recv_envs(c2, N - 400, 30)
-                await t
-                await expect_silence(c2, 0.3)
-            finally:
-                await c2.close()
-            allm = first + rest
-            assert [d["data"] for d in allm] == [f"s{k}" for k in range(N)], "gap or duplicate at the seam"
-            assert [d["offset"] for d in allm] == list(range(1, N + 1))
+            await move_mid_stream(pub, a.port, b.port, g, N)
         finally:
             await pub.close()
     run(main(), 60)
