@@ -16,7 +16,7 @@ import time
 import traceback
 from array import array
 
-from herald_helpers import OP_PING, OP_TEXT, Publisher, RawWS, build_frame, parse_server_frame
+from herald_helpers import OP_PING, OP_TEXT, Publisher, RawWS, build_frame, take_frames
 from hostile_helpers import (SANITIZED, connect, fill_count, http_get, metric_of, ping_flood_bytes, scaled, scrape,
                              slack, trickle)
 
@@ -74,11 +74,7 @@ def read_stream(subs, n_msgs, deadline):
             now = time.monotonic()
             buf = bufs[k]
             buf += d
-            while True:
-                f, used = parse_server_frame(buf)
-                if f is None:
-                    break
-                del buf[:used]
+            for f in take_frames(buf):
                 if f.opcode != OP_TEXT or not f.fin:
                     errors.append(f"subscriber {k}: unexpected {f!r}")
                     continue

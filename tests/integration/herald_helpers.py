@@ -180,6 +180,17 @@ class RawResponse:
         return f"RawResponse({self.status} {self.reason!r}, headers={self.headers}, body={self.body[:200]!r}, closed={self.closed})"
 
 
+
+def take_frames(buf):
+    """Yields every complete server frame at the start of buf (a bytearray), removing each from
+    buf; an incomplete frame stays for the next read."""
+    while True:
+        f, used = parse_server_frame(buf)
+        if f is None:
+            return
+        del buf[:used]
+        yield f
+
 def parse_head(head):
     lines = head.decode("latin-1").split("\r\n")
     m = re.match(r"^HTTP/1\.[01] (\d{3})(?: (.*))?$", lines[0])

@@ -56,7 +56,7 @@ REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 
 from herald_helpers import (HOST, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,  # noqa: E402
-                            accept_for, build_frame, close_payload, parse_prometheus, parse_server_frame,
+                            accept_for, build_frame, close_payload, parse_prometheus, parse_server_frame, take_frames,
                             ws_request_bytes)
 
 NORMAL_GROUPS = [f"soak.g{i:02d}" for i in range(20)]
@@ -326,6 +326,22 @@ class SubProto(asyncio.Protocol):
             self.transport.abort()
 
 
+async def paced(st, rate, first):
+    """Yields the time of each tick, `rate` per second from `first`, until the run stops. A
+    driver more than a second late counts a lag event and skips ahead instead of bursting."""
+    period, nxt = 1.0 / rate, first
+    while not st.stopping:
+        now = mono()
+        if nxt > now:
+            await asyncio.sleep(nxt - now)
+            continue
+        if now - nxt > 1.0:
+            st.lag_events += 1
+            nxt = now
+        nxt += period
+        yield now
+
+
 async def read_http_response(reader, timeout):
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
     lines = head.decode("latin-1").split("\r\n")
@@ -384,18 +400,8 @@ class HttpPublisher:
         self.st.published_by[self.name] += 1
 
     async def run(self):
-        period = 1.0 / self.rate
-        nxt = mono()
         next_bc = mono() + self.broadcast_every if self.broadcast_every else None
-        while not self.st.stopping:
-            now = mono()
-            if nxt > now:
-                await asyncio.sleep(nxt - now)
-                continue
-            if now - nxt > 1.0:
-                self.st.lag_events += 1
-                nxt = now
-            nxt += period
+        async for now in paced(self.st, self.rate, mono()):
             if next_bc is not None and now >= next_bc:
                 next_bc += self.broadcast_every
                 await self.publish(None)
@@ -435,11 +441,7 @@ class WsPublisher:
                 if not d:
                     break
                 buf += d
-                while True:
-                    f, used = parse_server_frame(buf)
-                    if f is None:
-                        break
-                    del buf[:used]
+                for f in take_frames(buf):
                     if f.opcode == OP_PING:
                         self.writer.write(build_frame(OP_PONG, f.payload))
                     elif f.opcode == OP_CLOSE:
@@ -457,17 +459,7 @@ class WsPublisher:
             self.st.error("publisher_dropped", f"{self.name}: EOF")
 
     async def run(self):
-        period = 1.0 / self.rate
-        nxt = mono() + self.rng.random() * period
-        while not self.st.stopping:
-            now = mono()
-            if nxt > now:
-                await asyncio.sleep(nxt - now)
-                continue
-            if now - nxt > 1.0:
-                self.st.lag_events += 1
-                nxt = now
-            nxt += period
+        async for _ in paced(self.st, self.rate, mono() + self.rng.random() / self.rate):
             if self.rtask.done():
                 break
             binary = self.rng.random() < 0.3
