@@ -474,8 +474,7 @@ static void broker_on_fill(redisAsyncContext *ac, void *r, void *priv)
         else if (m)
             msg_unref(m);
     }
-    const config *cfg = config_get();
-    chan_history_cfg hc = {(size_t)cfg->history, cfg->history_ttl_ms, cfg->history_memory};
+    chan_history_cfg hc = worker_history_cfg(B.w);
     chan *c = chan_lock(g, glen);
     if (c) {
         if (chan_confirmed(c) && (list->elements == 0 || v))
@@ -585,7 +584,7 @@ static void broker_send_publish(msg *m)
                           : snprintf(key, sizeof key, BROKER_OFFSET_PREFIX "*");
     int hl = m->group_len ? snprintf(hist, sizeof hist, BROKER_HISTORY_PREFIX "%s", m->group)
                           : snprintf(hist, sizeof hist, BROKER_HISTORY_PREFIX "*");
-    const config *cfg = config_get();
+    const config *cfg = B.w->cfg; /* we run in worker 0's loop: its snapshot */
     int nl = snprintf(n, sizeof n, "%d", m->group_len ? cfg->history : 0);
     int tl = snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)cfg->history_ttl_ms);
     int cl = broker_channel(ch, m->group, m->group_len);

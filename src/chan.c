@@ -549,32 +549,20 @@ bool chan_ready(const chan *c) { return c->confirmed && !c->stale; }
 void chan_fill(chan *c, uint64_t last, msg **fetched, size_t n, const chan_history_cfg *cfg,
                uint64_t now_ms)
 {
-    /* What arrived live since our SUBSCRIBE (above `last`) stays; below it
-     * the fetched copies stand in, in offset order: one contiguous history. */
+    /* What arrived live since our SUBSCRIBE (above `last`, a suffix of the
+     * ascending history) stays; below it the fetched copies stand in, in
+     * offset order: one contiguous history. */
+    msg **later = c->hist_count ? malloc(sizeof *later * c->hist_count) : NULL;
+    if (c->hist_count && !later)
+        return; /* still stale: recoveries say too_old rather than guess */
     size_t keep_n = 0;
-    msg *keep[64];
-    msg **later = keep;
-    size_t later_cap = 64;
     while (c->hist_count) {
         msg *m = c->hist[c->hist_head];
-        if (m->offset > last) {
-            if (keep_n == later_cap) {
-                msg **g = malloc(sizeof *g * later_cap * 2);
-                if (!g)
-                    break;
-                memcpy(g, later, sizeof *g * keep_n);
-                if (later != keep)
-                    free(later);
-                later = g;
-                later_cap *= 2;
-            }
+        if (m->offset > last)
             later[keep_n++] = msg_ref(m);
-        }
         chan_drop_oldest(c);
     }
-    if (last > c->last_offset)
-        c->last_offset = last;
-    uint64_t top = c->last_offset;
+    uint64_t top = c->last_offset > last ? c->last_offset : last;
     c->last_offset = 0;
     for (size_t i = 0; i < n; i++)
         if (fetched[i]->offset <= last && fetched[i]->offset > c->last_offset)
@@ -583,8 +571,7 @@ void chan_fill(chan *c, uint64_t last, msg **fetched, size_t n, const chan_histo
         chan_append_at(c, later[i], later[i]->offset, cfg, now_ms);
         msg_unref(later[i]);
     }
-    if (later != keep)
-        free(later);
+    free(later);
     if (c->last_offset < top)
         c->last_offset = top; /* nothing kept up to it (no history, or trimmed) */
     c->stale = false;

@@ -58,7 +58,6 @@ bool memwatch_pressure(const server *s)
 void memwatch_tick(server *s, uint64_t now_ms)
 {
     uint64_t rss = memwatch_read_rss(), limit = config_get()->max_memory;
-    atomic_store_explicit(&s->rss, rss, memory_order_relaxed);
     bool on = memwatch_pressure(s);
     if (!limit) {
         if (on)

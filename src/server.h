@@ -18,7 +18,6 @@ typedef struct server {
     int nworkers;
     uint16_t port;
     uint64_t start_ms;
-    _Atomic uint64_t rss;      /* sampled by worker 0 each tick (memwatch) */
     atomic_bool mem_pressure;  /* over the --max-memory mark */
 } server;
 
