@@ -26,7 +26,7 @@
 typedef struct broker_link {
     char addr[264];  /* host:port */
     char role[12];   /* master, sentinel, seed */
-    char kind[8];    /* commands, pubsub, query */
+    char kind[12];   /* commands, pubsub */
     bool up;
 } broker_link;
 

@@ -63,6 +63,24 @@ typedef struct broker_filling {
     char group[];
 } broker_filling;
 
+/* A group whose live stream has a hole (its slot moved to another node, or
+ * an offset skipped): its live messages wait here while the missing range
+ * is read from the group's stream, then everything goes out in offset
+ * order, each once. */
+typedef struct broker_held {
+    msg *m;
+    uint64_t off;
+} broker_held;
+
+typedef struct broker_resync {
+    struct broker_resync *next;
+    broker_held *held;
+    size_t n, cap;
+    uint64_t started_ns;
+    uint8_t len;
+    char group[MSG_GROUP_MAX + 1];
+} broker_resync;
+
 typedef enum broker_op { BROKER_PUBLISH, BROKER_SUB, BROKER_UNSUB } broker_op;
 
 typedef struct broker_cmd {
@@ -108,6 +126,7 @@ static struct {
     uint64_t sentinel_retry_ms;
     bool refreshing;
     uint64_t refresh_due_ms;
+    broker_resync *resyncs;
     atomic_bool up;
     bool closing; /* shutting down: failed publishes are just released */
     uint64_t retry_at_ms, backoff_ms;
@@ -712,6 +731,29 @@ static int broker_find_node(const char *host, int port)
     return -1;
 }
 
+/* A master we did not know (a promoted replica, a redirection's target):
+ * connected while up; commands queue on it until the connect completes. */
+static int broker_node_add(const char *host, int port)
+{
+    int i = 0;
+    while (i < BROKER_NODES_MAX && B.node[i].used)
+        i++;
+    if (i == BROKER_NODES_MAX) {
+        broker_went_down("too many cluster nodes");
+        return -1;
+    }
+    broker_node *n = &B.node[i];
+    n->used = true;
+    n->stale = false;
+    n->pings = 0;
+    B.links_dirty = true;
+    if (!resp_open(&n->cmd, B.w->epfd, host, port, false) || !resp_open(&n->sub, B.w->epfd, host, port, true)) {
+        broker_went_down("cannot connect to a new cluster master");
+        return -1;
+    }
+    return i;
+}
+
 typedef struct broker_moved {
     const uint8_t *old;
 } broker_moved;
@@ -758,21 +800,10 @@ static void broker_on_refresh(resp_conn *rc, redisReply *r, void *priv)
     B.links_dirty = true;
     for (int k = 0; k < n; k++) {
         idx[k] = broker_find_node(addrs[k].host, addrs[k].port);
-        if (idx[k] < 0) { /* a new master (a promoted replica): connect, commands queue meanwhile */
-            for (int i = 0; i < BROKER_NODES_MAX && idx[k] < 0; i++)
-                if (!B.node[i].used)
-                    idx[k] = i;
-            if (idx[k] < 0) {
-                broker_went_down("too many cluster nodes");
+        if (idx[k] < 0) {
+            idx[k] = broker_node_add(addrs[k].host, addrs[k].port);
+            if (idx[k] < 0)
                 return;
-            }
-            B.node[idx[k]].used = true;
-            B.node[idx[k]].pings = 0;
-            if (!resp_open(&B.node[idx[k]].cmd, B.w->epfd, addrs[k].host, addrs[k].port, false) ||
-                !resp_open(&B.node[idx[k]].sub, B.w->epfd, addrs[k].host, addrs[k].port, true)) {
-                broker_went_down("cannot connect to a new cluster master");
-                return;
-            }
             changed = true;
         }
         B.node[idx[k]].stale = false;
@@ -827,16 +858,119 @@ static void broker_close_stale(void)
 
 /* ---- incoming messages ----------------------------------------------------------- */
 
-static void broker_deliver(int from, const char *ch, size_t chlen, const char *p, size_t n)
+static msg *broker_fill_entry(const redisReply *e, const char *g, size_t glen);
+
+static broker_resync *broker_resync_find(const char *g, size_t len)
+{
+    for (broker_resync *r = B.resyncs; r; r = r->next)
+        if (r->len == len && memcmp(r->group, g, len) == 0)
+            return r;
+    return NULL;
+}
+
+static bool broker_resync_hold(broker_resync *r, msg *m, uint64_t off)
+{
+    if (r->n == r->cap) {
+        size_t ncap = r->cap ? r->cap * 2 : 16;
+        broker_held *n = realloc(r->held, ncap * sizeof *n);
+        if (!n)
+            return false;
+        r->held = n;
+        r->cap = ncap;
+    }
+    r->held[r->n++] = (broker_held){m, off};
+    return true;
+}
+
+/* The hole is closed (or cannot be): fetched entries, then what was held,
+ * each once and in offset order. With the broker down they are delivered
+ * locally: the epoch changed already, so recoveries are told. */
+static void broker_resync_finish(broker_resync *r, const redisReply *list)
+{
+    for (broker_resync **pp = &B.resyncs; *pp; pp = &(*pp)->next)
+        if (*pp == r) {
+            *pp = r->next;
+            break;
+        }
+    chan *c = chan_lock(r->group, r->len);
+    uint64_t last = c ? chan_last_offset(c) : 0;
+    if (c)
+        chan_unlock(c);
+    bool up = B.phase == PH_UP;
+    for (size_t i = 0; list && up && i < list->elements; i++) {
+        msg *m = broker_fill_entry(list->element[i], r->group, r->len);
+        if (m && m->offset > last) {
+            last = m->offset;
+            worker_deliver_sequenced(B.w, m, last);
+        } else if (m) {
+            msg_unref(m);
+        }
+    }
+    for (size_t i = 0; i < r->n; i++) {
+        broker_held *h = &r->held[i];
+        if (B.closing) {
+            msg_unref(h->m);
+        } else if (!up) {
+            worker_deliver_local(B.w, h->m);
+        } else if (h->off > last) {
+            last = h->off;
+            worker_deliver_sequenced(B.w, h->m, last);
+        } else {
+            msg_unref(h->m); /* it came twice (both owners of a moving slot) */
+        }
+    }
+    free(r->held);
+    free(r);
+    worker_release_held_all(B.w->srv);
+}
+
+static void broker_on_resync(resp_conn *rc, redisReply *reply, void *priv)
+{
+    (void)rc;
+    broker_resync *r = priv;
+    bool ok = reply && reply->type == REDIS_REPLY_ARRAY;
+    broker_fetch_done(r->started_ns, ok);
+    if (!ok && reply && B.phase == PH_UP) {
+        /* The live stream skipped offsets Redis cannot give us: rather than a
+         * silent hole, the whole node starts again under a new epoch. */
+        log_msg(LOG_WARN, "broker: cannot fill a gap in '%s': %.*s", r->group,
+                reply->type == REDIS_REPLY_ERROR ? (int)reply->len : 0, reply->str ? reply->str : "");
+        broker_went_down("a gap in a group's stream could not be filled");
+    }
+    broker_resync_finish(r, ok ? reply : NULL);
+}
+
+/* Reads the group's stream after `after` while its live messages wait; m
+ * (may be NULL) is the live message that showed the hole. */
+static void broker_resync_start(const char *g, size_t len, uint64_t after, msg *m, uint64_t off)
+{
+    broker_resync *r = calloc(1, sizeof *r);
+    if (!r || (m && !broker_resync_hold(r, m, off))) {
+        free(r);
+        if (m)
+            worker_deliver_sequenced(B.w, m, off); /* out of memory: the hole stays */
+        return;
+    }
+    memcpy(r->group, g, len);
+    r->len = (uint8_t)len;
+    r->started_ns = broker_now_ns();
+    r->next = B.resyncs;
+    B.resyncs = r;
+    char hist[BROKER_KEY_MAX], from[24];
+    int hl = broker_key(hist, "herald:h:", g, len);
+    int fl = snprintf(from, sizeof from, "%llu-0", (unsigned long long)after + 1);
+    const char *argv[4] = {"XRANGE", hist, from, "+"};
+    size_t lens[4] = {6, (size_t)hl, (size_t)fl, 1};
+    if (!resp_command(&B.node[broker_node_of(g, len)].cmd, broker_on_resync, r, 4, argv, lens))
+        broker_resync_finish(r, NULL);
+}
+
+static void broker_deliver(const char *ch, size_t chlen, const char *p, size_t n)
 {
     size_t glen;
     bool all;
     const char *group = broker_channel_group(ch, chlen, &glen, &all);
     if (!group)
-        return;
-    /* While a slot moves, the old owner may still pass on what the new one
-     * publishes: only the group's current node speaks for it. */
-    if (!all && broker_node_of(group, glen) != from)
         return;
     const char *colon = memchr(p, ':', n < 24 ? n : 24);
     if (!colon || colon + 1 >= p + n) {
@@ -854,6 +988,29 @@ static void broker_deliver(int from, const char *ch, size_t chlen, const char *p
     m->payload_len = (uint32_t)dlen;
     msg_finish(m, MSG_DATA, kind == 't' ? WS_OP_TEXT : WS_OP_BINARY, all ? NULL : group, glen);
     METRIC_INC(&B.w->m, broker_received);
+    if (!all) {
+        /* Offsets come from one INCR per group: one already seen is a copy
+         * (a slot moving between two nodes), one too far means a hole. */
+        broker_resync *r = broker_resync_find(group, glen);
+        if (r) {
+            if (!broker_resync_hold(r, m, off))
+                msg_unref(m);
+            return;
+        }
+        chan *c = chan_lock(group, glen);
+        uint64_t last = c ? chan_last_offset(c) : 0;
+        bool ready = c && chan_ready(c);
+        if (c)
+            chan_unlock(c);
+        if (last && off <= last) {
+            msg_unref(m);
+            return;
+        }
+        if (last && ready && off > last + 1) {
+            broker_resync_start(group, glen, last, m, off);
+            return;
+        }
+    }
     worker_deliver_sequenced(B.w, m, off);
 }
 
@@ -878,7 +1035,7 @@ static void broker_on_push(broker_node *node, redisReply *reply)
         return;
     const char *k = kind->str;
     if ((!strcmp(k, "message") || !strcmp(k, "smessage")) && body->type == REDIS_REPLY_STRING) {
-        broker_deliver(from, ch->str, ch->len, body->str, body->len);
+        broker_deliver(ch->str, ch->len, body->str, body->len);
         return;
     }
     if (!strcmp(k, "ssubscribe") || !strcmp(k, "sunsubscribe"))
@@ -892,15 +1049,22 @@ static void broker_on_push(broker_node *node, redisReply *reply)
     if (!g || all || broker_node_of(g, glen) != from)
         return; /* an old owner's answer about a group that moved on */
     chan *c = chan_lock(g, glen);
-    bool forced = false;
+    bool forced = false, resume = false;
+    uint64_t last = 0;
     if (c) {
         chan_set_confirmed(c, sub);
         forced = !sub && chan_subscribers(c) > 0; /* the node dropped it: its slot moved */
+        /* Subscribed again while local subscribers stayed (a slot moved):
+         * they continue from what they last got, nothing skipped. */
+        last = chan_last_offset(c);
+        resume = sub && chan_subscribers(c) > 0 && chan_ready(c) && last > 0;
         chan_unlock(c);
     }
     if (forced && broker_cluster())
         B.refresh_due_ms = B.w->now_ms;
-    if (sub) /* subscribed: what came before is read from Redis, then subscribers go live */
+    if (resume && !broker_resync_find(g, glen))
+        broker_resync_start(g, glen, last, NULL, 0);
+    else if (sub && !resume) /* subscribed: what came before is read from Redis, then subscribers go live */
         broker_fill(g, glen);
 }
 
@@ -1058,7 +1222,6 @@ static void broker_send_publish(msg *m, int node, bool asking);
  * to a node we know is followed at once (and the map read again). */
 static void broker_on_publish_reply(resp_conn *rc, redisReply *reply, void *priv)
 {
-    (void)rc;
     msg *m = priv;
     if (reply && reply->type != REDIS_REPLY_ERROR) {
         msg_unref(m);
@@ -1069,7 +1232,11 @@ static void broker_on_publish_reply(resp_conn *rc, redisReply *reply, void *priv
         redis_parse_redirect(reply->str, reply->len, &rd)) {
         atomic_fetch_add(&B.redirections, 1);
         B.refresh_due_ms = B.w->now_ms;
+        if (!rd.host[0]) /* "the node you are talking to", at another port */
+            snprintf(rd.host, sizeof rd.host, "%s", rc->host);
         int to = broker_find_node(rd.host, rd.port);
+        if (to < 0)
+            to = broker_node_add(rd.host, rd.port);
         if (to >= 0 && resp_is_open(&B.node[to].cmd)) {
             broker_send_publish(m, to, rd.kind == REDIS_ASK);
             return;

@@ -41,8 +41,11 @@ static bool broker_url_addr(const char *p, const char *end, int defport, broker_
     }
     if (he == hs || (size_t)(he - hs) > BROKER_URL_HOST_MAX)
         return false;
-    for (const char *s = hs; s < he; s++)
-        if (*s <= ' ' || *s == '/' || *s == ',' || *s == '@' || *s == 0x7f)
+    /* Host names and addresses only: anything a URL would give another
+     * meaning (user info, query, fragment, brackets) is refused here rather
+     * than at the first lookup. */
+    for (const unsigned char *s = (const unsigned char *)hs; s < (const unsigned char *)he; s++)
+        if (*s <= ' ' || *s >= 0x7f || strchr("/,@?#[]", *s))
             return false;
     long port = defport;
     if (p < end) {

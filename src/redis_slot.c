@@ -69,7 +69,7 @@ bool redis_parse_redirect(const char *err, size_t len, redis_redirect *out)
     for (const char *s = p; s < end; s++)
         if (*s == ':')
             colon = s;
-    if (!colon || colon == p || (size_t)(colon - p) >= sizeof out->host)
+    if (!colon || (size_t)(colon - p) >= sizeof out->host || (colon - p == 1 && *p == '?'))
         return false;
     const char *q = colon + 1;
     if (!redis_parse_uint(&q, end, 65535, &port) || q != end || port == 0)

@@ -19,12 +19,13 @@ typedef enum redis_redirect_kind { REDIS_REDIRECT_NONE, REDIS_MOVED, REDIS_ASK }
 typedef struct redis_redirect {
     redis_redirect_kind kind;
     unsigned slot;
-    char host[64];
+    char host[256]; /* "": the node that answered (Redis 7's unknown-endpoint) */
     int port;
 } redis_redirect;
 
 /* Parses an error reply's text; kind NONE (and false) when it is no
- * well-formed redirection. */
+ * well-formed redirection, or names no usable endpoint ("?"). An empty host
+ * means the node that sent it. */
 bool redis_parse_redirect(const char *err, size_t len, redis_redirect *out);
 
 #endif

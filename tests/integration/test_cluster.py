@@ -117,12 +117,13 @@ class RedisServer:
     """One redis-server on 127.0.0.1:port, no persistence. kill() = SIGKILL, start() again on the
     same port; stop() at teardown, always by PID."""
 
-    def __init__(self, tmpdir, port=None, aof=False):
+    def __init__(self, tmpdir, port=None, aof=False, extra=()):
         self.tmpdir = tmpdir
         self.port = port or free_port()
         self.proc = None
         self.starts = 0
         self.aof = aof  # append-only file, fsync'd on every write: survives a SIGKILL
+        self.extra = list(extra)  # more redis-server arguments (replicaof, cluster mode...)
 
     def start(self, timeout=10.0):
         assert self.proc is None or self.proc.poll() is not None, "redis-server already running"
@@ -137,7 +138,7 @@ class RedisServer:
                 self.proc = subprocess.Popen(
                     [REDIS_SERVER, "--port", str(self.port), "--bind", HOST, "--save", "",
                      "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always",
-                     "--dir", self.tmpdir, "--daemonize", "no", "--logfile", ""],
+                     "--dir", self.tmpdir, "--daemonize", "no", "--logfile", ""] + self.extra,
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
