@@ -6,12 +6,14 @@ include(GNUInstallDirs)
 set(HERALD_UNIT_DIR "lib/systemd/system" CACHE STRING
     "systemd unit directory, relative to CMAKE_INSTALL_PREFIX (systemd reads /usr/lib and /usr/local/lib)")
 
-# GNUInstallDirs maps the prefix /usr to /etc (the Debian package) and any other prefix to PREFIX/etc.
-# A relative destination follows `cmake --install --prefix`; only /etc must be absolute.
-if(CMAKE_INSTALL_FULL_SYSCONFDIR STREQUAL "/etc")
-    set(HERALD_CONFIG_DEST /etc/herald)
-else()
+# GNUInstallDirs puts the config of prefix /usr in /etc (the Debian package), of /opt/NAME in
+# /etc/opt/NAME, of any other prefix in PREFIX/etc. Inside the prefix the destination stays
+# relative (it follows `cmake --install --prefix`); outside it must be absolute.
+string(FIND "${CMAKE_INSTALL_FULL_SYSCONFDIR}/" "${CMAKE_INSTALL_PREFIX}/" _in_prefix)
+if(_in_prefix EQUAL 0)
     set(HERALD_CONFIG_DEST ${CMAKE_INSTALL_SYSCONFDIR}/herald)
+else()
+    set(HERALD_CONFIG_DEST ${CMAKE_INSTALL_FULL_SYSCONFDIR}/herald)
 endif()
 # Paths written into the unit and the man page: fixed when CMake configures, so choose the prefix
 # with -DCMAKE_INSTALL_PREFIX (not `cmake --install --prefix`) for an install systemd will run.

@@ -86,7 +86,10 @@ def main():
         problems.append("man page has an unsubstituted @VARIABLE@")
 
     # -ww: all warnings; -z: no output, only diagnostics.
-    rc, _, gerr = run(["groff", "-man", "-Tutf8", "-ww", "-z", a.man])
+    try:
+        rc, _, gerr = run(["groff", "-man", "-Tutf8", "-ww", "-z", a.man])
+    except FileNotFoundError:
+        sys.exit("groff not found: install groff-base (scripts/deps.sh test does)")
     if rc != 0 or gerr.strip():
         problems.append(f"groff warnings for {a.man} (exit {rc}):\n{gerr}")
 
