@@ -10,7 +10,7 @@ fail() { echo "test_deb: FAIL: $*" >&2; exit 1; }
 build=$(cd "$1" && pwd) || fail "no directory $1"
 cd "$(dirname "$0")/../.."
 set -- "$build"/herald_*.deb
-[ $# -eq 1 ] && [ -f "$1" ] || fail "expected exactly one herald_*.deb, found: $*"
+if [ $# -ne 1 ] || [ ! -f "$1" ]; then fail "expected exactly one herald_*.deb, found: $*"; fi
 deb=$1
 [ "$(id -u)" -eq 0 ] || fail "must run as root (dpkg -i)"
 if dpkg-query -W -f='${Status}' herald 2>/dev/null | grep -q installed || [ -e /usr/bin/herald ]; then
