@@ -453,6 +453,7 @@ static bool config_apply_env(config *c, char **envp, FILE *err)
 static void config_usage(FILE *out)
 {
     fprintf(out,
+            "herald " HERALD_VERSION "\n"
             "usage: herald [options]\n"
             "\n"
             "A WebSocket broadcast server. Subscribers: GET /ws?groups=a,b (WebSocket).\n"
