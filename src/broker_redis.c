@@ -860,6 +860,14 @@ static void broker_close_stale(void)
 
 static msg *broker_fill_entry(const redisReply *e, const char *g, size_t glen);
 
+/* Fetches from a group's stream read at most --history entries: what this
+ * node would keep anyway. */
+static int broker_fetch_count(char out[24])
+{
+    int n = B.w->cfg->history; /* worker 0's snapshot: we run in its loop */
+    return snprintf(out, 24, "%d", n > 0 ? n : 1);
+}
+
 static broker_resync *broker_resync_find(const char *g, size_t len)
 {
     for (broker_resync *r = B.resyncs; r; r = r->next)
@@ -959,9 +967,11 @@ static void broker_resync_start(const char *g, size_t len, uint64_t after, msg *
     char hist[BROKER_KEY_MAX], from[24];
     int hl = broker_key(hist, "herald:h:", g, len);
     int fl = snprintf(from, sizeof from, "%llu-0", (unsigned long long)after + 1);
-    const char *argv[4] = {"XRANGE", hist, from, "+"};
-    size_t lens[4] = {6, (size_t)hl, (size_t)fl, 1};
-    if (!resp_command(&B.node[broker_node_of(g, len)].cmd, broker_on_resync, r, 4, argv, lens))
+    char count[24];
+    int cl = broker_fetch_count(count);
+    const char *argv[6] = {"XRANGE", hist, from, "+", "COUNT", count};
+    size_t lens[6] = {6, (size_t)hl, (size_t)fl, 1, 5, (size_t)cl};
+    if (!resp_command(&B.node[broker_node_of(g, len)].cmd, broker_on_resync, r, 6, argv, lens))
         broker_resync_finish(r, NULL);
 }
 
@@ -1160,7 +1170,7 @@ static void broker_on_fill(resp_conn *rc, redisReply *reply, void *priv)
     redisReply *list = reply;
     msg **v = list->elements ? calloc(list->elements, sizeof *v) : NULL;
     size_t n = 0;
-    for (size_t i = 0; v && i < list->elements; i++) {
+    for (size_t i = list->elements; v && i-- > 0;) { /* XREVRANGE: newest first */
         msg *m = broker_fill_entry(list->element[i], g, glen);
         if (m && (n == 0 || m->offset > v[n - 1]->offset))
             v[n++] = m;
@@ -1204,9 +1214,12 @@ static void broker_fill(const char *g, size_t len)
     }
     /* Every queued callback is called, with no reply if the connection
      * fails: f is freed by the XRANGE's, or by the GET's when it is alone. */
-    const char *a2[4] = {"XRANGE", hist, "-", "+"};
-    size_t l2[4] = {6, (size_t)hl, 1, 1};
-    if (!resp_command(cmd, broker_on_fill, f, 4, a2, l2))
+    /* The newest --history entries (another node may keep a longer stream). */
+    char count[24];
+    int cl = broker_fetch_count(count);
+    const char *a2[6] = {"XREVRANGE", hist, "+", "-", "COUNT", count};
+    size_t l2[6] = {9, (size_t)hl, 1, 1, 5, (size_t)cl};
+    if (!resp_command(cmd, broker_on_fill, f, 6, a2, l2))
         f->orphan = true;
 }
 

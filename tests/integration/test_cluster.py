@@ -700,6 +700,32 @@ def test_recovery_on_any_node_replays_from_redis(redis, herald):
     run(main(), 60)
 
 
+def test_fetch_from_redis_is_bounded_by_the_nodes_history(redis, herald):
+    """The stream in Redis is as long as the publishing node's --history; a node with a shorter one
+    fetches only its newest --history entries: a recovery within them replays, one before them is
+    told too_old (never a partial replay)."""
+    a = start_nodes(herald, redis, 1, extra=("--history", "100"))[0]
+    c = start_nodes(herald, redis, 1, extra=("--history", "10"))[0]
+    g = fresh("bound")
+
+    async def main():
+        await apublish_all(a.port, g, [f"m{k}" for k in range(1, 51)])
+        epoch = stats(a.port)["epoch"]
+        r = await ws_connect(c.port, sub(g, since=f"{g}:45", epoch=epoch))
+        try:
+            assert [d["offset"] for d in await recv_envs(r, 5)] == [46, 47, 48, 49, 50]
+            await expect_silence(r, 0.3)
+        finally:
+            await r.close()
+        r = await ws_connect(c.port, sub(g, since=f"{g}:5", epoch=epoch))
+        try:
+            d = json.loads(await recv(r, 5))
+            assert (d.get("type"), d.get("group"), d.get("reason")) == ("recovery_failed", g, "too_old"), d
+        finally:
+            await r.close()
+    run(main(), 60)
+
+
 def test_recovery_on_another_node_mid_stream_has_no_gap_or_duplicate(redis, herald):
     """A client reading a fast stream on node A reconnects to node B, which has no subscriber of
     the group: B fills its record from Redis while live messages keep coming."""
