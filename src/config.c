@@ -120,8 +120,13 @@ static const opt opts[] = {
      "      get 503, the largest queues meet the slow policy, history shrinks, and\n"
      "      /healthz says degraded (default 0 = off)"},
     {"broker", OPT_STR, OFF(broker), 0, 0, NULL, false, false,
-     "URL  redis://HOST:PORT[/DB]: run as one node of a cluster; publishes on any\n"
-     "      node reach subscribers on every node (default: single node)"},
+     "URL  run as one node of a cluster; publishes on any node reach subscribers\n"
+     "      on every node, history lives in Redis (default: single node). URL:\n"
+     "      redis://HOST:PORT[/DB]  one Redis\n"
+     "      redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB]  the master\n"
+     "        Sentinel names, followed across failovers\n"
+     "      redis-cluster://HOST:PORT[,HOST:PORT...]  a Redis Cluster (7+): groups\n"
+     "        spread over its masters by slot, sharded Pub/Sub"},
     {"tls-cert", OPT_STR, OFF(tls_cert), 0, 0, NULL, false, false,
      "FILE  PEM certificate chain: serve https:// and wss://"},
     {"tls-key", OPT_STR, OFF(tls_key), 0, 0, NULL, false, false, "FILE  PEM private key"},
