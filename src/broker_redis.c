@@ -826,6 +826,16 @@ static void broker_on_refresh(resp_conn *rc, redisReply *r, void *priv)
         atomic_fetch_add(&B.failovers, 1);
         log_msg(LOG_WARN, "broker: Redis Cluster topology changed (%d masters)", n);
     }
+    /* The broadcast subscription follows its slot too: any master would do
+     * (a cluster forwards classic Pub/Sub everywhere), but a former one is
+     * closed soon. Copies during the switch are dropped by offset. */
+    int all = B.slot_node[redis_key_slot(B.all_channel, strlen(B.all_channel))];
+    if (all != B.all_node) {
+        resp_commandf(&B.node[all].sub, NULL, NULL, "SUBSCRIBE %s", B.all_channel);
+        if (resp_is_up(&B.node[B.all_node].sub))
+            resp_commandf(&B.node[B.all_node].sub, NULL, NULL, "UNSUBSCRIBE %s", B.all_channel);
+        B.all_node = all;
+    }
     broker_moved mv = {old};
     chan_foreach(broker_move_group, &mv);
 }
@@ -998,28 +1008,27 @@ static void broker_deliver(const char *ch, size_t chlen, const char *p, size_t n
     m->payload_len = (uint32_t)dlen;
     msg_finish(m, MSG_DATA, kind == 't' ? WS_OP_TEXT : WS_OP_BINARY, all ? NULL : group, glen);
     METRIC_INC(&B.w->m, broker_received);
-    if (!all) {
-        /* Offsets come from one INCR per group: one already seen is a copy
-         * (a slot moving between two nodes), one too far means a hole. */
-        broker_resync *r = broker_resync_find(group, glen);
-        if (r) {
-            if (!broker_resync_hold(r, m, off))
-                msg_unref(m);
-            return;
-        }
-        chan *c = chan_lock(group, glen);
-        uint64_t last = c ? chan_last_offset(c) : 0;
-        bool ready = c && chan_ready(c);
-        if (c)
-            chan_unlock(c);
-        if (last && off <= last) {
+    /* Offsets come from one INCR per group: one already seen is a copy (a
+     * slot moving between two masters), one too far means a hole. Broadcasts
+     * keep no stream: only copies are dropped for them. */
+    broker_resync *r = all ? NULL : broker_resync_find(group, glen);
+    if (r) {
+        if (!broker_resync_hold(r, m, off))
             msg_unref(m);
-            return;
-        }
-        if (last && ready && off > last + 1) {
-            broker_resync_start(group, glen, last, m, off);
-            return;
-        }
+        return;
+    }
+    chan *c = chan_lock(group, glen); /* "" for broadcasts: their record */
+    uint64_t last = c ? chan_last_offset(c) : 0;
+    bool ready = c && chan_ready(c);
+    if (c)
+        chan_unlock(c);
+    if (last && off <= last) {
+        msg_unref(m);
+        return;
+    }
+    if (!all && last && ready && off > last + 1) {
+        broker_resync_start(group, glen, last, m, off);
+        return;
     }
     worker_deliver_sequenced(B.w, m, off);
 }

@@ -370,8 +370,30 @@ def test_redis_cluster_failover_under_traffic(cluster, herald):
             await s.close()
     run(main(), 120)
     assert try_cmd(cluster.replica.port, "ROLE")[0] == b"master"
-    wait_for(lambda: cluster.replica.port in {int(x["addr"].rsplit(":", 1)[1])
-                                              for x in link(stats(n0.port), "master") if x["up"]},
-             15, "node 0 connected to the promoted replica")
+    for n in (n0, n1):
+        wait_for(lambda n=n: cluster.replica.port in {int(x["addr"].rsplit(":", 1)[1])
+                                                      for x in link(stats(n.port), "master") if x["up"]},
+                 15, f"node :{n.port} connected to the promoted replica")
+        # the former master leaves the nodes' connections once nothing is pending on it
+        wait_for(lambda n=n: first.port not in {int(x["addr"].rsplit(":", 1)[1])
+                                                for x in stats(n.port)["broker_links"]},
+                 15, f"node :{n.port} closing the former master")
     st = stats(n0.port)
     assert st["broker_failovers"] + st["broker_redirections"] >= 1, st
+
+    # broadcasts to all (their slot, 1320, was on the failed-over shard) and the group still flow
+    async def after():
+        alls = await ws_connect(n1.port, sub(None))
+        s = await ws_connect(n1.port, sub(g))
+        try:
+            await apublish_all(n0.port, None, ["all-after"])
+            await apublish_all(n0.port, g, ["g-after"])
+            assert [d["data"] for d in await recv_envs(alls, 1)] == ["all-after"]
+            got = await recv_envs(s, 2)
+            assert sorted(d["data"] for d in got) == ["all-after", "g-after"]
+            assert [d["offset"] for d in got if d["group"] == g] == [N + 1]
+            await expect_silence(alls, 0.3)
+        finally:
+            await alls.close()
+            await s.close()
+    run(after(), 30)
