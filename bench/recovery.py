@@ -25,6 +25,7 @@ import argparse
 import base64
 import json
 import os
+import signal
 import socket
 import statistics
 import struct
@@ -165,6 +166,10 @@ def main():
     for b in (harness.HERALD, harness.REDIS):
         if not os.path.exists(b):
             sys.exit(f"recovery: {b} missing (build with `make build`; redis-server: Debian package)")
+
+    def on_term(signum, frame):  # the `finally` below stops what was started, by PID
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
 
     load0 = open("/proc/loadavg").read().strip()
     workdir = tempfile.mkdtemp(prefix="herald-recovery-")

@@ -914,6 +914,7 @@ def stage_cluster3(plan, ctx):
                 if procs:
                     rc = sum(used.get(x.proc.pid, 0.0) for x in procs)
                     r["redis_cpu_seconds"] = round(rc, 3)
+                    r["redis_cpu_seconds_each"] = {x.port: round(used.get(x.proc.pid, 0.0), 3) for x in procs}
                     pub = r.get("published")
                     r["redis_cpu_us_per_publish"] = rc * 1e6 / pub if pub else None
                 else:  # nothing goes through Redis: what the idle deployments cost per second
@@ -931,11 +932,11 @@ def stage_cluster3(plan, ctx):
     base = {}
     for _, r in rows:
         cmd = f"`herald-bench {'--ports A,B,C ' if r['row'].startswith('3') else ''}{r['bench_args']}`"
+        if r["row"].startswith("1"):  # the baseline of this load's rows (none if it failed)
+            base = r if "connections_ok" in r else {}
         if "connections_ok" not in r:
             out.append(f"| {r['load']} | {r['row']} | {cmd} | {failed_text(r)} | | | | | |")
             continue
-        if r["row"].startswith("1"):
-            base = r
         cells = delivery_cells(r, base).split(" | ")
         rp = r.get("redis_cpu_us_per_publish")
         redis_cell = (f"{fmt_num(rp, 'us')} ({r['redis_cpu_seconds']:.2f} s / {r.get('published', 0):,})"
