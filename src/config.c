@@ -323,7 +323,10 @@ static bool opt_apply(config *c, const opt *o, const char *v, source_state *st)
         /* allowed-origins takes comma lists; keys and secrets are taken whole. */
         if (strcmp(o->name, "allowed-origins") != 0)
             return *v && list_add(l, v, strlen(v));
+        /* An empty list means "any origin": it must never come from a value
+         * that was merely empty (an unset variable, a stray comma). */
         const char *p = v;
+        size_t added = 0;
         while (*p) {
             const char *e = strchr(p, ',');
             size_t n = e ? (size_t)(e - p) : strlen(p);
@@ -333,9 +336,10 @@ static bool opt_apply(config *c, const opt *o, const char *v, source_state *st)
                 n--;
             if (n && !list_add(l, p, n))
                 return false;
+            added += n > 0;
             p = e ? e + 1 : p + strlen(p);
         }
-        return true;
+        return added > 0;
     }
     }
     return false;
@@ -430,8 +434,8 @@ static bool config_apply_env(config *c, char **envp, FILE *err)
         for (char **e = envp; e && *e; e++)
             if (!strncmp(*e, var, k) && (*e)[k] == '=')
                 v = *e + k + 1;
-        if (!v)
-            continue;
+        if (!v || (o->type == OPT_LIST && !*v))
+            continue; /* an empty list variable sets nothing (as if unset) */
         if (o->type == OPT_LIST && strcmp(o->name, "allowed-origins") != 0) {
             /* HERALD_PUBLISH_KEY=k1,k2: several keys in one variable. */
             bool ok = true;
@@ -511,6 +515,10 @@ config_result config_load(int argc, char **argv, char **envp, FILE *out, FILE *e
             path = argv[i + 1];
         else if (!strncmp(argv[i], "--config=", 9))
             path = argv[i] + 9;
+        /* Every other --name without '=' takes the next argument as its value:
+         * a key that happens to read "--version" is a key, not an action. */
+        if (!strncmp(argv[i], "--", 2) && !strchr(argv[i], '=') && strcmp(argv[i], "--print-config") != 0)
+            i++;
     }
     if (path && (!(c->config_path = strdup(path)) || !config_apply_file(c, path, err)))
         goto fail;
