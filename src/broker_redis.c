@@ -31,6 +31,12 @@
 #define BROKER_NODES_MAX 16
 #define BROKER_CHANNEL_MAX (40 + MSG_GROUP_MAX)
 #define BROKER_KEY_MAX (24 + MSG_GROUP_MAX)
+/* A publish follows at most this many redirections or busy answers (a slot
+ * moving: TRYAGAIN) before it counts as failed; busy ones wait 50 ms each. */
+#define BROKER_HOPS_MAX 40
+#define BROKER_RETRY_MS 50
+/* The slot map is read at most this often, whatever asks for it. */
+#define BROKER_REFRESH_MIN_MS 250
 
 const double broker_fetch_le[BROKER_FETCH_BUCKETS] = {0.001, 0.005, 0.025, 0.1, 0.5, 2.5};
 
@@ -39,16 +45,18 @@ const double broker_fetch_le[BROKER_FETCH_BUCKETS] = {0.001, 0.005, 0.025, 0.1, 
  * "<offset>:<t|b><bytes>"; the stream entry's id is "<offset>-0" and is
  * trimmed to --history entries (ARGV[2]) and expires after --history-ttl of
  * silence (ARGV[3], ms; 0: never). ARGV[4] is PUBLISH, or SPUBLISH on a Redis
- * Cluster, where every key and the channel share the group's {hash tag}. */
+ * Cluster, where both keys and the channel (ARGV[5]) share the group's {hash
+ * tag}. The channel is no key: declared as one, it would be a missing key,
+ * which a slot being migrated refuses (TRYAGAIN) for as long as it moves. */
 static const char broker_script[] =
     "local o = redis.call('INCR', KEYS[1]) "
     "local n = tonumber(ARGV[2]) "
     "if n > 0 then "
-    "  redis.call('XADD', KEYS[3], 'MAXLEN', n, o .. '-0', 'd', ARGV[1]) "
+    "  redis.call('XADD', KEYS[2], 'MAXLEN', n, o .. '-0', 'd', ARGV[1]) "
     "  local t = tonumber(ARGV[3]) "
-    "  if t > 0 then redis.call('PEXPIRE', KEYS[3], t) end "
+    "  if t > 0 then redis.call('PEXPIRE', KEYS[2], t) end "
     "end "
-    "redis.call(ARGV[4], KEYS[2], o .. ':' .. ARGV[1]) "
+    "redis.call(ARGV[4], ARGV[5], o .. ':' .. ARGV[1]) "
     "return o";
 
 /* A node that starts following a group (its SUBSCRIBE confirmed) reads
@@ -82,6 +90,8 @@ typedef struct broker_resync {
 } broker_resync;
 
 typedef enum broker_op { BROKER_PUBLISH, BROKER_SUB, BROKER_UNSUB } broker_op;
+
+typedef struct broker_pub broker_pub;
 
 typedef struct broker_cmd {
     struct broker_cmd *next;
@@ -127,6 +137,10 @@ static struct {
     bool refreshing;
     uint64_t refresh_due_ms;
     broker_resync *resyncs;
+    broker_pub *parked; /* publishes waiting to be sent again (TRYAGAIN...) */
+    uint64_t refresh_sent_ms;
+    int all_prev;       /* the broadcast subscription's former node, until the new one confirms */
+    uint64_t sentinel_ping_ms;
     atomic_bool up;
     bool closing; /* shutting down: failed publishes are just released */
     uint64_t retry_at_ms, backoff_ms;
@@ -148,6 +162,8 @@ static struct {
 } B;
 
 static bool broker_cluster(void) { return B.url.kind == BROKER_CLUSTER; }
+
+static void broker_retry_parked(uint64_t now_ms);
 
 bool broker_enabled(void) { return B.enabled; }
 
@@ -191,6 +207,7 @@ bool broker_init(const char *url)
         return false;
     }
     B.enabled = true;
+    B.all_prev = -1;
     B.backoff_ms = BROKER_BACKOFF_MIN_MS;
     if (broker_cluster()) {
         /* One hash slot for the broadcast-to-all channel and its keys. */
@@ -274,11 +291,15 @@ void broker_snapshot(broker_info *out)
     out->failovers = atomic_load(&B.failovers);
     out->redirections = atomic_load(&B.redirections);
     out->topology_refreshes = atomic_load(&B.refreshes);
-    out->fetches = atomic_load(&B.fetches);
     out->fetch_failures = atomic_load(&B.fetch_failures);
-    out->fetch_ns_sum = atomic_load(&B.fetch_ns);
     for (int i = 0; i < BROKER_FETCH_BUCKETS; i++)
         out->fetch_bucket[i] = atomic_load(&B.fetch_bucket[i]);
+    /* counted after the buckets (broker_fetch_done): never below them */
+    out->fetches = atomic_load(&B.fetches);
+    out->fetch_ns_sum = atomic_load(&B.fetch_ns);
+    for (int i = 0; i < BROKER_FETCH_BUCKETS; i++)
+        if (out->fetch_bucket[i] > out->fetches)
+            out->fetches = out->fetch_bucket[i];
     pthread_mutex_lock(&B.info_lock);
     out->nlinks = B.nlinks;
     memcpy(out->links, B.links, sizeof B.links);
@@ -321,11 +342,11 @@ static void broker_fetch_done(uint64_t started_ns, bool ok)
         return;
     }
     uint64_t ns = broker_now_ns() - started_ns;
-    atomic_fetch_add(&B.fetches, 1);
-    atomic_fetch_add(&B.fetch_ns, ns);
     for (int i = 0; i < BROKER_FETCH_BUCKETS; i++)
         if ((double)ns / 1e9 <= broker_fetch_le[i])
             atomic_fetch_add(&B.fetch_bucket[i], 1);
+    atomic_fetch_add(&B.fetch_ns, ns);
+    atomic_fetch_add(&B.fetches, 1);
 }
 
 /* ---- state changes ------------------------------------------------------------ */
@@ -377,12 +398,16 @@ static void broker_went_down(const char *why)
     B.refreshing = false;
     B.ping_sent_ms = 0;
     METRIC_INC(&B.w->m, broker_errors);
+    /* Messages published elsewhere from now on will not reach us: what our
+     * history says from here is another story, under a new epoch -- set
+     * before the connections close, as their pending publishes and held
+     * messages are delivered locally from the callbacks. */
+    if (was_up)
+        broker_local_epoch();
     broker_close_all();
+    broker_retry_parked(0);
     chan_foreach(broker_unconfirm, NULL);
     if (was_up) {
-        /* Messages published elsewhere from now on will not reach us: what
-         * our history says from here is another story, under a new epoch. */
-        broker_local_epoch();
         log_msg(LOG_WARN, "broker %s:%d down (%s): local delivery only, retrying",
                 B.node[0].cmd.host, B.node[0].cmd.port, why);
     } else {
@@ -437,6 +462,7 @@ static void broker_on_epoch(resp_conn *rc, redisReply *reply, void *priv)
     chan_reset_all(); /* offsets come from Redis again; what we kept is another lineage */
     chan_set_epoch(e);
     resp_commandf(&B.node[B.all_node].sub, NULL, NULL, "SUBSCRIBE %s", B.all_channel);
+    B.all_prev = -1;
     B.ping_sent_ms = 0;
     B.ping_due_ms = B.w->now_ms + BROKER_PING_EVERY_MS;
     B.refresh_due_ms = B.w->now_ms + BROKER_REFRESH_EVERY_MS;
@@ -694,6 +720,13 @@ static void broker_sentinel_event(resp_conn *rc, resp_event ev, redisReply *r, c
     }
     if (ev == RESP_DOWN) {
         B.sentinel_retry_ms = B.w->now_ms + 1000;
+        B.sentinel_ping_ms = 0;
+        return;
+    }
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->type == REDIS_REPLY_STRING &&
+        strcmp(r->element[0]->str, "pong") == 0) {
+        B.sentinel_ping_ms = 0;
+        B.sentinel_retry_ms = B.w->now_ms + BROKER_PING_EVERY_MS; /* the next PING */
         return;
     }
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 || r->element[0]->type != REDIS_REPLY_STRING ||
@@ -713,7 +746,23 @@ static void broker_sentinel_event(resp_conn *rc, resp_event ev, redisReply *r, c
 
 static void broker_sentinel_watch(uint64_t now_ms)
 {
-    if (B.url.kind != BROKER_SENTINEL || resp_is_open(&B.sentinel) || now_ms < B.sentinel_retry_ms)
+    if (B.url.kind != BROKER_SENTINEL)
+        return;
+    if (resp_is_up(&B.sentinel)) {
+        /* A half-open connection would miss +switch-master: a PING (answered
+         * as ["pong", ""] while subscribed) each second, within 3 s. */
+        if (B.sentinel_ping_ms && now_ms - B.sentinel_ping_ms > BROKER_PING_TIMEOUT_MS) {
+            resp_close(&B.sentinel);
+            B.links_dirty = true;
+            B.sentinel_ping_ms = 0;
+            B.sentinel_retry_ms = now_ms;
+        } else if (!B.sentinel_ping_ms && now_ms >= B.sentinel_retry_ms) {
+            B.sentinel_ping_ms = now_ms;
+            resp_commandf(&B.sentinel, NULL, NULL, "PING");
+        }
+        return;
+    }
+    if (resp_is_open(&B.sentinel) || now_ms < B.sentinel_retry_ms)
         return;
     const broker_addr *a = broker_seed_addr(B.sentinel_next++);
     bool ok = resp_open(&B.sentinel, B.w->epfd, a->host, a->port, true);
@@ -830,10 +879,10 @@ static void broker_on_refresh(resp_conn *rc, redisReply *r, void *priv)
      * (a cluster forwards classic Pub/Sub everywhere), but a former one is
      * closed soon. Copies during the switch are dropped by offset. */
     int all = B.slot_node[redis_key_slot(B.all_channel, strlen(B.all_channel))];
-    if (all != B.all_node) {
+    if (all != B.all_node) { /* the old one is left when the new one confirms */
         resp_commandf(&B.node[all].sub, NULL, NULL, "SUBSCRIBE %s", B.all_channel);
-        if (resp_is_up(&B.node[B.all_node].sub))
-            resp_commandf(&B.node[B.all_node].sub, NULL, NULL, "UNSUBSCRIBE %s", B.all_channel);
+        if (B.all_prev < 0)
+            B.all_prev = B.all_node;
         B.all_node = all;
     }
     broker_moved mv = {old};
@@ -842,9 +891,11 @@ static void broker_on_refresh(resp_conn *rc, redisReply *r, void *priv)
 
 static void broker_refresh(uint64_t now_ms)
 {
-    if (!broker_cluster() || B.phase != PH_UP || B.refreshing || now_ms < B.refresh_due_ms)
+    if (!broker_cluster() || B.phase != PH_UP || B.refreshing || now_ms < B.refresh_due_ms ||
+        now_ms < B.refresh_sent_ms + BROKER_REFRESH_MIN_MS)
         return;
     B.refresh_due_ms = now_ms + BROKER_REFRESH_EVERY_MS;
+    B.refresh_sent_ms = now_ms;
     for (int i = 0; i < BROKER_NODES_MAX; i++)
         if (B.node[i].used && !B.node[i].stale && resp_is_up(&B.node[i].cmd)) {
             B.refreshing = resp_commandf(&B.node[i].cmd, broker_on_refresh, NULL, "CLUSTER SLOTS");
@@ -857,7 +908,7 @@ static void broker_close_stale(void)
 {
     for (int i = 0; i < BROKER_NODES_MAX; i++) {
         broker_node *n = &B.node[i];
-        if (!n->used || !n->stale || n->cmd.q_len)
+        if (!n->used || !n->stale || n->cmd.q_len || i == B.all_prev)
             continue;
         B.links_dirty = true;
         resp_close(&n->cmd);
@@ -901,8 +952,10 @@ static bool broker_resync_hold(broker_resync *r, msg *m, uint64_t off)
 }
 
 /* The hole is closed (or cannot be): fetched entries, then what was held,
- * each once and in offset order. With the broker down they are delivered
- * locally: the epoch changed already, so recoveries are told. */
+ * each once and in offset order. If they do not join up (the stream was
+ * trimmed or expired, no history is kept, the fetch failed), the broker goes
+ * down first, so everything goes out under a new local epoch and no client
+ * believes it saw every message. */
 static void broker_resync_finish(broker_resync *r, const redisReply *list)
 {
     for (broker_resync **pp = &B.resyncs; *pp; pp = &(*pp)->next)
@@ -914,29 +967,49 @@ static void broker_resync_finish(broker_resync *r, const redisReply *list)
     uint64_t last = c ? chan_last_offset(c) : 0;
     if (c)
         chan_unlock(c);
-    bool up = B.phase == PH_UP;
-    for (size_t i = 0; list && up && i < list->elements; i++) {
+    size_t cap = (list ? list->elements : 0) + r->n, n = 0;
+    broker_held *out = cap ? malloc(cap * sizeof *out) : NULL;
+    bool joined = list != NULL && (cap == 0 || out);
+    uint64_t next = last + 1;
+    for (size_t i = 0; out && list && i < list->elements; i++) {
         msg *m = broker_fill_entry(list->element[i], r->group, r->len);
-        if (m && m->offset > last) {
-            last = m->offset;
-            worker_deliver_sequenced(B.w, m, last);
-        } else if (m) {
+        if (!m)
+            continue;
+        if (m->offset < next) {
             msg_unref(m);
+            continue;
         }
+        joined &= m->offset == next;
+        next = m->offset + 1;
+        out[n++] = (broker_held){m, m->offset};
     }
     for (size_t i = 0; i < r->n; i++) {
         broker_held *h = &r->held[i];
-        if (B.closing) {
-            msg_unref(h->m);
-        } else if (!up) {
-            worker_deliver_local(B.w, h->m);
-        } else if (h->off > last) {
-            last = h->off;
-            worker_deliver_sequenced(B.w, h->m, last);
-        } else {
-            msg_unref(h->m); /* it came twice (both owners of a moving slot) */
+        if (h->off < next || !out) { /* a copy (both owners of a moving slot), or no memory */
+            if (!out && !B.closing)
+                worker_deliver_local(B.w, h->m); /* the broker goes down below first */
+            else
+                msg_unref(h->m);
+            continue;
         }
+        joined &= h->off == next;
+        next = h->off + 1;
+        out[n++] = *h;
     }
+    if (!joined && B.phase != PH_DOWN && !B.closing) {
+        log_msg(LOG_WARN, "broker: a hole in '%s' after offset %llu could not be filled from Redis", r->group,
+                (unsigned long long)last);
+        broker_went_down("a hole in a group's stream could not be filled");
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (B.closing)
+            msg_unref(out[i].m);
+        else if (B.phase != PH_UP)
+            worker_deliver_local(B.w, out[i].m);
+        else
+            worker_deliver_sequenced(B.w, out[i].m, out[i].off);
+    }
+    free(out);
     free(r->held);
     free(r);
     worker_release_held_all(B.w->srv);
@@ -948,13 +1021,9 @@ static void broker_on_resync(resp_conn *rc, redisReply *reply, void *priv)
     broker_resync *r = priv;
     bool ok = reply && reply->type == REDIS_REPLY_ARRAY;
     broker_fetch_done(r->started_ns, ok);
-    if (!ok && reply && B.phase == PH_UP) {
-        /* The live stream skipped offsets Redis cannot give us: rather than a
-         * silent hole, the whole node starts again under a new epoch. */
-        log_msg(LOG_WARN, "broker: cannot fill a gap in '%s': %.*s", r->group,
+    if (!ok && reply)
+        log_msg(LOG_WARN, "broker: reading '%s' from Redis: %.*s", r->group,
                 reply->type == REDIS_REPLY_ERROR ? (int)reply->len : 0, reply->str ? reply->str : "");
-        broker_went_down("a gap in a group's stream could not be filled");
-    }
     broker_resync_finish(r, ok ? reply : NULL);
 }
 
@@ -963,10 +1032,11 @@ static void broker_on_resync(resp_conn *rc, redisReply *reply, void *priv)
 static void broker_resync_start(const char *g, size_t len, uint64_t after, msg *m, uint64_t off)
 {
     broker_resync *r = calloc(1, sizeof *r);
-    if (!r || (m && !broker_resync_hold(r, m, off))) {
+    if (!r || (m && !broker_resync_hold(r, m, off))) { /* out of memory: not silently */
         free(r);
+        broker_went_down("out of memory filling a hole");
         if (m)
-            worker_deliver_sequenced(B.w, m, off); /* out of memory: the hole stays */
+            worker_deliver_local(B.w, m);
         return;
     }
     memcpy(r->group, g, len);
@@ -1013,8 +1083,10 @@ static void broker_deliver(const char *ch, size_t chlen, const char *p, size_t n
      * keep no stream: only copies are dropped for them. */
     broker_resync *r = all ? NULL : broker_resync_find(group, glen);
     if (r) {
-        if (!broker_resync_hold(r, m, off))
-            msg_unref(m);
+        if (!broker_resync_hold(r, m, off)) { /* out of memory: not silently */
+            broker_went_down("out of memory holding a group's messages");
+            worker_deliver_local(B.w, m);
+        }
         return;
     }
     chan *c = chan_lock(group, glen); /* "" for broadcasts: their record */
@@ -1065,6 +1137,12 @@ static void broker_on_push(broker_node *node, redisReply *reply)
     size_t glen;
     bool all;
     const char *g = broker_channel_group(ch->str, ch->len, &glen, &all);
+    if (g && all && sub && from == B.all_node && B.all_prev >= 0) {
+        if (B.all_prev != from && resp_is_up(&B.node[B.all_prev].sub))
+            resp_commandf(&B.node[B.all_prev].sub, NULL, NULL, "UNSUBSCRIBE %s", B.all_channel);
+        B.all_prev = -1;
+        return;
+    }
     if (!g || all || broker_node_of(g, glen) != from)
         return; /* an old owner's answer about a group that moved on */
     chan *c = chan_lock(g, glen);
@@ -1234,47 +1312,91 @@ static void broker_fill(const char *g, size_t len)
 
 /* ---- publishing ---------------------------------------------------------------------- */
 
-static void broker_send_publish(msg *m, int node, bool asking);
+static void broker_send_publish(broker_pub *p, int node, bool asking);
+
+/* A publish on its way to Redis: its message, and how often it was sent
+ * elsewhere (a redirection) or again (a slot busy moving). */
+struct broker_pub {
+    struct broker_pub *next; /* parked for a retry */
+    msg *m;
+    uint64_t retry_at_ms;
+    uint8_t hops;
+};
+
+/* A publish Redis did not take. While the broker is up, a local delivery
+ * would be numbered under the cluster's epoch (and the real message with
+ * that offset dropped as a copy), so the broker goes down first: the
+ * message goes out under the new local epoch, at-least-once. */
+static void broker_publish_failed(broker_pub *p, const char *why)
+{
+    METRIC_INC(&B.w->m, broker_errors);
+    if (B.phase != PH_DOWN && !B.closing)
+        broker_went_down(why);
+    if (B.closing)
+        msg_unref(p->m);
+    else
+        worker_deliver_local(B.w, p->m);
+    free(p);
+}
+
+static bool broker_retryable(const redisReply *r)
+{
+    static const char *const busy[] = {"TRYAGAIN ", "CLUSTERDOWN ", "LOADING ", "MASTERDOWN "};
+    for (size_t i = 0; i < sizeof busy / sizeof busy[0]; i++)
+        if (r->len >= strlen(busy[i]) && memcmp(r->str, busy[i], strlen(busy[i])) == 0)
+            return true;
+    return false;
+}
 
 /* Each EVAL carries a reference to its message until Redis answers. With no
  * reply the connection failed with the command still pending: that publish
  * was accepted (200) but may never have reached Redis, so local subscribers
  * get it from here -- at the cost of a possible duplicate if Redis did
- * publish it just before the connection died. On a cluster, a redirection
- * to a node we know is followed at once (and the map read again). */
+ * publish it just before the connection died. On a cluster, a redirection is
+ * followed at once (and the map read again), a slot that is moving is asked
+ * again shortly; either at most BROKER_HOPS_MAX times. */
 static void broker_on_publish_reply(resp_conn *rc, redisReply *reply, void *priv)
 {
-    msg *m = priv;
+    broker_pub *p = priv;
     if (reply && reply->type != REDIS_REPLY_ERROR) {
-        msg_unref(m);
+        msg_unref(p->m);
+        free(p);
+        return;
+    }
+    if (!reply) {
+        broker_publish_failed(p, "connection lost with publishes in flight");
         return;
     }
     redis_redirect rd;
-    if (reply && !B.closing && broker_cluster() && B.phase == PH_UP &&
-        redis_parse_redirect(reply->str, reply->len, &rd)) {
-        atomic_fetch_add(&B.redirections, 1);
-        B.refresh_due_ms = B.w->now_ms;
-        if (!rd.host[0]) /* "the node you are talking to", at another port */
-            snprintf(rd.host, sizeof rd.host, "%s", rc->host);
-        int to = broker_find_node(rd.host, rd.port);
-        if (to < 0)
-            to = broker_node_add(rd.host, rd.port);
-        if (to >= 0 && resp_is_open(&B.node[to].cmd)) {
-            broker_send_publish(m, to, rd.kind == REDIS_ASK);
+    if (!B.closing && B.phase == PH_UP && p->hops < BROKER_HOPS_MAX) {
+        if (broker_cluster() && redis_parse_redirect(reply->str, reply->len, &rd)) {
+            p->hops++;
+            atomic_fetch_add(&B.redirections, 1);
+            B.refresh_due_ms = B.w->now_ms;
+            if (!rd.host[0]) /* "the node you are talking to", at another port */
+                snprintf(rd.host, sizeof rd.host, "%s", rc->host);
+            int to = broker_find_node(rd.host, rd.port);
+            if (to < 0)
+                to = broker_node_add(rd.host, rd.port);
+            if (to >= 0 && resp_is_open(&B.node[to].cmd)) {
+                broker_send_publish(p, to, rd.kind == REDIS_ASK);
+                return;
+            }
+        } else if (broker_retryable(reply)) {
+            p->hops++;
+            p->retry_at_ms = B.w->now_ms + BROKER_RETRY_MS;
+            p->next = B.parked;
+            B.parked = p;
             return;
         }
     }
-    METRIC_INC(&B.w->m, broker_errors);
-    if (reply)
-        log_msg(LOG_WARN, "broker publish failed: %.*s", (int)reply->len, reply->str);
-    if (B.closing)
-        msg_unref(m);
-    else
-        worker_deliver_local(B.w, m);
+    log_msg(LOG_WARN, "broker publish failed: %.*s", (int)reply->len, reply->str);
+    broker_publish_failed(p, "Redis refused a publish");
 }
 
-static void broker_send_publish(msg *m, int node, bool asking)
+static void broker_send_publish(broker_pub *p, int node, bool asking)
 {
+    msg *m = p->m;
     char key[BROKER_KEY_MAX], ch[BROKER_CHANNEL_MAX], hist[BROKER_KEY_MAX], n[24], ttl[24];
     int kl = broker_key(key, "herald:off:", m->group, m->group_len);
     int hl = broker_key(hist, "herald:h:", m->group, m->group_len);
@@ -1289,21 +1411,20 @@ static void broker_send_publish(msg *m, int node, bool asking)
     char *arg = malloc(plen + 1);
     resp_conn *rc = &B.node[node].cmd;
     if (!arg) {
-        worker_deliver_local(B.w, m);
+        broker_publish_failed(p, "out of memory");
         return;
     }
     arg[0] = m->opcode == WS_OP_TEXT ? 't' : 'b';
     memcpy(arg + 1, m->data + (m->len - plen), plen);
-    const char *argv[10] = {"EVAL", broker_script, "3", key, ch, hist, arg, n, ttl, verb};
-    size_t lens[10] = {4, sizeof broker_script - 1, 1, (size_t)kl, (size_t)cl, (size_t)hl,
-                       plen + 1, (size_t)nl, (size_t)tl, strlen(verb)};
+    const char *argv[10] = {"EVAL", broker_script, "2", key, hist, arg, n, ttl, verb, ch};
+    size_t lens[10] = {4, sizeof broker_script - 1, 1, (size_t)kl, (size_t)hl,
+                       plen + 1, (size_t)nl, (size_t)tl, strlen(verb), (size_t)cl};
     if (asking)
         resp_commandf(rc, NULL, NULL, "ASKING");
-    if (resp_command(rc, broker_on_publish_reply, m, 10, argv, lens)) {
+    if (resp_command(rc, broker_on_publish_reply, p, 10, argv, lens)) {
         METRIC_INC(&B.w->m, broker_published);
     } else {
-        METRIC_INC(&B.w->m, broker_errors);
-        worker_deliver_local(B.w, m);
+        broker_publish_failed(p, "cannot queue a publish (Redis too slow?)");
     }
     free(arg);
 }
@@ -1373,6 +1494,32 @@ static void broker_watchdog(uint64_t now_ms)
     }
 }
 
+/* Busy answers (a slot moving) are asked again once their wait is over,
+ * in the order they were parked in (the list is newest first). */
+static void broker_retry_parked(uint64_t now_ms)
+{
+    broker_pub *due = NULL, **pp = &B.parked;
+    while (*pp) {
+        broker_pub *p = *pp;
+        if (B.phase == PH_UP && now_ms < p->retry_at_ms) {
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        p->next = due;
+        due = p;
+    }
+    while (due) {
+        broker_pub *p = due;
+        due = p->next;
+        p->next = NULL;
+        if (B.phase == PH_UP)
+            broker_send_publish(p, broker_node_of(p->m->group, p->m->group_len), false);
+        else
+            broker_publish_failed(p, "broker down");
+    }
+}
+
 static void broker_flush_all(void)
 {
     for (int i = 0; i < BROKER_NODES_MAX; i++)
@@ -1396,6 +1543,7 @@ void broker_poll(uint64_t now_ms)
     broker_watchdog(now_ms);
     broker_refresh(now_ms);
     broker_close_stale();
+    broker_retry_parked(now_ms);
     pthread_mutex_lock(&B.lock);
     broker_cmd *c = B.head;
     B.head = B.tail = NULL;
@@ -1403,10 +1551,13 @@ void broker_poll(uint64_t now_ms)
     while (c) {
         broker_cmd *next = c->next;
         if (c->op == BROKER_PUBLISH) {
-            if (broker_up())
-                broker_send_publish(c->m, broker_node_of(c->group, c->len), false);
-            else /* Redis unreachable: local subscribers still get it */
+            broker_pub *p = broker_up() ? calloc(1, sizeof *p) : NULL;
+            if (p) {
+                p->m = c->m;
+                broker_send_publish(p, broker_node_of(c->group, c->len), false);
+            } else { /* Redis unreachable: local subscribers still get it */
                 worker_deliver_local(B.w, c->m);
+            }
         } else if (broker_up()) {
             broker_subscribe_group(c->op == BROKER_SUB, c->group, c->len);
         }
@@ -1436,4 +1587,5 @@ void broker_destroy(void)
     B.phase = PH_DOWN;
     broker_close_all();
     resp_close(&B.sentinel);
+    broker_retry_parked(0);
 }

@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #define RESP_READ_CHUNK 16384
+/* Commands waiting for the socket beyond this are refused. */
+#define RESP_OUT_MAX (64u * 1024 * 1024)
 /* hiredis' reader keeps its buffer; past this much idle capacity it frees it. */
 #define RESP_READER_MAXBUF (64 * 1024)
 
@@ -56,6 +58,7 @@ static void resp_teardown(resp_conn *rc, const char *why, bool notify)
     rc->out_len = rc->out_off = rc->out_cap = 0;
     resp_pending *q = rc->q;
     size_t head = rc->q_head, len = rc->q_len, cap = rc->q_cap;
+    uint32_t gen = rc->gen;
     rc->q = NULL;
     rc->q_head = rc->q_len = rc->q_cap = 0;
     for (size_t i = 0; i < len; i++) {
@@ -64,7 +67,7 @@ static void resp_teardown(resp_conn *rc, const char *why, bool notify)
             p->fn(rc, NULL, p->priv);
     }
     free(q);
-    if (notify && rc->on_event)
+    if (notify && rc->on_event && rc->gen == gen) /* not if a callback reopened it */
         rc->on_event(rc, RESP_DOWN, NULL, why);
 }
 
@@ -134,6 +137,13 @@ static bool resp_append(resp_conn *rc, const char *cmd, size_t len, resp_reply_f
         return false;
     if (rc->out_off && rc->out_off == rc->out_len)
         rc->out_off = rc->out_len = 0;
+    if (rc->out_len - rc->out_off + len > RESP_OUT_MAX)
+        return false; /* Redis is not reading: the owner treats it as a failure */
+    if (rc->out_off > rc->out_cap / 2) { /* the written half is reused, not grown past */
+        memmove(rc->out, rc->out + rc->out_off, rc->out_len - rc->out_off);
+        rc->out_len -= rc->out_off;
+        rc->out_off = 0;
+    }
     if (rc->out_len + len > rc->out_cap) {
         size_t ncap = rc->out_cap ? rc->out_cap : 4096;
         while (ncap < rc->out_len + len)

@@ -397,3 +397,56 @@ def test_redis_cluster_failover_under_traffic(cluster, herald):
             await alls.close()
             await s.close()
     run(after(), 30)
+
+
+def test_redis_cluster_reshard_under_traffic(cluster, herald):
+    """A group's slot migrates from one master to another (IMPORTING/MIGRATING, MIGRATE of its keys,
+    SETSLOT NODE) while a publisher writes to it: publishes follow ASK and MOVED (and wait out
+    TRYAGAIN), the subscription follows the slot, and every message arrives once, in order, under
+    one epoch."""
+    n0, n1 = [herald("--broker", cluster.url(), "--history", "1000", workers=2) for _ in range(2)]
+    for n in (n0, n1):
+        wait_broker(n, "up")
+    src, dst = cluster.masters[1], cluster.masters[2]
+    g = groups_on_every_shard(cluster, fresh("rs"))[src.port]
+    slot = slot_of_group(g)
+    src_id, dst_id = src.cmd("CLUSTER", "MYID").decode(), dst.cmd("CLUSTER", "MYID").decode()
+    N = 300
+
+    def migrate_keys():
+        while True:
+            keys = src.cmd("CLUSTER", "GETKEYSINSLOT", slot, 100)
+            if not keys:
+                return
+            assert src.cmd("MIGRATE", HOST, dst.port, "", 0, 5000, "KEYS", *keys) == "OK"
+
+    steps = {
+        50: lambda: (dst.cmd("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id),
+                     src.cmd("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)),
+        120: migrate_keys,
+        200: lambda: [m.cmd("CLUSTER", "SETSLOT", slot, "NODE", dst_id) for m in (dst, src, cluster.masters[0])],
+    }
+
+    async def main():
+        s = await ws_connect(n1.port, sub(g))
+        try:
+            async def publish():
+                for k in range(1, N + 1):
+                    await asyncio.to_thread(publish_all, n0.port, g, [f"r{k}"])
+                    if k in steps:
+                        await asyncio.to_thread(steps[k])
+                    await asyncio.sleep(0.005)
+            t = asyncio.create_task(publish())
+            got = await recv_envs(s, N, 60)
+            await t
+            await expect_silence(s, 0.5)
+            assert [d["data"] for d in got] == [f"r{k}" for k in range(1, N + 1)], "lost, duplicated or reordered"
+            assert [d["offset"] for d in got] == list(range(1, N + 1))
+            assert len({d["epoch"] for d in got}) == 1
+        finally:
+            await s.close()
+    run(main(), 120)
+    assert cluster.owner(slot) == dst.port
+    assert dst.cmd("GET", f"herald:off:{{{g}}}") == str(N).encode()
+    assert stats(n0.port)["broker_redirections"] >= 1
+    assert stats(n0.port)["broker"] == "up"
