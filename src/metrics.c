@@ -191,16 +191,23 @@ static void metrics_prom_memory(const metrics_memory *mem, char *buf, size_t cap
                    mem->pressure ? 1 : 0, (unsigned long long)mem->evictions);
 }
 
+/* The broker's snapshot (on the heap: it holds every link), NULL without a
+ * broker. */
+static broker_info *metrics_broker_info(void)
+{
+    broker_info *bi = broker_enabled() ? malloc(sizeof *bi) : NULL;
+    if (bi)
+        broker_snapshot(bi);
+    return bi;
+}
+
 /* Per broker connection, and the broker's failovers, redirections and the
  * latency of the fetches that fill a group's history from Redis. */
 static void metrics_prom_broker(char *buf, size_t cap, size_t *len)
 {
-    if (!broker_enabled())
-        return;
-    broker_info *bi = malloc(sizeof *bi);
+    broker_info *bi = metrics_broker_info();
     if (!bi)
         return;
-    broker_snapshot(bi);
     metrics_append(buf, cap, len,
                    "# HELP herald_broker_link_up 1 per broker connection that is connected\n"
                    "# TYPE herald_broker_link_up gauge\n");
@@ -231,12 +238,9 @@ static void metrics_prom_broker(char *buf, size_t cap, size_t *len)
 /* /stats: "broker_links":[...] and the counters, in cluster mode only. */
 static void metrics_json_broker(char *buf, size_t cap, size_t *len)
 {
-    if (!broker_enabled())
-        return;
-    broker_info *bi = malloc(sizeof *bi);
+    broker_info *bi = metrics_broker_info();
     if (!bi)
         return;
-    broker_snapshot(bi);
     metrics_append(buf, cap, len, "\"broker_mode\":\"%s\",\"broker_links\":[", bi->mode);
     for (int i = 0; i < bi->nlinks; i++)
         metrics_append(buf, cap, len, "%s{\"addr\":\"%s\",\"role\":\"%s\",\"kind\":\"%s\",\"up\":%s}",

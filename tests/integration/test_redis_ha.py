@@ -339,6 +339,29 @@ def test_redis_cluster_groups_on_every_shard(cluster, herald):
     assert stats(n2.port)["broker_fetches"] >= 3
 
 
+async def stream_under_change(pub_node, sub_node, g, n, steps, pause):
+    """Publishes n messages to g on pub_node (one HTTP publish each), running steps[k]() (in a
+    thread; a falsy result fails) after the k-th; a subscriber on sub_node must get all of them
+    once, in order, offsets 1..n, one epoch."""
+    s = await ws_connect(sub_node.port, sub(g))
+    try:
+        async def publish():
+            for k in range(1, n + 1):
+                await asyncio.to_thread(publish_all, pub_node.port, g, [f"x{k}"])
+                if k in steps:
+                    assert await asyncio.to_thread(steps[k]) is not False, f"step {k}"
+                await asyncio.sleep(pause)
+        t = asyncio.create_task(publish())
+        got = await recv_envs(s, n, 60)
+        await t
+        await expect_silence(s, 0.5)
+        assert [d["data"] for d in got] == [f"x{k}" for k in range(1, n + 1)], "lost, duplicated or reordered"
+        assert [d["offset"] for d in got] == list(range(1, n + 1))
+        assert len({d["epoch"] for d in got}) == 1
+    finally:
+        await s.close()
+
+
 def test_redis_cluster_failover_under_traffic(cluster, herald):
     """A CLUSTER FAILOVER moves the first master's slots to its replica while a publisher writes to a
     group on that shard: herald follows the new master (redirections, then the new slot map) and
@@ -350,25 +373,8 @@ def test_redis_cluster_failover_under_traffic(cluster, herald):
     g = groups_on_every_shard(cluster, fresh("fo"))[first.port]
     N = 300
 
-    async def main():
-        s = await ws_connect(n1.port, sub(g))
-        try:
-            async def publish():
-                for k in range(1, N + 1):
-                    await asyncio.to_thread(publish_all, n0.port, g, [f"x{k}"])
-                    if k == 100:
-                        assert cluster.replica.cmd("CLUSTER", "FAILOVER") == "OK"
-                    await asyncio.sleep(0.01)
-            t = asyncio.create_task(publish())
-            got = await recv_envs(s, N, 60)
-            await t
-            await expect_silence(s, 0.5)
-            assert [d["data"] for d in got] == [f"x{k}" for k in range(1, N + 1)], "lost, duplicated or reordered"
-            assert [d["offset"] for d in got] == list(range(1, N + 1))
-            assert len({d["epoch"] for d in got}) == 1
-        finally:
-            await s.close()
-    run(main(), 120)
+    run(stream_under_change(n0, n1, g, N, {100: lambda: cluster.replica.cmd("CLUSTER", "FAILOVER") == "OK"},
+                            pause=0.01), 120)
     assert try_cmd(cluster.replica.port, "ROLE")[0] == b"master"
     for n in (n0, n1):
         wait_for(lambda n=n: cluster.replica.port in {int(x["addr"].rsplit(":", 1)[1])
@@ -427,25 +433,7 @@ def test_redis_cluster_reshard_under_traffic(cluster, herald):
         200: lambda: [m.cmd("CLUSTER", "SETSLOT", slot, "NODE", dst_id) for m in (dst, src, cluster.masters[0])],
     }
 
-    async def main():
-        s = await ws_connect(n1.port, sub(g))
-        try:
-            async def publish():
-                for k in range(1, N + 1):
-                    await asyncio.to_thread(publish_all, n0.port, g, [f"r{k}"])
-                    if k in steps:
-                        await asyncio.to_thread(steps[k])
-                    await asyncio.sleep(0.005)
-            t = asyncio.create_task(publish())
-            got = await recv_envs(s, N, 60)
-            await t
-            await expect_silence(s, 0.5)
-            assert [d["data"] for d in got] == [f"r{k}" for k in range(1, N + 1)], "lost, duplicated or reordered"
-            assert [d["offset"] for d in got] == list(range(1, N + 1))
-            assert len({d["epoch"] for d in got}) == 1
-        finally:
-            await s.close()
-    run(main(), 120)
+    run(stream_under_change(n0, n1, g, N, steps, pause=0.005), 120)
     assert cluster.owner(slot) == dst.port
     assert dst.cmd("GET", f"herald:off:{{{g}}}") == str(N).encode()
     assert stats(n0.port)["broker_redirections"] >= 1
