@@ -3,7 +3,7 @@
 # usage: scripts/deps.sh build|test|fuzz|bench ...
 set -euo pipefail
 
-pkgs_build="build-essential cmake pkg-config libssl-dev libjansson-dev libmsgpack-dev libhiredis-dev"
+pkgs_build="build-essential cmake pkg-config libssl-dev libjansson-dev libmsgpack-dev libhiredis-dev libdeflate-dev zlib1g-dev"
 pkgs_test="redis-server libcmocka-dev python3 python3-websockets python3-pytest openssl chromium fonts-dejavu-core"
 pkgs_fuzz="clang libclang-rt-14-dev"
 
