@@ -22,7 +22,7 @@ done
 # (never a downloaded browser); install it once from the lock file.
 web_modules() {
     case " $* " in *" test "*) ;; *) return 0 ;; esac
-    [ -d "$root/tests/web/node_modules/playwright-core" ] && return 0
+    [ -d "$root/tests/web/node_modules/playwright-core" ] && [ -d "$root/tests/web/node_modules/ws" ] && return 0
     command -v npm >/dev/null || return 0
     npm ci --prefix "$root/tests/web" --no-audit --no-fund --loglevel=error
 }
