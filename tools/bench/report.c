@@ -33,6 +33,8 @@ void report_text(FILE *out, const bench_result *r)
         fprintf(out, ", TLS");
     if (a->format != FMT_RAW)
         fprintf(out, ", format %s", args_format_name(a->format));
+    if (a->deflate)
+        fprintf(out, ", permessage-deflate");
     if (a->nports > 1)
         fprintf(out, ", %u nodes", a->nports);
     fputc('\n', out);
@@ -99,10 +101,11 @@ void report_json(FILE *out, const bench_result *r)
     const hist *h = r->lat;
     fprintf(out, "{\"mode\":\"%s\",\"subscribers\":%u,\"publishers\":%u,\"groups\":%u,\"size\":%u,"
                  "\"rate\":%g,\"window\":%u,\"duration\":%g,\"threads\":%u,"
-                 "\"format\":\"%s\",\"tls\":%s,\"nodes\":%u,",
+                 "\"format\":\"%s\",\"tls\":%s,\"deflate\":%s,\"nodes\":%u,",
             report_mode(a), a->subscribers, a->idle ? 0 : a->publishers, a->groups, a->size,
             a->saturate || a->idle ? 0 : a->rate, a->saturate ? a->window : 0, a->duration, a->threads,
-            args_format_name(a->format), a->tls ? "true" : "false", a->nports);
+            args_format_name(a->format), a->tls ? "true" : "false", a->deflate ? "true" : "false",
+            a->nports);
     fprintf(out, "\"connections_ok\":%llu,\"connections_failed\":%llu,\"connect_seconds\":%.6f,"
                  "\"subscribers_ok\":%llu,\"publishers_ok\":%llu,",
             (unsigned long long)(r->sub_ok + r->pub_ok), (unsigned long long)r->failed,
