@@ -341,6 +341,7 @@ int main(int argc, char **argv)
     res.disconnects = SUM(&run, disconnects);
     res.protocol_errors = SUM(&run, protocol_errors);
     res.pings = SUM(&run, pings);
+    res.sub_bytes = SUM(&run, sub_bytes);
     int64_t last = 0;
     for (uint32_t i = 0; i < run.nworkers; i++) {
         int64_t l = atomic_load(&run.workers[i].st.last_delivery_ns);

@@ -54,6 +54,9 @@ void report_text(FILE *out, const bench_result *r)
                 (unsigned long long)r->out_of_order);
         fprintf(out, "throughput    %.0f deliveries/s over %.3f s\n", r->deliveries_per_sec,
                 r->measured_seconds);
+        if (r->delivered)
+            fprintf(out, "wire          %.1f bytes read per delivery (frames, control frames too)\n",
+                    (double)r->sub_bytes / (double)r->delivered);
         fprintf(out, "latency ms    p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f\n",
                 report_ms(r->lat, 0.5), report_ms(r->lat, 0.9), report_ms(r->lat, 0.99),
                 report_ms(r->lat, 0.999), (double)r->lat->max / 1e6);
@@ -136,6 +139,12 @@ void report_json(FILE *out, const bench_result *r)
     else
         fprintf(out, "\"server_rss_kb\":null,\"server_rss_before_kb\":null,"
                      "\"server_rss_per_conn_bytes\":null,");
+    fprintf(out, "\"subscriber_bytes_in\":%llu,\"wire_bytes_per_delivery\":",
+            (unsigned long long)r->sub_bytes);
+    if (r->delivered)
+        fprintf(out, "%.1f,", (double)r->sub_bytes / (double)r->delivered);
+    else
+        fprintf(out, "null,");
     fprintf(out, "\"skipped\":%llu,\"window_timeouts\":%llu,\"unexpected\":%llu,\"invalid\":%llu,"
                  "\"size_mismatch\":%llu,\"disconnects\":%llu,\"protocol_errors\":%llu,"
                  "\"pings_answered\":%llu,\"connect_failures\":{\"connect\":%llu,\"handshake\":%llu,"
