@@ -55,6 +55,8 @@ static void conn_pub_finish(conn *c, uint8_t opcode)
     worker_publish(c->w, m);
 }
 
+static bool conn_frame_rate_ok(conn *c);
+
 /* permessage-deflate input: where inflated bytes go, and why a sink stopped. */
 typedef struct conn_inflate_ctx {
     conn *c;
@@ -76,6 +78,17 @@ static bool conn_inflate_sink(void *arg, const uint8_t *p, size_t n)
     if (x->keep && !conn_pub_append(x->c, p, n)) {
         x->fail = WS_CLOSE_INTERNAL;
         return false;
+    }
+    /* A subscriber's messages go nowhere, yet a small compressed frame can
+     * make us inflate up to --max-message-size: every full chunk inflated
+     * counts as one more frame against --client-frame-rate, so a stream of
+     * bombs costs us no more CPU than a stream of frames. */
+    if (x->c->role == ROLE_SUB && n == DEFLATE_CHUNK) {
+        x->c->rd.frames++;
+        if (!conn_frame_rate_ok(x->c)) {
+            x->fail = WS_CLOSE_POLICY;
+            return false;
+        }
     }
     return true;
 }
@@ -106,12 +119,15 @@ static bool conn_inflate(conn *c, const uint8_t *p, size_t n, bool last, uint8_t
                     : r == DEFLATE_CORRUPT ? WS_CLOSE_BAD_DATA
                     : r == DEFLATE_NOMEM   ? WS_CLOSE_INTERNAL
                                            : x.fail;
-    if (code != WS_CLOSE_INTERNAL)
+    if (code == WS_CLOSE_POLICY)
+        METRIC_INC(&c->w->m, rate_limited);
+    else if (code != WS_CLOSE_INTERNAL)
         METRIC_INC(&c->w->m, protocol_errors);
     conn_close_ws(c, code,
                   code == WS_CLOSE_TOO_BIG     ? "message too big"
                   : r == DEFLATE_CORRUPT       ? "invalid compressed data"
                   : code == WS_CLOSE_BAD_DATA  ? "invalid UTF-8"
+                  : code == WS_CLOSE_POLICY    ? "client frame rate limit"
                                                : "out of memory",
                   false);
     /* The rest of this read is not looked at: the inflater is done. */

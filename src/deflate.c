@@ -173,8 +173,6 @@ size_t deflate_inflater_footprint(const deflate_inflater *z)
     return sizeof *z; /* plus zlib's state and window, counted by the hooks */
 }
 
-#define DEFLATE_CHUNK 16384
-
 static deflate_result deflate_run(deflate_inflater *z, const uint8_t *in, size_t n,
                                   uint64_t limit, deflate_sink sink, void *arg)
 {

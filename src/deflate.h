@@ -49,8 +49,10 @@ typedef enum deflate_result {
     DEFLATE_STOPPED,  /* the sink refused the data */
 } deflate_result;
 
-/* Receives inflated bytes in chunks of at most 16 KiB; returning false stops
- * the inflate (DEFLATE_STOPPED). */
+#define DEFLATE_CHUNK 16384
+
+/* Receives inflated bytes in chunks of at most DEFLATE_CHUNK; returning false
+ * stops the inflate (DEFLATE_STOPPED). */
 typedef bool (*deflate_sink)(void *arg, const uint8_t *p, size_t n);
 
 /* window_bits: the client's LZ77 window (8..15); fresh_each_message: the

@@ -401,10 +401,27 @@ def test_publisher_bomb_closed_1009_rss_flat(herald):
     assert stats(h.port)["messages_published"] == 0
 
 
+def test_subscriber_bombs_count_against_the_frame_rate(herald):
+    """A subscriber's messages go nowhere, but each 16 KiB it makes herald inflate counts as a frame
+    against --client-frame-rate (100/s): 1 MiB inflated from ~1 KiB = 64 frames, so the second
+    such message within a second closes it with 1008."""
+    h = herald()
+    s = PmdRaw.open(h.port, "/ws?groups=bomb3")
+    z = deflate_raw(bytes(1 << 20), level=9)
+    assert len(z) < 2048
+    for _ in range(3):
+        try:
+            s.send_frame(OP_BINARY, z, rsv=4)
+        except OSError:
+            break
+    s.expect_close(1008)
+    assert stats(h.port)["inflate_bytes_out"] <= 2 * (1 << 20) + 16384 * 40
+
+
 def test_subscriber_bomb_large_limit_rss_flat(herald):
-    """With --max-message-size 128m a subscriber's 64 MiB-inflating message is legal: it is
-    inflated in 16 KiB steps, checked and dropped, so memory stays flat."""
-    h = herald("--max-message-size", "128m")
+    """With --max-message-size 128m (and no frame rate limit) a subscriber's 64 MiB-inflating
+    message is legal: it is inflated in 16 KiB steps, checked and dropped, so memory stays flat."""
+    h = herald("--max-message-size", "128m", "--client-frame-rate", "0")
     s = PmdRaw.open(h.port, "/ws?groups=bomb2")
     z = bomb(64 << 20)
     before = h.rss_kb()
