@@ -269,6 +269,16 @@ static _Thread_local struct libdeflate_decompressor *wsc_dec;
 static _Thread_local uint8_t *wsc_out;
 static _Thread_local size_t wsc_out_cap;
 
+void wsc_thread_done(void)
+{
+    if (wsc_dec)
+        libdeflate_free_decompressor(wsc_dec);
+    free(wsc_out);
+    wsc_dec = NULL;
+    wsc_out = NULL;
+    wsc_out_cap = 0;
+}
+
 static bool wsc_inflate_message(wsc_reader *r)
 {
     static const uint8_t tail[] = {0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff};

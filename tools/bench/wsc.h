@@ -129,6 +129,9 @@ void wsc_reader_init_capture(wsc_reader *r, uint16_t head_want);
 
 /* Accepts compressed messages (the server accepted permessage-deflate). */
 void wsc_reader_enable_deflate(wsc_reader *r);
+/* Frees this thread's decompressor and output buffer (at a worker's exit). */
+void wsc_thread_done(void);
+
 /* Frees what a reader holds (the compressed message buffer). */
 void wsc_reader_free(wsc_reader *r);
 
