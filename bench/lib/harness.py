@@ -511,6 +511,8 @@ def extras_plan(quick, duration_override=None):
                          "--duration", d],
         "deflate_s3": ["--subscribers", "1000", "--saturate", "--window", "64", "--size", "128",
                        "--payload", "json", "--duration", d, "--warmup", "1"],
+        "deflate_s3k": ["--subscribers", "1000", "--saturate", "--window", "64", "--size", "1024",
+                        "--payload", "json", "--duration", d, "--warmup", "1"],
         "deflate_s2": ["--subscribers", "10000", "--rate", "100", "--size", "128", "--payload", "json",
                        "--duration", d, "--source-ips", "4"],
     }
@@ -816,17 +818,18 @@ def stage_deflate(plan, ctx):
            "= WebSocket bytes the subscribers read per delivery. Ratios: to the same row without deflate; "
            "the Node ws row: to herald's deflate S3.\n"]
     rows = []
-    names = {"wire": "1 KB JSON, 1,000 subscribers, 20 msg/s", "s3": "S3", "s2": "S2"}
-    for kind in ("wire", "s3", "s2"):
+    names = {"wire": "1 KB JSON, 1,000 subscribers, 20 msg/s", "s3": "S3", "s3k": "S3 with 1 KB JSON",
+             "s2": "S2"}
+    for kind in ("wire", "s3", "s3k", "s2"):
         for z in (False, True):
             label = names[kind] + (" deflate" if z else "")
             args = plan[f"deflate_{kind}"] + (["--deflate"] if z else [])
             rows.append((label, run_nodes("deflate", label, args, [[]], ctx["ports"], ctx["workdir"],
                                           ctx["threads"], ctx["runlog"], ctx["raw"])))
     if os.path.isdir(os.path.join(BENCH, "peers", "node", "node_modules", "ws")):
-        rows.append(("S3 deflate, Node ws (perMessageDeflate)",
-                     run_peer("deflate", "node-s3", "node", {"PERMESSAGE_DEFLATE": "1"},
-                              plan["deflate_s3"] + ["--deflate"], ctx)))
+        rows.append(("S3 with 1 KB JSON deflate, Node ws (perMessageDeflate)",
+                     run_peer("deflate", "node-s3k", "node", {"PERMESSAGE_DEFLATE": "1"},
+                              plan["deflate_s3k"] + ["--deflate"], ctx)))
     out.append("| run | herald-bench | delivered | deliveries/s | p99 | wire bytes per delivery "
                "| server CPU per 1k deliveries | anomalies |")
     out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
@@ -838,7 +841,7 @@ def stage_deflate(plan, ctx):
             continue
         if "deflate" not in label:
             base = r
-        ref = base if "Node" not in label else next(x for l, x in rows if l == "S3 deflate")
+        ref = base if "Node" not in label else next(x for l, x in rows if l == "S3 with 1 KB JSON deflate")
         e = r.get("expected") or 0
         cpu, wire = r.get("tree_cpu_us_per_1k"), r.get("wire_bytes_per_delivery")
         out.append(f"| {label} | {cmd} | {fmt_num(100.0 * r['delivered'] / e if e else None, 'pct')} | "

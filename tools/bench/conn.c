@@ -324,7 +324,7 @@ static bool conn_feed(worker *w, conn *c, const uint8_t *p, size_t n)
 {
     const wsc_handler *h = c->is_pub ? &conn_pub_handler : &conn_sub_handler;
     w->now = bench_now();
-    if (!c->is_pub)
+    if (!c->is_pub && w->phase == PH_RUN) /* as deliveries: the measured phase only */
         STAT_ADD(w, sub_bytes, n);
     int rc = wsc_feed(&c->rd, p, n, h, c);
     if (rc == WSC_FEED_CLOSED) {

@@ -44,8 +44,13 @@ size_t wsc_request_ext(char *out, size_t cap, const char *host_port, const char 
                        const char *query_key, const char *query_value, const char *key,
                        const char *extra_headers);
 
-/* The permessage-deflate offer of --deflate subscribers (RFC 7692). */
-#define WSC_DEFLATE_OFFER "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+/* The permessage-deflate offer of --deflate subscribers (RFC 7692). It asks
+ * for server_no_context_takeover: messages are inflated whole and
+ * independently (a per-thread decompressor), so a server that would keep
+ * its context across messages (Node ws by default) must not. */
+#define WSC_DEFLATE_OFFER \
+    "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; " \
+    "client_max_window_bits\r\n"
 
 /* True when a (checked) response head accepts permessage-deflate. */
 bool wsc_response_deflate(const char *head, size_t len);
