@@ -133,6 +133,7 @@ msg *deflate_variant(msg *m, size_t min_size, struct metrics *mt)
 struct deflate_inflater {
     z_stream zs;
     uint64_t msg_out;      /* inflated bytes of the current message */
+    uint64_t msg_in;       /* compressed bytes of the current message */
     bool fresh;            /* reset after every message */
     bool ended;            /* the stream ended (BFINAL) before the message did */
 };
@@ -214,6 +215,9 @@ deflate_result deflate_inflate(deflate_inflater *z, const uint8_t *in, size_t n,
                                uint64_t limit, deflate_sink sink, void *arg)
 {
     static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
+    z->msg_in += n;
+    if (last && z->msg_in == 0)
+        return DEFLATE_OK; /* RSV1 on an empty payload: an empty message, nothing to inflate */
     deflate_result r = deflate_run(z, in, n, limit, sink, arg);
     if (r != DEFLATE_OK || !last)
         return r;
@@ -221,6 +225,7 @@ deflate_result deflate_inflate(deflate_inflater *z, const uint8_t *in, size_t n,
     if (r != DEFLATE_OK)
         return r;
     z->msg_out = 0;
+    z->msg_in = 0;
     /* A kept context needs the message to end on a block boundary (zlib's
      * data_type 128: waiting for a block header), else the next message
      * would be read as the rest of this block. */

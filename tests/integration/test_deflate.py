@@ -298,7 +298,7 @@ def test_fragmented_compressed_publish_with_context_takeover(herald):
     sub = PmdRaw.open(h.port, "/ws?groups=f", offer=None)
     pub = PmdRaw.open(h.port, "/publish?group=f")
     c = zlib.compressobj(6, zlib.DEFLATED, -15)
-    msgs = [json_payload(3000, 1), json_payload(3000, 1), json_payload(100, 2), b""]
+    msgs = [json_payload(3000, 1), json_payload(3000, 1), json_payload(100, 2), b"", b"x"]
     for m in msgs:
         z = c.compress(m) + c.flush(zlib.Z_SYNC_FLUSH)
         z = z[:-4]
@@ -308,6 +308,24 @@ def test_fragmented_compressed_publish_with_context_takeover(herald):
             pub.send_frame(op, z[cuts[k]:cuts[k + 1]], fin=(k == 2), rsv=4 if k == 0 else 0)
         op, comp, _, data = sub.recv_msg()
         assert (op, comp, data) == (OP_TEXT, False, m)
+    pub.close()
+    sub.close()
+
+
+def test_empty_compressed_payload_is_an_empty_message(herald):
+    """RSV1 on a zero-length payload (not what zlib produces for an empty message, 0x00, but seen in
+    the wild): an empty message, and a kept compression context is not disturbed."""
+    h = herald()
+    sub = PmdRaw.open(h.port, "/ws?groups=e", offer=None)
+    pub = PmdRaw.open(h.port, "/publish?group=e")
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    for m in (b"first message", None, b"first message again"):
+        if m is None:
+            pub.send_frame(OP_TEXT, b"", rsv=4)
+            assert sub.recv_msg()[3] == b""
+            continue
+        pub.send_frame(OP_TEXT, (c.compress(m) + c.flush(zlib.Z_SYNC_FLUSH))[:-4], rsv=4)
+        assert sub.recv_msg()[3] == m
     pub.close()
     sub.close()
 
