@@ -66,6 +66,10 @@ test('chromium negotiates deflate and receives a compressed notification intact'
   assert.equal(s.deflate_deliveries - before.deflate_deliveries, 1);
   assert.ok(s.deflate_bytes_out - before.deflate_bytes_out < notification.length / 3,
     `compressed ${s.deflate_bytes_out - before.deflate_bytes_out} of ${notification.length} bytes`);
+  // the status page's memory view shows the compressor the worker now holds
+  assert.ok(s.memory.deflate > 100 * 1024, `memory.deflate ${s.memory.deflate}`);
+  await page.waitForFunction(() => /KiB|MiB/.test(document.getElementById('m-deflate').textContent),
+    null, { timeout: 5_000 });
 });
 
 test('chromium publishes compressed; a Node ws subscriber without deflate gets it', { timeout: 30_000 }, async () => {
