@@ -212,8 +212,9 @@ static void test_reader_deflate(void)
 {
     static uint8_t payload[40000], z[41000], wire[50000];
     msg_head m = {MSG_FLAG_MEASURED, 3, 99, 5};
+    static const char pat[] = "{\"id\":1,\"t\":\"order shipped\"},";
     for (size_t i = 0; i < sizeof payload; i++)
-        payload[i] = (uint8_t)"{\"id\":1,\"t\":\"order shipped\"},"[i % 31];
+        payload[i] = (uint8_t)pat[i % (sizeof pat - 1)];
     msg_encode(payload, &m);
     struct libdeflate_compressor *c = libdeflate_alloc_compressor(6);
     size_t zn = libdeflate_deflate_compress(c, payload, sizeof payload, z, sizeof z - 1);
@@ -242,6 +243,7 @@ static void test_reader_deflate(void)
     for (size_t i = 0; i < n; i++)
         CHECK(wsc_feed(&rd, wire + i, 1, &rec_handler, &r) == WSC_FEED_OK);
     CHECK(r.messages == 3 && r.pings == 1 && r.last_total == 5 && r.op == WSC_OP_TEXT);
+    wsc_reader_free(&rd);
     wsc_reader_init(&rd);
     wsc_reader_enable_deflate(&rd);
     memset(&r, 0, sizeof r);
