@@ -3,7 +3,7 @@
 # usage: scripts/deps.sh build|test|fuzz|deb ...
 set -euo pipefail
 
-pkgs_build="build-essential cmake pkg-config libssl-dev libjansson-dev libmsgpack-dev libhiredis-dev"
+pkgs_build="build-essential cmake pkg-config libssl-dev libjansson-dev libmsgpack-dev libhiredis-dev libdeflate-dev zlib1g-dev"
 pkgs_test="redis-server libcmocka-dev python3 python3-websockets python3-pytest openssl chromium fonts-dejavu-core groff-base"
 pkgs_fuzz="clang libclang-rt-14-dev"
 # CPack's DEB generator derives Depends with dpkg-shlibdeps (dpkg-dev), finding ELF files with file.
@@ -25,7 +25,7 @@ done
 # (never a downloaded browser); install it once from the lock file.
 web_modules() {
     case " $* " in *" test "*) ;; *) return 0 ;; esac
-    [ -d "$root/tests/web/node_modules/playwright-core" ] && return 0
+    [ -d "$root/tests/web/node_modules/playwright-core" ] && [ -d "$root/tests/web/node_modules/ws" ] && return 0
     command -v npm >/dev/null || return 0
     npm ci --prefix "$root/tests/web" --no-audit --no-fund --loglevel=error
 }

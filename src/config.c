@@ -35,6 +35,7 @@ typedef struct opt {
 
 #define OFF(f) offsetof(config, f)
 static const char *const slow_names[] = {"close", "drop-oldest", NULL};
+static const char *const onoff_names[] = {"off", "on", NULL};
 static const char *const logf_names[] = {"text", "json", NULL};
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
 
@@ -48,6 +49,12 @@ static const opt opts[] = {
     {"max-message-size", OPT_SIZE, OFF(max_message_size), 1, 1 << 30, NULL, true, false,
      "BYTES  largest message a publisher may send; larger: HTTP 413 / close 1009\n"
      "      (default 1m)"},
+    {"compression", OPT_ENUM, OFF(compression), 0, 0, onoff_names, true, false,
+     "on|off  accept permessage-deflate (RFC 7692) when a client offers it: each\n"
+     "      message is compressed once and the frame shared by every subscriber\n"
+     "      that negotiated it (default on)"},
+    {"compression-min-size", OPT_SIZE, OFF(compression_min_size), 0, 1 << 30, NULL, true, false,
+     "BYTES  payloads shorter than this are sent uncompressed (default 128)"},
     {"queue-limit", OPT_SIZE, OFF(queue_limit), 1, 1ll << 40, NULL, true, false,
      "BYTES  bytes queued for one connection before the slow policy applies\n"
      "      (default 4m; private frames such as pongs count their whole allocation,\n"
@@ -151,6 +158,8 @@ static void config_defaults(config *c)
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     c->workers = n > 0 ? (int)(n > 64 ? 64 : n) : 1;
     c->max_message_size = 1u << 20;
+    c->compression = 1;
+    c->compression_min_size = 128;
     c->queue_limit = 4u << 20;
     c->write_timeout_ms = 10000;
     c->ping_interval_ms = 25000;

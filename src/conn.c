@@ -13,6 +13,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "deflate.h"
 #include "log.h"
 #include "server.h"
 #include "worker.h"
@@ -692,5 +693,6 @@ void conn_free(conn *c)
     free(c->pub_group);
     if (c->pub)
         msg_unref(c->pub);
+    deflate_inflater_free(c->zin);
     free(c);
 }

@@ -59,6 +59,12 @@ typedef struct conn {
     bool head_active : 1;      /* a request head (or TLS handshake) started, not complete */
     bool tls_ready : 1;        /* the first TLS handshake finished (a KeyUpdate later puts
                                 * OpenSSL "in init" again: that is no new handshake) */
+    /* permessage-deflate (pmd.h): negotiated, the client resets its context
+     * each message, and the windows (bits) each side may use. */
+    bool pmd : 1;
+    bool pmd_fresh : 1;
+    uint8_t pmd_server_bits : 4;
+    uint8_t pmd_client_bits : 4;
     uint8_t format;            /* msg_format: raw, json or msgpack envelopes */
     uint16_t nsubs;
     uint32_t slot;             /* index in worker->conns */
@@ -84,6 +90,7 @@ typedef struct conn {
     uint64_t rate_window_ms;
     ip_key ip;
     SSL *ssl;              /* NULL for cleartext */
+    struct deflate_inflater *zin; /* on the first compressed frame received; NULL before */
     ws_reader rd;
 } conn;
 
@@ -161,6 +168,19 @@ void conn_http_body(conn *c, uint8_t *p, size_t n, size_t *used);
 
 /* conn_ws.c */
 void conn_ws_process(conn *c, uint8_t *p, size_t n);
+
+/* permessage-deflate: a standalone compressed frame of m reaches back at
+ * most m's own length, so it fits any window the client allowed (its
+ * server_max_window_bits) when the payload is no longer than the window. */
+static inline bool conn_pmd_fits(const conn *c, const msg *m)
+{
+    return c->pmd_server_bits >= 15 || m->payload_len <= (1u << c->pmd_server_bits);
+}
+
+/* The frame of a published message for this subscriber: its envelope format,
+ * compressed when it negotiated permessage-deflate (both shared, built once
+ * per message); NULL when out of memory. No reference is taken. */
+msg *conn_frame(conn *c, msg *m);
 /* Joins a group. With recover, first replays the kept messages after `since`
  * (or queues a recovery-failed notice) and joins so that live delivery
  * continues exactly after the replay. */

@@ -78,6 +78,13 @@ static void metrics_append(char *buf, size_t cap, size_t *len, const char *fmt, 
 
 #define LOAD(x) ((unsigned long long)atomic_load_explicit(&(x), memory_order_relaxed))
 
+/* 1 before anything was compressed: nothing saved yet. */
+static double metrics_deflate_ratio(const metrics *m)
+{
+    uint64_t in = LOAD(m->deflate_bytes_in);
+    return in ? (double)LOAD(m->deflate_bytes_out) / (double)in : 1.0;
+}
+
 static void metrics_prom_labeled(const metrics *m, char *buf, size_t cap, size_t *len)
 {
     metrics_append(buf, cap, len,
@@ -152,9 +159,9 @@ static void metrics_prom_labeled(const metrics *m, char *buf, size_t cap, size_t
                    (double)LOAD(m->lat_sum_us) / 1e6, cum);
 }
 
-#define METRICS_MEM_KINDS 7
+#define METRICS_MEM_KINDS 8
 static const char *const metrics_mem_kinds[METRICS_MEM_KINDS] = {
-    "history", "messages", "groups", "queues", "connections", "tls", "inbox"};
+    "history", "messages", "groups", "queues", "connections", "tls", "inbox", "deflate"};
 
 static void metrics_mem_values(const metrics_memory *mem, uint64_t v[METRICS_MEM_KINDS])
 {
@@ -165,6 +172,7 @@ static void metrics_mem_values(const metrics_memory *mem, uint64_t v[METRICS_MEM
     v[4] = mem->connections;
     v[5] = mem->tls;
     v[6] = mem->inbox;
+    v[7] = mem->deflate;
 }
 
 static void metrics_prom_memory(const metrics_memory *mem, char *buf, size_t cap, size_t *len)
@@ -270,6 +278,10 @@ size_t metrics_prometheus(const metrics *m, const metrics *const *per_worker, in
     METRICS_LIST(METRICS_PROM)
 #undef METRICS_PROM
     metrics_prom_labeled(m, buf, cap, &len);
+    metrics_append(buf, cap, &len,
+                   "# HELP herald_deflate_ratio Compressed / original payload bytes (permessage-deflate)\n"
+                   "# TYPE herald_deflate_ratio gauge\nherald_deflate_ratio %.4f\n",
+                   metrics_deflate_ratio(m));
     metrics_prom_memory(mem, buf, cap, &len);
     metrics_append(buf, cap, &len,
                    "# HELP herald_worker_connections Connections owned by each worker\n"
@@ -307,6 +319,7 @@ size_t metrics_json(const metrics *m, int workers, const metrics_memory *mem, do
     metrics_append(buf, cap, &len, "\"%s\":%llu,", #name, LOAD(m->name));
     METRICS_LIST(METRICS_JSON)
 #undef METRICS_JSON
+    metrics_append(buf, cap, &len, "\"deflate_ratio\":%.4f,", metrics_deflate_ratio(m));
     metrics_append(buf, cap, &len,
                    "\"request_timeouts_head\":%llu,\"request_timeouts_body\":%llu,"
                    "\"live_groups\":%llu,\"groups_reclaimed\":%llu,",

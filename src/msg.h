@@ -37,6 +37,9 @@ typedef struct msg {
     /* The same message wrapped in an envelope (JSON, msgpack), built at most
      * once, on first need, and shared by every subscriber using that format. */
     _Atomic(struct msg *) variant[2];
+    /* Its permessage-deflate frame (deflate.c), built at most once; m itself
+     * when compressing does not pay. */
+    _Atomic(struct msg *) deflated;
     uint8_t *data;
     char group[MSG_GROUP_MAX + 1];
     /* WS_MAX_SERVER_HEADER bytes of room, then the payload */

@@ -197,9 +197,11 @@ _NO_PROXY_TLS = urllib.request.build_opener(urllib.request.ProxyHandler({}),
 
 
 class Server:
-    def __init__(self, name, port, workdir, workers=None, cpus=None, extra=None, tls=False):
-        """extra: more herald arguments (e.g. --tls-cert/--tls-key, --broker); tls: /healthz is https."""
+    def __init__(self, name, port, workdir, workers=None, cpus=None, extra=None, tls=False, env=None):
+        """extra: more herald arguments (e.g. --tls-cert/--tls-key, --broker); tls: /healthz is https;
+        env: more environment variables (the node peer's PERMESSAGE_DEFLATE=1)."""
         self.name, self.port, self.workdir = name, port, workdir
+        self.env = dict(env or {})
         self.workers, self.cpus = workers, cpus
         self.extra, self.tls = list(extra or []), tls
         self.proc = None
@@ -248,7 +250,8 @@ class Server:
     def start(self, timeout=15):
         logf = open(self.logpath, "w")
         self.proc = subprocess.Popen(self.command(), stdout=logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=self.workdir)
+                                     stdin=subprocess.DEVNULL, cwd=self.workdir,
+                                     env=dict(os.environ, **self.env) if self.env else None)
         logf.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -487,7 +490,8 @@ def render_table(results, servers, scen_list):
 # TLS vs cleartext, cluster (Redis broker) 2 nodes vs 1, envelope formats under S2-style load,
 # envelope encoders (build/herald-envbench): the sections of BENCHMARKS.md after the side-by-side
 # table. herald only, every server fresh on 127.0.0.1 and stopped by PID, every step time-bounded.
-EXTRAS = ["envbench", "tls", "cluster", "formats", "cluster3"]  # run and report order (as in BENCHMARKS.md)
+EXTRAS = ["envbench", "tls", "cluster", "formats", "cluster3", "deflate"]  # run and report order (as in BENCHMARKS.md)
+DEFLATEBENCH = os.path.join(ROOT, "build", "herald-deflatebench")
 ENVBENCH = os.path.join(ROOT, "build", "herald-envbench")
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
 EXTRA_WORKERS = 2  # BENCHMARKS.md: herald --workers 2 for the TLS, cluster and format runs
@@ -513,6 +517,15 @@ def extras_plan(quick, duration_override=None):
                   "--size", "128", "--duration", d, "--source-ips", "4"],
         "c3_s4": ["--subscribers", "5000", "--publishers", "100", "--groups", "100", "--rate", "2000",
                   "--size", "128", "--duration", d],
+        # permessage-deflate: every row's payload is JSON notifications (--payload json)
+        "deflate_wire": ["--subscribers", "1000", "--rate", "20", "--size", "1024", "--payload", "json",
+                         "--duration", d],
+        "deflate_s3": ["--subscribers", "1000", "--saturate", "--window", "64", "--size", "128",
+                       "--payload", "json", "--duration", d, "--warmup", "1"],
+        "deflate_s3k": ["--subscribers", "1000", "--saturate", "--window", "64", "--size", "1024",
+                        "--payload", "json", "--duration", d, "--warmup", "1"],
+        "deflate_s2": ["--subscribers", "10000", "--rate", "100", "--size", "128", "--payload", "json",
+                       "--duration", d, "--source-ips", "4"],
     }
 
 
@@ -972,11 +985,87 @@ def stage_envbench(plan, ctx):
     return out + [text]
 
 
+def run_peer(stage, tag, name, env, args, ctx):
+    """One run against a peer server (e.g. the node peer with PERMESSAGE_DEFLATE=1), started fresh
+    with both cores and stopped by PID."""
+    srv = Server(name, ctx["ports"].get(), ctx["workdir"], env=env)
+    r = {"stage": stage, "tag": tag, "server": name, "bench_args": " ".join(args),
+         "herald_cmds": [" ".join(f"{k}={v}" for k, v in env.items()) + " " + rel(srv.command())]}
+    try:
+        try:
+            srv.start()
+        except RuntimeError as e:
+            log(f"  {stage} {tag}: cannot start: {e}")
+            r.update({"rc": -1, "stderr": f"server did not start: {e}"})
+            ctx["raw"].append(r)
+            return r
+        r.update(run_bench(args, srv, ctx["threads"], None, ctx["runlog"]))
+    finally:
+        srv.stop()
+    r["cmd"] = rel(r.get("cmd", ""))
+    ctx["raw"].append(r)
+    log(f"  {stage} {tag}: delivered {r.get('delivered')}/{r.get('expected')} cpu/1k {r.get('tree_cpu_us_per_1k')}")
+    time.sleep(1)
+    return r
+
+
+def stage_deflate(plan, ctx):
+    out = ["\n## permessage-deflate (issue 11; herald --workers 2)\n",
+           "Every subscriber of a `--deflate` row offers permessage-deflate and inflates every message "
+           "(herald-bench, libdeflate). Payloads: `--payload json` (notifications with varying ids, names, "
+           "times; a 24-byte bench header first) in every row, with and without the extension. Wire bytes "
+           "= WebSocket bytes the subscribers read per delivery. Ratios: to the same row without deflate; "
+           "the Node ws row: to herald's deflate S3.\n"]
+    rows = []
+    names = {"wire": "1 KB JSON, 1,000 subscribers, 20 msg/s", "s3": "S3", "s3k": "S3 with 1 KB JSON",
+             "s2": "S2"}
+    for kind in ("wire", "s3", "s3k", "s2"):
+        for z in (False, True):
+            label = names[kind] + (" deflate" if z else "")
+            args = plan[f"deflate_{kind}"] + (["--deflate"] if z else [])
+            rows.append((label, run_nodes("deflate", label, args, [[]], ctx["ports"], ctx["workdir"],
+                                          ctx["threads"], ctx["runlog"], ctx["raw"])))
+    if os.path.isdir(os.path.join(BENCH, "peers", "node", "node_modules", "ws")):
+        rows.append(("S3 with 1 KB JSON deflate, Node ws (perMessageDeflate)",
+                     run_peer("deflate", "node-s3k", "node", {"PERMESSAGE_DEFLATE": "1"},
+                              plan["deflate_s3k"] + ["--deflate"], ctx)))
+    out.append("| run | herald-bench | delivered | deliveries/s | p99 | wire bytes per delivery "
+               "| server CPU per 1k deliveries | anomalies |")
+    out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    base = {}
+    for label, r in rows:
+        cmd = f"`herald-bench {r['bench_args']}`"
+        if "connections_ok" not in r:
+            out.append(f"| {label} | {cmd} | {failed_text(r)} | | | | | |")
+            continue
+        if "deflate" not in label:
+            base = r
+        ref = base if "Node" not in label else next(x for l, x in rows if l == "S3 with 1 KB JSON deflate")
+        e = r.get("expected") or 0
+        cpu, wire = r.get("tree_cpu_us_per_1k"), r.get("wire_bytes_per_delivery")
+        out.append(f"| {label} | {cmd} | {fmt_num(100.0 * r['delivered'] / e if e else None, 'pct')} | "
+                   f"{fmt_num(r.get('deliveries_per_sec'), 'rate')} | {fmt_num(r.get('p99_ms'), 'ms')} | "
+                   f"{fmt_num(wire, 'bytes')}{ratio(wire, ref.get('wire_bytes_per_delivery')) if r is not ref else ''} | "
+                   f"{fmt_num(cpu, 'us')}{ratio(cpu, ref.get('tree_cpu_us_per_1k')) if r is not ref else ''} | "
+                   f"{extra_anomalies(r)} |")
+    out += commands_list(rows)
+    cmd = [DEFLATEBENCH, "0.5"]
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=180)
+        text = p.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as e:
+        text = f"herald-deflatebench failed: {e}"
+    ctx["runlog"].write(f"$ {rel(cmd)}\n{text}\n")
+    out += [f"\nCompressor choice (`{rel(cmd)}`: ratio = compressed/original, ns per input byte):\n", text]
+    return out
+
+
 def run_extras(which, quick, duration_override, ctx):
     """Runs the selected stages in order; returns the markdown lines of their sections."""
     plan = extras_plan(quick, duration_override)
     stages = {"tls": stage_tls, "cluster": stage_cluster, "formats": stage_formats, "envbench": stage_envbench,
-              "cluster3": stage_cluster3}
+              "cluster3": stage_cluster3,
+              "deflate": stage_deflate}
     out = []
     for name in EXTRAS:
         if name in which:

@@ -12,6 +12,7 @@ import hmac
 import json
 import os
 import sys
+import zlib
 
 sys.dont_write_bytecode = True  # no __pycache__ next to the sources
 from gen_corpus import close, frame  # noqa: E402
@@ -294,6 +295,30 @@ def seeds():
                                 upgrade(b"/ws?groups=p&since=p:0&epoch=" + EPOCH) +
                                 get(b"/healthz"),
                                 upgrade(b"/ws?groups=p&since=p:2&epoch=" + EPOCH))
+    # permessage-deflate: subscribers with and without the extension (raw and
+    # JSON), a publisher sending compressed messages (fragmented text with
+    # context takeover, binary, an empty one, then RSV1 on a ping: 1002), an
+    # HTTP publish big enough to be compressed; and a bomb (2 MiB of zeros)
+    # from a publisher and from a subscriber.
+    ext = b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    z1 = (c.compress(b'{"id":1,"title":"order shipped"}' * 8) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    z2 = (c.compress(bytes(range(256)) * 2) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    zpub = (upgrade(b"/publish?group=z", ext) + frame(0x1, z1[:7], fin=False, rsv=0x40) +
+            frame(0x0, z1[7:]) + frame(0x2, z2, rsv=0x40) + frame(0x1, b"", rsv=0x40) +
+            frame(0x9, b"p", rsv=0x40))
+    s["deflate_pub_sub"] = seed(
+        0, [send(0, 0), send(1, 0), send(2, 0), sync(), send(3, 0), sync(), send(4, 0), sync(),
+            op(READ, 0, 0), op(READ, 1, 0), sync()],
+        upgrade(b"/ws?groups=z", ext), upgrade(b"/ws?groups=z&format=json", ext),
+        upgrade(b"/ws?groups=z"), zpub,
+        post(b"/publish?group=z", b'{"id":2,"title":"payment received"}' * 20, b"application/json"))
+    b = zlib.compressobj(9, zlib.DEFLATED, -15)
+    bomb = (b.compress(bytes(2 << 20)) + b.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    s["deflate_bombs"] = seed(
+        0, [send(0, 0), send(1, 0), sync(16)],
+        upgrade(b"/publish?group=b", ext) + frame(0x2, bomb, rsv=0x40),
+        upgrade(b"/ws?groups=b", ext) + frame(0x2, bomb, rsv=0x40))
     return s
 
 

@@ -1170,3 +1170,26 @@ def test_clusters_on_different_databases_of_one_redis_are_isolated(redis, herald
             assert [(x["data"], x["offset"]) for x in got] == [("from-db1", 1)], \
                 f"the db-1 cluster received the db-2 cluster's message: {got}"
     run(main(), 20)
+
+
+def test_deflate_compressed_once_per_node_after_the_broker(herald, redis):
+    """A publish on node A reaches deflate subscribers on A and B: each node compresses the
+    message once, after the broker (Redis carries the plain payload)."""
+    a, b = start_nodes(herald, redis)
+    body = json.dumps([{"id": i, "title": "payment received", "user": f"u{i}"} for i in range(50)])
+
+    async def main():
+        subs = []
+        for node in (a, b, b):
+            subs.append(await ws_connect(node.port, "/ws?groups=zc", compression="deflate"))
+        wait_until(lambda: metric(a.port, "herald_subscribers_open") == 1, what="sub on A")
+        time.sleep(0.3)  # both nodes' SUBSCRIBE confirmed (the 101 waited for it)
+        async with ws_connect(a.port, "/publish?group=zc", compression="deflate") as pub:
+            await pub.send(body)
+        for s in subs:
+            assert await recv(s) == body
+            await s.close()
+    run(main())
+    sa, sb = stats(a.port), stats(b.port)
+    assert sa["deflate_messages"] == 1 and sb["deflate_messages"] == 1, (sa, sb)
+    assert sa["deflate_deliveries"] == 1 and sb["deflate_deliveries"] == 2, (sa, sb)

@@ -31,6 +31,12 @@ void args_usage(FILE *out)
         "  --connect-timeout SECS    per connection, connect + handshake (10)\n"
         "  --server-pid PID[,PID..]  report server CPU and RSS from /proc/PID (summed)\n"
         "  --tls                     connect with TLS (wss://), certificate not verified\n"
+        "  --deflate                 subscribers offer permessage-deflate (the server must\n"
+        "                            accept it) and inflate every compressed message\n"
+        "  --payload letters|json    what follows the 24-byte bench header in each\n"
+        "                            message: a-z repeated (default), or JSON\n"
+        "                            notifications with varying ids, names and times\n"
+        "                            (compresses like real traffic)\n"
         "  --format raw|json|msgpack subscribers ask for ?format=: herald's JSON/msgpack\n"
         "                            envelopes are unwrapped to the payload (raw)\n"
         "  --threads T               event-loop threads (1)\n"
@@ -89,7 +95,7 @@ static int args_path(const char *opt, const char *val, char *out, size_t cap)
 enum {
     O_HOST = 256, O_PORT, O_SUBS, O_PUBS, O_GROUPS, O_SIZE, O_RATE, O_DURATION, O_SATURATE,
     O_WINDOW, O_IDLE, O_SRCIPS, O_CONCURRENCY, O_CTIMEOUT, O_PID, O_THREADS, O_JSON,
-    O_SUBPATH, O_PUBPATH, O_WARMUP, O_GRACE, O_HELP, O_PORTS, O_PUBPORTSALL, O_TLS, O_FORMAT,
+    O_SUBPATH, O_PUBPATH, O_WARMUP, O_GRACE, O_HELP, O_PORTS, O_PUBPORTSALL, O_TLS, O_FORMAT, O_DEFLATE, O_PAYLOAD,
 };
 
 static const struct option args_opts[] = {
@@ -118,6 +124,8 @@ static const struct option args_opts[] = {
     {"ports", required_argument, 0, O_PORTS},
     {"pub-ports-all", no_argument, 0, O_PUBPORTSALL},
     {"tls", no_argument, 0, O_TLS},
+    {"deflate", no_argument, 0, O_DEFLATE},
+    {"payload", required_argument, 0, O_PAYLOAD},
     {"format", required_argument, 0, O_FORMAT},
     {0, 0, 0, 0},
 };
@@ -208,6 +216,15 @@ int args_parse(int argc, char **argv, bench_args *a)
             break;
         case O_PUBPORTSALL: a->pub_ports_all = true; break;
         case O_TLS: a->tls = true; break;
+        case O_DEFLATE: a->deflate = true; break;
+        case O_PAYLOAD:
+            if (!strcmp(v, "json"))
+                a->json_payload = true;
+            else if (!strcmp(v, "letters"))
+                a->json_payload = false;
+            else
+                rc = args_bad("payload", v, "json or letters");
+            break;
         case O_FORMAT:
             if (strcmp(v, "raw") == 0)
                 a->format = FMT_RAW;

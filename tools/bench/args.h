@@ -40,6 +40,8 @@ typedef struct bench_args {
     uint32_t nserver_pids;
     bool tls;                   /* TLS without certificate verification */
     int format;                 /* enum bench_format: what subscribers ask for */
+    bool deflate;               /* subscribers offer permessage-deflate and inflate */
+    bool json_payload;          /* --payload json: filler is JSON notifications */
     uint32_t threads;
     bool json;
     char sub_path[256];

@@ -2,7 +2,7 @@
 """Correctness tests of herald-bench itself (run by CTest).
 
   bench_test.py --bench PATH fake-clean|fake-faults|fake-groups|fake-saturate|fake-idle|args
-  bench_test.py --bench PATH --herald PATH herald|herald-tls|herald-json|herald-msgpack|herald-cluster
+  bench_test.py --bench PATH --herald PATH herald|herald-tls|herald-json|herald-msgpack|herald-cluster|herald-deflate
 
 The fake-* cases run herald-bench against fake_server.py, which injects
 drops, duplicates and reorderings and counts exactly what it did; the test
@@ -346,6 +346,43 @@ def case_herald_format(a, fmt):
         clean(raw, 10, " (raw)")
 
 
+def case_herald_deflate(a):
+    """--deflate: every subscriber negotiates permessage-deflate and inflates; JSON payloads of
+    several sizes (below and above herald's --compression-min-size), raw and json envelopes. The
+    wire bytes per delivery must drop well below the payload size for a 1 KB notification, and
+    --compression off must make --deflate fail at the handshake."""
+    need_herald(a)
+    proc, port = start_server([a.herald, "--listen", "127.0.0.1:0"], r"listening on [0-9.]+:(\d+)")
+    runs = []
+    try:
+        for size, fmt in ((100, "raw"), (1024, "raw"), (20000, "raw"), (1024, "json")):
+            runs.append((size, fmt, bench(a.bench, port, "--deflate", "--payload", "json", "--size", size,
+                                          "--format", fmt, "--subscribers", 30, "--publishers", 2,
+                                          "--groups", 2, "--rate", 200, "--duration", 1,
+                                          "--server-pid", proc.pid)))
+    finally:
+        stop(proc)
+    for size, fmt, r in runs:
+        what = " (size %d, %s)" % (size, fmt)
+        if not r:
+            continue
+        eq(r, "deflate", True, "deflate" + what)
+        eq(r, "connections_ok", 32, "connections_ok" + what)
+        clean(r, 15, what)
+        if size == 1024 and fmt == "raw":
+            check(r["wire_bytes_per_delivery"] < 0.6 * size,
+                  "1 KB JSON compressed on the wire: %s bytes per delivery" % r["wire_bytes_per_delivery"])
+    proc, port = start_server([a.herald, "--listen", "127.0.0.1:0", "--compression", "off"],
+                              r"listening on [0-9.]+:(\d+)")
+    try:
+        off = subprocess.run([a.bench, "--port", str(port), "--deflate", "--subscribers", "2",
+                              "--connect-timeout", "2", "--duration", "0.1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+    finally:
+        stop(proc)
+    check(off.returncode == 1, "--deflate against --compression off: exit 1 (got %d)" % off.returncode)
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -428,6 +465,7 @@ CASES = {
     "herald-tls": case_herald_tls, "herald-cluster": case_herald_cluster,
     "herald-json": lambda a: case_herald_format(a, "json"),
     "herald-msgpack": lambda a: case_herald_format(a, "msgpack"),
+    "herald-deflate": case_herald_deflate,
 }
 
 
