@@ -10,6 +10,7 @@
 #include "broker.h"
 #include "chan.h"
 #include "conn.h"
+#include "conn_sse.h"
 #include "envelope.h"
 #include "http.h"
 #include "memwatch.h"
@@ -62,6 +63,12 @@ static void conn_http_respond(conn *c, int status, const char *ctype, const void
         conn_close_after_flush(c);
 }
 
+void conn_http_answer(conn *c, int status, const char *ctype, const void *body, size_t blen,
+                      const char *extra)
+{
+    conn_http_respond(c, status, ctype, body, blen, extra, false);
+}
+
 void conn_http_refuse(conn *c, int status, const char *why, const char *extra)
 {
     char body[256];
@@ -73,7 +80,7 @@ void conn_http_refuse(conn *c, int status, const char *why, const char *extra)
 
 /* Checks a comma list of group names (syntax and count). Returns NULL when
  * valid, else the reason it is not. */
-static const char *conn_groups_check(const char *list, size_t n, int max_groups)
+const char *conn_groups_check(const char *list, size_t n, int max_groups)
 {
     size_t i = 0;
     int count = 0;
@@ -315,7 +322,7 @@ static bool conn_publish_key_ok(conn *c, const http_request *req)
 
 /* Browsers send Origin; other clients usually do not, and cannot be stopped
  * by it anyway. The check defeats cross-site WebSocket hijacking. */
-static bool conn_origin_ok(conn *c, const http_request *req)
+bool conn_origin_ok(conn *c, const http_request *req)
 {
     const str_list *allowed = &c->w->cfg->allowed_origins;
     const http_str *o = http_header_get(req, "origin");
@@ -337,7 +344,7 @@ static bool conn_memory_ok(conn *c)
     return false;
 }
 
-static bool conn_accept_rate_ok(conn *c)
+bool conn_accept_rate_ok(conn *c)
 {
     if (!conn_memory_ok(c))
         return false;
@@ -349,7 +356,7 @@ static bool conn_accept_rate_ok(conn *c)
 }
 
 /* --jwt-secret: a valid token is required, and must grant every group asked. */
-static bool conn_jwt_ok(conn *c, const http_request *req, const char *list, long n)
+bool conn_jwt_ok(conn *c, const http_request *req, const char *list, long n)
 {
     const config *cfg = c->w->cfg;
     if (cfg->jwt_secrets.n == 0)
@@ -394,7 +401,7 @@ static bool conn_jwt_ok(conn *c, const http_request *req, const char *list, long
 
 /* --max-live-groups: joining a group the process does not know yet is
  * refused (503) when it knows too many. */
-static bool conn_groups_admit(conn *c, const char *list, long n)
+bool conn_groups_admit(conn *c, const char *list, long n)
 {
     int max = c->w->cfg->max_live_groups;
     for (size_t i = 0; n >= 0 && i <= (size_t)n; i++) {
@@ -422,8 +429,8 @@ static const char *conn_last_colon(const char *p, size_t n)
 
 /* Finds g's offset in a since list "a:5,b:7"; false when g is not listed.
  * *bad is set when any entry scanned is not name:digits. */
-static bool conn_since_for(const char *since, size_t n, const char *g, size_t glen,
-                           uint64_t *off, bool *bad)
+bool conn_since_for(const char *since, size_t n, const char *g, size_t glen, uint64_t *off,
+                    bool *bad)
 {
     for (size_t i = 0; i <= n; i++) { /* <= n: an empty last entry ("a:1,") is malformed */
         size_t s = i;
@@ -464,7 +471,7 @@ static bool conn_list_has(const char *list, size_t n, const char *name, size_t l
 }
 
 /* Every since entry must be well formed and name a requested group. */
-static bool conn_since_valid(const char *since, size_t sl, const char *list, long n)
+bool conn_since_valid(const char *since, size_t sl, const char *list, long n)
 {
     uint64_t off;
     bool bad = false;
@@ -585,6 +592,10 @@ static void conn_route(conn *c, const http_request *req)
             return;
         }
         conn_route_ws(c, req);
+        return;
+    }
+    if (path.n == 4 && memcmp(path.p, "/sse", 4) == 0) {
+        conn_sse_route(c, req);
         return;
     }
     if (path.n == 8 && memcmp(path.p, "/publish", 8) == 0) {

@@ -7,6 +7,7 @@
 #include "broker.h"
 #include "chan.h"
 #include "conn.h"
+#include "conn_sse.h"
 #include "envelope.h"
 #include "log.h"
 #include "worker.h"
@@ -183,6 +184,10 @@ static void conn_recovery_failed(conn *c, const char *name, size_t len, const ch
                      "{\"type\":\"recovery_failed\",\"group\":\"%.*s\",\"reason\":\"%s\","
                      "\"epoch\":\"%s\",\"offset\":%llu}",
                      (int)len, name, reason, chan_epoch(), (unsigned long long)last);
+    if (c->sse) {
+        conn_sse_recovery_failed(c, name, len, buf, (size_t)n, last);
+        return;
+    }
     msg *m = msg_new_frame(MSG_CONTROL, WS_OP_TEXT, buf, (size_t)n);
     if (m)
         conn_send(c, m, false);

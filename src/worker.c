@@ -159,8 +159,8 @@ int worker_epoll_mod(worker *w, conn *c, bool want_out)
  * end. Subscribers asking for an envelope get the message's shared variant. */
 static void worker_fanout(worker *w, msg *m)
 {
-    msg *v[3] = {m, NULL, NULL};
-    unsigned queued[3] = {0, 0, 0};
+    msg *v[FORMAT_COUNT] = {m};
+    unsigned queued[FORMAT_COUNT] = {0};
     if (m->group_len == 0) { /* every subscriber, whatever its groups */
         for (uint32_t i = 0; i < w->nall; i++) {
             conn *c = w->all[i];
@@ -181,7 +181,7 @@ static void worker_fanout(worker *w, msg *m)
             queued[f] += conn_enqueue(gm->c, v[f]);
         }
     }
-    for (int f = 0; f < 3; f++)
+    for (int f = 0; f < FORMAT_COUNT; f++)
         if (queued[f])
             msg_ref_n(v[f], queued[f]);
 }
