@@ -61,7 +61,8 @@ static msg *conn_sse_id(const conn *c, const char *extra, size_t extra_len, msg_
     if (!m)
         return NULL;
     size_t n = sse_id_line(msg_payload(m), cap, &pos);
-    memcpy(msg_payload(m) + n, extra, extra_len);
+    if (extra_len)
+        memcpy(msg_payload(m) + n, extra, extra_len);
     m->payload_len = m->len = (uint32_t)(n + extra_len);
     m->kind = (uint8_t)kind;
     m->opcode = CONN_SSE_ID_OP;
