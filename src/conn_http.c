@@ -628,7 +628,8 @@ static void conn_route(conn *c, const http_request *req)
                  (path.n == 8 && memcmp(path.p, "/metrics", 8) == 0) ||
                  (path.n == 6 && memcmp(path.p, "/stats", 6) == 0) ||
                  (path.n == 1 && path.p[0] == '/') ||
-                 (path.n == 11 && memcmp(path.p, "/index.html", 11) == 0);
+                 (path.n == 11 && memcmp(path.p, "/index.html", 11) == 0) ||
+                 (path.n == 17 && memcmp(path.p, "/herald-client.js", 17) == 0);
     if (!known) {
         conn_http_refuse(c, 404, "not found", NULL);
         return;
@@ -637,7 +638,7 @@ static void conn_route(conn *c, const http_request *req)
         conn_http_refuse(c, 405, "use GET", "Allow: GET, HEAD\r\n");
         return;
     }
-    if (path.p[1] == 'h') {
+    if (path.n == 8 && path.p[1] == 'h') {
         /* Degraded still answers 200: local subscribers are served; the body
          * and /stats say the cluster is not. */
         static const char degraded[] = "degraded: cluster broker unreachable\n",
@@ -653,6 +654,10 @@ static void conn_route(conn *c, const http_request *req)
         conn_http_respond(c, 200,
                           json ? "application/json" : "text/plain; version=0.0.4; charset=utf-8",
                           buf, n, NULL, head);
+    } else if (path.n == 17) {
+        /* The client for pages on other origins too (CORS): it is public code. */
+        conn_http_respond(c, 200, "text/javascript; charset=utf-8", herald_client_js,
+                          herald_client_js_len, "Access-Control-Allow-Origin: *\r\n", head);
     } else {
         conn_http_respond(c, 200, "text/html; charset=utf-8", status_page_html,
                           status_page_html_len, NULL, head);

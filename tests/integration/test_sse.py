@@ -360,3 +360,18 @@ def test_metrics_by_transport(herald):
                what="gauge back to 0")
     st, _, body = http_call(srv.port, "GET", "/stats")
     assert json.loads(body)["deliveries_sse"] == 3
+
+
+def test_client_served(herald):
+    import os
+    srv = herald()
+    st, hdrs, body = http_call(srv.port, "GET", "/herald-client.js")
+    assert st == 200 and hdrs["Content-Type"].startswith("text/javascript")
+    assert hdrs["Access-Control-Allow-Origin"] == "*"
+    src = os.path.join(os.path.dirname(__file__), "..", "..", "clients", "js", "src", "index.js")
+    with open(src, "rb") as f:
+        assert body == f.read()
+    st, _, body = http_call(srv.port, "HEAD", "/herald-client.js")
+    assert st == 200 and body == b""
+    st, _, body = http_call(srv.port, "GET", "/healthz")
+    assert body == b"ok\n"
