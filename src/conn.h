@@ -182,6 +182,10 @@ bool conn_groups_admit(conn *c, const char *list, long n);
 bool conn_since_for(const char *since, size_t n, const char *g, size_t glen, uint64_t *off,
                     bool *bad);
 bool conn_since_valid(const char *since, size_t sl, const char *list, long n);
+/* Cluster: false (503 answered) during the first seconds after start while
+ * the node has not learnt the cluster's epoch, for requests that resume
+ * (since, Last-Event-ID). */
+bool conn_resume_ready(conn *c);
 
 /* conn_ws.c */
 void conn_ws_process(conn *c, uint8_t *p, size_t n);

@@ -489,6 +489,23 @@ bool conn_since_valid(const char *since, size_t sl, const char *list, long n)
     return true;
 }
 
+/* How long after start a node without the cluster's epoch asks resuming
+ * clients to retry: Redis answers in milliseconds when it is up; when it is
+ * down, resumes are answered as in any outage (recovery_failed "epoch"). */
+#define CONN_RESUME_GRACE_MS 5000
+
+bool conn_resume_ready(conn *c)
+{
+    /* A restarted node that has not reached Redis yet still carries its own
+     * start-up epoch: a resume would be told "epoch" (resync) although the
+     * cluster kept the history. Ask the client to come back instead. */
+    if (!broker_enabled() || chan_epoch_gen() > 1 ||
+        c->w->now_ms - c->w->srv->start_ms >= CONN_RESUME_GRACE_MS)
+        return true;
+    conn_http_refuse(c, 503, "cluster broker not reached yet, retry shortly", "Retry-After: 1\r\n");
+    return false;
+}
+
 static void conn_route_ws(conn *c, const http_request *req)
 {
     static _Thread_local char list[CONN_GROUP_LIST_MAX], since[CONN_GROUP_LIST_MAX];
@@ -527,6 +544,8 @@ static void conn_route_ws(conn *c, const http_request *req)
         conn_http_refuse(c, 400, "since entries must be group:offset for requested groups", NULL);
         return;
     }
+    if (sl >= 0 && !conn_resume_ready(c))
+        return;
     if (!conn_ws_handshake_ok(c, req) || !conn_origin_ok(c, req) || !conn_accept_rate_ok(c) ||
         !conn_jwt_ok(c, req, list, n) || !conn_groups_admit(c, list, n))
         return;

@@ -311,6 +311,8 @@ void conn_sse_route(conn *c, const http_request *req)
             return;
         }
     }
+    if ((use_lei || sl >= 0) && !conn_resume_ready(c))
+        return;
     if (!conn_origin_ok(c, req) || !conn_accept_rate_ok(c) || !conn_jwt_ok(c, req, list, n) ||
         !conn_groups_admit(c, list, n))
         return;

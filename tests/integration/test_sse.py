@@ -375,3 +375,28 @@ def test_client_served(herald):
     assert st == 200 and body == b""
     st, _, body = http_call(srv.port, "GET", "/healthz")
     assert body == b"ok\n"
+
+
+def test_resume_waits_for_the_cluster_epoch(herald):
+    """A node restarted in a cluster does not know the cluster's epoch until Redis answers: for its
+    first seconds a resume (since / Last-Event-ID, on /sse and /ws) gets 503 + Retry-After instead of
+    a needless recovery_failed "epoch"."""
+    import socket
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts, never answers: the broker stays unconfirmed
+    try:
+        srv = herald("--broker", f"redis://127.0.0.1:{silent.getsockname()[1]}")
+        for path, hdrs in [("/sse?groups=a&since=a:1&epoch=e", []),
+                           ("/sse?groups=a", [("Last-Event-ID", "e/1")])]:
+            st, h, body = refused(srv.port, path, headers=hdrs)
+            assert st == 503 and h["retry-after"] == "1", (path, st, body)
+        st, h, _ = http_call(srv.port, "GET", "/ws?groups=a&since=a:1&epoch=e",
+                             headers={"Upgrade": "websocket", "Connection": "Upgrade",
+                                      "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                                      "Sec-WebSocket-Version": "13"})
+        assert st == 503 and h["Retry-After"] == "1"
+        s = open_stream(srv.port, "/sse?groups=a")  # not resuming: served
+        s.close()
+    finally:
+        silent.close()
