@@ -59,6 +59,8 @@ typedef struct conn {
     bool head_active : 1;      /* a request head (or TLS handshake) started, not complete */
     bool tls_ready : 1;        /* the first TLS handshake finished (a KeyUpdate later puts
                                 * OpenSSL "in init" again: that is no new handshake) */
+    bool cors_errors : 1;      /* /sse: refusals carry Access-Control-Allow-Origin: * so a
+                                * page on another origin can read why (401, 403, 503) */
     uint8_t format;            /* msg_format: raw, json or msgpack envelopes */
     uint16_t nsubs;
     uint32_t slot;             /* index in worker->conns */

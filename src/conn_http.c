@@ -34,8 +34,9 @@ static void conn_http_respond(conn *c, int status, const char *ctype, const void
     char hdr[512];
     int h = snprintf(hdr, sizeof hdr,
                      "HTTP/1.1 %d %s\r\nServer: herald/%s\r\nContent-Type: %s\r\n"
-                     "Content-Length: %zu\r\nCache-Control: no-store\r\n%sConnection: %s\r\n\r\n",
+                     "Content-Length: %zu\r\nCache-Control: no-store\r\n%s%sConnection: %s\r\n\r\n",
                      status, http_reason(status), HERALD_VERSION, ctype, blen, extra ? extra : "",
+                     c->cors_errors && status >= 400 ? "Access-Control-Allow-Origin: *\r\n" : "",
                      close ? "close" : "keep-alive");
     if (h < 0 || (size_t)h >= sizeof hdr) {
         conn_destroy(c);

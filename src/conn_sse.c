@@ -265,6 +265,7 @@ void conn_sse_route(conn *c, const http_request *req)
         conn_http_refuse(c, 405, "use GET (an EventSource)", "Allow: GET, OPTIONS\r\n");
         return;
     }
+    c->cors_errors = true;
     long n = http_query_get(req->query, "groups", list, sizeof list);
     if (n == -2) {
         conn_http_refuse(c, 400, "malformed groups parameter", NULL);

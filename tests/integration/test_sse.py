@@ -223,6 +223,7 @@ def test_auth(herald):
     bad = make_jwt("other", {"exp": int(time.time()) + 300, "groups": ["a"]})
     st, hdrs, body = refused(srv.port, "/sse?groups=a")
     assert st == 401 and "Bearer" in hdrs["www-authenticate"] and body["error"] == "missing"
+    assert hdrs["access-control-allow-origin"] == "*"  # a page on another origin can read why
     st, _, _ = refused(srv.port, f"/sse?groups=a&token={bad}")
     assert st == 401
     st, _, _ = refused(srv.port, "/sse?groups=a", headers=[("Authorization", f"Bearer {bad}")])
