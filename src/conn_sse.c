@@ -69,11 +69,19 @@ static msg *conn_sse_id(const conn *c, const char *extra, size_t extra_len, msg_
     return m;
 }
 
+/* A one-group stream's event carries its id already (FORMAT_SSE_*_ID). */
+static bool conn_sse_id_inside(const conn *c, const msg *v)
+{
+    return (c->format == FORMAT_SSE_RAW_ID || c->format == FORMAT_SSE_JSON_ID) && v->group_len;
+}
+
 bool conn_sse_enqueue(conn *c, msg *v)
 {
     if (c->state != CONN_WS || c->dead)
         return false;
     conn_sse_advance(c, v);
+    if (conn_sse_id_inside(c, v))
+        return conn_enqueue_limited(c, v);
     msg *id = conn_sse_id(c, NULL, 0, MSG_RAW);
     if (!id) {
         conn_abort(c);
@@ -98,6 +106,12 @@ bool conn_sse_enqueue(conn *c, msg *v)
 bool conn_sse_send(conn *c, msg *v)
 {
     conn_sse_advance(c, v);
+    if (conn_sse_id_inside(c, v)) {
+        if (conn_queue(c, v, false))
+            return true;
+        msg_unref(v);
+        return false;
+    }
     msg *id = conn_sse_id(c, NULL, 0, MSG_RAW);
     if (!id) {
         msg_unref(v);
@@ -222,7 +236,7 @@ static size_t conn_sse_distinct(const char *list, long n, const char **names, si
     return k;
 }
 
-static bool conn_sse_start(conn *c, const http_request *req, msg_format format)
+static bool conn_sse_start(conn *c, const http_request *req, msg_format format, size_t ng)
 {
     char cors[640], head[1024];
     size_t cl = conn_sse_cors(req, cors, sizeof cors);
@@ -241,6 +255,9 @@ static bool conn_sse_start(conn *c, const http_request *req, msg_format format)
     c->keepalive = false;
     c->state = CONN_WS;
     c->role = ROLE_SUB;
+    /* One group: its events (id included) are shared whole. */
+    if (ng == 1)
+        format = format == FORMAT_SSE_JSON ? FORMAT_SSE_JSON_ID : FORMAT_SSE_RAW_ID;
     c->format = (uint8_t)format;
     c->last_ping_ms = c->w->now_ms;
     METRIC_INC(&c->w->m, http_requests);
@@ -330,7 +347,7 @@ void conn_sse_route(conn *c, const http_request *req)
     s->n = (uint16_t)ng;
     s->known = known;
     c->sse = s;
-    if (!conn_sse_start(c, req, format) || c->dead)
+    if (!conn_sse_start(c, req, format, ng) || c->dead)
         return;
     bool epoch_ok = use_lei ? lp.epoch_len == strlen(cur) && !memcmp(lp.epoch, cur, lp.epoch_len)
                             : el >= 0 && (size_t)el == strlen(cur) && !memcmp(epoch, cur, (size_t)el);

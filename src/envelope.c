@@ -175,15 +175,24 @@ static msg *envelope_build_sse(const msg *m, msg_format f)
         .len = m->payload_len,
         .binary = binary,
     };
-    size_t cap = f == FORMAT_SSE_JSON ? envelope_json_bound(&in) + 8
-                 : binary             ? sse_binary_bound(m->payload_len)
-                                      : sse_text_bound(0, m->payload_len);
+    bool json = f == FORMAT_SSE_JSON || f == FORMAT_SSE_JSON_ID;
+    /* One group's position is this message's: the id is the same for every
+     * stream of that one group. */
+    uint64_t off = m->offset;
+    bool known = true;
+    sse_pos pos = {in.epoch, strlen(in.epoch), &off, &known, 1};
+    size_t idcap = f >= FORMAT_SSE_RAW_ID && m->group_len
+                       ? sse_id_bound(pos.epoch_len, 1) + SSE_ID_LINE_EXTRA : 0;
+    size_t cap = idcap + (json     ? envelope_json_bound(&in) + 8
+                          : binary ? sse_binary_bound(m->payload_len)
+                                   : sse_text_bound(0, m->payload_len));
     msg *v = msg_alloc(cap);
     if (!v)
         return NULL;
-    uint8_t *o = msg_payload(v);
+    size_t idlen = idcap ? sse_id_line(msg_payload(v), idcap, &pos) : 0;
+    uint8_t *o = msg_payload(v) + idlen;
     size_t n;
-    if (f == FORMAT_SSE_JSON) {
+    if (json) {
         memcpy(o, "data: ", 6);
         n = 6 + envelope_json(&in, o + 6, cap - 6); /* one line: JSON escapes line breaks */
         o[n++] = '\n';
@@ -193,7 +202,8 @@ static msg *envelope_build_sse(const msg *m, msg_format f)
     } else {
         n = sse_encode_text(o, NULL, 0, payload, m->payload_len);
     }
-    v->payload_len = (uint32_t)n;
+    v->payload_len = (uint32_t)(idlen + n);
+    n = v->payload_len;
     if (cap - n > 4096)
         v = msg_trim(v, n);
     /* Not a WebSocket frame: the event bytes are the whole message. */

@@ -21,6 +21,10 @@ typedef enum msg_format {
     FORMAT_MSGPACK = 2,
     FORMAT_SSE_RAW = 3,  /* an SSE event: data lines, or event: binary + base64 */
     FORMAT_SSE_JSON = 4, /* an SSE event whose data is the JSON envelope */
+    /* The same events starting with "id: <epoch>/<offset>": a stream of one
+     * group shares its whole event, id included (none for a broadcast). */
+    FORMAT_SSE_RAW_ID = 5,
+    FORMAT_SSE_JSON_ID = 6,
     FORMAT_COUNT
 } msg_format;
 

@@ -15,7 +15,7 @@
 
 #define MSG_GROUP_MAX 128
 /* Envelope variants a message can carry (envelope.h: msg_format - 1). */
-#define MSG_VARIANTS 4
+#define MSG_VARIANTS 6
 
 typedef enum msg_kind {
     MSG_DATA = 0,   /* a published text/binary frame: counts as a delivery */

@@ -33,6 +33,8 @@ void args_usage(FILE *out)
         "  --tls                     connect with TLS (wss://), certificate not verified\n"
         "  --format raw|json|msgpack subscribers ask for ?format=: herald's JSON/msgpack\n"
         "                            envelopes are unwrapped to the payload (raw)\n"
+        "  --sse                     subscribers read Server-Sent Events (GET /sse?groups=g,\n"
+        "                            binary events in base64; --sub-path defaults to /sse)\n"
         "  --threads T               event-loop threads (1)\n"
         "  --json                    one JSON line instead of text\n"
         "  --sub-path PATH           subscriber path (/ws)\n"
@@ -89,7 +91,7 @@ static int args_path(const char *opt, const char *val, char *out, size_t cap)
 enum {
     O_HOST = 256, O_PORT, O_SUBS, O_PUBS, O_GROUPS, O_SIZE, O_RATE, O_DURATION, O_SATURATE,
     O_WINDOW, O_IDLE, O_SRCIPS, O_CONCURRENCY, O_CTIMEOUT, O_PID, O_THREADS, O_JSON,
-    O_SUBPATH, O_PUBPATH, O_WARMUP, O_GRACE, O_HELP, O_PORTS, O_PUBPORTSALL, O_TLS, O_FORMAT,
+    O_SUBPATH, O_PUBPATH, O_WARMUP, O_GRACE, O_HELP, O_PORTS, O_PUBPORTSALL, O_TLS, O_FORMAT, O_SSE,
 };
 
 static const struct option args_opts[] = {
@@ -119,6 +121,7 @@ static const struct option args_opts[] = {
     {"pub-ports-all", no_argument, 0, O_PUBPORTSALL},
     {"tls", no_argument, 0, O_TLS},
     {"format", required_argument, 0, O_FORMAT},
+    {"sse", no_argument, 0, O_SSE},
     {0, 0, 0, 0},
 };
 
@@ -208,6 +211,7 @@ int args_parse(int argc, char **argv, bench_args *a)
             break;
         case O_PUBPORTSALL: a->pub_ports_all = true; break;
         case O_TLS: a->tls = true; break;
+        case O_SSE: a->sse = true; break;
         case O_FORMAT:
             if (strcmp(v, "raw") == 0)
                 a->format = FMT_RAW;
@@ -272,6 +276,12 @@ int args_parse(int argc, char **argv, bench_args *a)
         fprintf(stderr, "herald-bench: --pub-ports-all needs --ports with several ports\n");
         return ARGS_BAD;
     }
+    if (a->sse && a->format != FMT_RAW) {
+        fprintf(stderr, "herald-bench: --sse reads raw events only (no --format)\n");
+        return ARGS_BAD;
+    }
+    if (a->sse && strcmp(a->sub_path, "/ws") == 0)
+        strcpy(a->sub_path, "/sse");
     if (a->saturate && a->idle) {
         fprintf(stderr, "herald-bench: --saturate and --idle exclude each other\n");
         return ARGS_BAD;
