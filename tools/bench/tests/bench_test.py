@@ -2,7 +2,7 @@
 """Correctness tests of herald-bench itself (run by CTest).
 
   bench_test.py --bench PATH fake-clean|fake-faults|fake-groups|fake-saturate|fake-idle|args
-  bench_test.py --bench PATH --herald PATH herald|herald-tls|herald-json|herald-msgpack|herald-cluster
+  bench_test.py --bench PATH --herald PATH herald|herald-tls|herald-json|herald-msgpack|herald-cluster|herald-sse
 
 The fake-* cases run herald-bench against fake_server.py, which injects
 drops, duplicates and reorderings and counts exactly what it did; the test
@@ -421,6 +421,28 @@ def case_herald_cluster(a):
         clean(r2, 14, " (--pub-ports-all)")
 
 
+def case_herald_sse(a):
+    """--sse against herald: every delivery counted once, in rate and saturation modes, and
+    --sse refuses envelope formats."""
+    need_herald(a)
+    proc, port = start_server([a.herald, "--listen", "127.0.0.1:0"], r"listening on [0-9.]+:(\d+)")
+    try:
+        r = bench(a.bench, port, "--subscribers", 50, "--publishers", 2, "--groups", 2,
+                  "--rate", 200, "--duration", 2, "--server-pid", proc.pid, "--sse")
+        r2 = bench(a.bench, port, "--subscribers", 20, "--saturate", "--window", 16,
+                   "--duration", 1, "--sse")
+    finally:
+        stop(proc)
+    if r:
+        eq(r, "connections_ok", 52)
+        clean(r, 25, " (--sse)")
+    if r2:
+        clean(r2, 20, " (--sse --saturate)")
+    p = subprocess.run([a.bench, "--port", "1", "--sse", "--format", "json"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=10)
+    eq({"rc": p.returncode}, "rc", 2, "--sse --format json is refused")
+
+
 CASES = {
     "fake-clean": case_fake_clean, "fake-faults": case_fake_faults,
     "fake-groups": case_fake_groups, "fake-kick": case_fake_kick, "fake-saturate": case_fake_saturate,
@@ -428,6 +450,7 @@ CASES = {
     "herald-tls": case_herald_tls, "herald-cluster": case_herald_cluster,
     "herald-json": lambda a: case_herald_format(a, "json"),
     "herald-msgpack": lambda a: case_herald_format(a, "msgpack"),
+    "herald-sse": case_herald_sse,
 }
 
 
