@@ -7,7 +7,7 @@
 const STATES = ['connecting', 'open', 'reconnecting', 'closed'];
 
 // WebSocket close codes after which retrying cannot help: the server refused us on purpose.
-const FATAL_CLOSE = new Set([1002, 1003, 1007, 1008, 1011]);
+const FATAL_CLOSE = new Set([1002, 1003, 1007, 1008]);
 
 const DEFAULTS = {
   groups: [],
