@@ -209,11 +209,6 @@ bool conn_enqueue(conn *c, msg *m)
         return conn_sse_enqueue(c, m);
     if (c->state != CONN_WS || c->dead)
         return false;
-    return conn_enqueue_limited(c, m);
-}
-
-bool conn_enqueue_limited(conn *c, msg *m)
-{
     const config *cfg = c->w->cfg;
     /* TLS records already encrypted count with the queue: one rule for both. */
     size_t cost = outq_cost(m) + conn_tls_pending(c);

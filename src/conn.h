@@ -159,9 +159,6 @@ void conn_free(conn *c);
 /* Queues m without a reference of its own (conn_enqueue's rule); false when
  * the connection was aborted (out of memory). */
 bool conn_queue(conn *c, msg *m, bool urgent);
-/* conn_queue after --queue-limit and the slow policy (conn_enqueue without
- * the SSE dispatch). */
-bool conn_enqueue_limited(conn *c, msg *m);
 
 /* Drops the oldest unsent data messages, each with its prefix item (see
  * outq_drop_oldest_data_prefixed), until `room` more bytes fit under

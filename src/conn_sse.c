@@ -80,25 +80,25 @@ bool conn_sse_enqueue(conn *c, msg *v)
     if (c->state != CONN_WS || c->dead)
         return false;
     conn_sse_advance(c, v);
-    if (conn_sse_id_inside(c, v))
-        return conn_enqueue_limited(c, v);
-    msg *id = conn_sse_id(c, NULL, 0, MSG_RAW);
-    if (!id) {
+    msg *id = NULL;
+    if (!conn_sse_id_inside(c, v) && !(id = conn_sse_id(c, NULL, 0, MSG_RAW))) {
         conn_abort(c);
         return false;
     }
     const config *cfg = c->w->cfg;
-    size_t cost = outq_cost(id) + outq_cost(v) + conn_tls_pending(c);
+    size_t cost = (id ? outq_cost(id) : 0) + outq_cost(v) + conn_tls_pending(c);
     if (c->q.mem + cost > cfg->queue_limit && !outq_empty(&c->q)) {
         if (cfg->slow_policy == SLOW_CLOSE) {
-            msg_unref(id);
+            if (id)
+                msg_unref(id);
             conn_shed(c, "slow consumer");
             return false;
         }
+        /* Whole events go: an id line never outlives its event. */
         uint32_t dropped = conn_drop_prefixed(c, cost, CONN_SSE_ID_OP);
         METRIC_ADD(&c->w->m, messages_dropped, dropped);
     }
-    if (!conn_send(c, id, false))
+    if (id && !conn_send(c, id, false))
         return false;
     return conn_queue(c, v, false);
 }

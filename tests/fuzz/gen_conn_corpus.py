@@ -294,6 +294,33 @@ def seeds():
                                 upgrade(b"/ws?groups=p&since=p:0&epoch=" + EPOCH) +
                                 get(b"/healthz"),
                                 upgrade(b"/ws?groups=p&since=p:2&epoch=" + EPOCH))
+    # Server-Sent Events (issue 12): streams of two groups (private id lines) and of one
+    # (shared events), text with line breaks, binary, a broadcast; Last-Event-ID resumes,
+    # a malformed one, POST and OPTIONS; then a stream that never reads (slow policy).
+    sse_pubs = (post(b"/publish?group=a", b"l1\nl2\r\nl3") +
+                post(b"/publish?group=b", b"\x00\xff", b"application/octet-stream") +
+                post(b"/publish", b"to all") + post(b"/publish?group=a", b""))
+    s["sse_events"] = seed(
+        IP_EACH, [send(0, 0), send(1, 0), sync(), send(2, 0), sync(), op(TIME, 0, T_1S),
+                  send(3, 0), sync(), op(STOP, 0, 1), sync()],
+        get(b"/sse?groups=a,b,a"),
+        get(b"/sse?groups=a&format=json", b"Origin: https://x.example\r\n"),
+        sse_pubs,
+        get(b"/sse?groups=a,b", b"Last-Event-ID: " + EPOCH + b"/1,\r\n") +
+        get(b"/sse?groups=a,b", b"Last-Event-ID: " + EPOCH + b"/1\r\n"))
+    s["sse_requests"] = seed(
+        0, [send(0, 0), sync(), send(1, 0), sync(), send(2, 0), sync()],
+        get(b"/sse?groups=a", method=b"POST") ,
+        get(b"/sse?groups=a", b"Origin: https://x.example\r\n", method=b"OPTIONS") +
+        get(b"/sse?groups=a&format=msgpack"),
+        get(b"/sse?groups=a&since=a:0&epoch=" + EPOCH, b"Last-Event-ID: x/\r\n") +
+        get(b"/sse", b"Last-Event-ID: " + EPOCH + b"/\r\n"))
+    s["sse_slow"] = seed(
+        SMALL | 1, [send(0, 0), sync(), send(1, 0), passes(4), op(TIME, 0, T_2S), send(2, 0),
+                    passes(2), op(READ, 0, 0), sync()],
+        get(b"/sse?groups=s,t"),
+        b"".join(post(b"/publish?group=s", b"y" * 900) for _ in range(8)),
+        get(b"/sse?groups=s", b"Last-Event-ID: " + EPOCH + b"/2\r\n"))
     return s
 
 
