@@ -188,6 +188,8 @@ bool conn_since_valid(const char *since, size_t sl, const char *list, long n);
  * the node has not learnt the cluster's epoch, for requests that resume
  * (since, Last-Event-ID). */
 bool conn_resume_ready(conn *c);
+/* The same condition, without answering. */
+bool conn_resume_early(const conn *c);
 
 /* conn_ws.c */
 void conn_ws_process(conn *c, uint8_t *p, size_t n);

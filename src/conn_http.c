@@ -495,13 +495,18 @@ bool conn_since_valid(const char *since, size_t sl, const char *list, long n)
  * down, resumes are answered as in any outage (recovery_failed "epoch"). */
 #define CONN_RESUME_GRACE_MS 5000
 
-bool conn_resume_ready(conn *c)
+bool conn_resume_early(const conn *c)
 {
     /* A restarted node that has not reached Redis yet still carries its own
      * start-up epoch: a resume would be told "epoch" (resync) although the
-     * cluster kept the history. Ask the client to come back instead. */
-    if (!broker_enabled() || chan_epoch_gen() > 1 ||
-        c->w->now_ms - c->w->srv->start_ms >= CONN_RESUME_GRACE_MS)
+     * cluster kept the history. The client is asked to come back instead. */
+    return broker_enabled() && chan_epoch_gen() <= 1 &&
+           c->w->now_ms - c->w->srv->start_ms < CONN_RESUME_GRACE_MS;
+}
+
+bool conn_resume_ready(conn *c)
+{
+    if (!conn_resume_early(c))
         return true;
     conn_http_refuse(c, 503, "cluster broker not reached yet, retry shortly", "Retry-After: 1\r\n");
     return false;

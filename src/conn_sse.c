@@ -266,6 +266,26 @@ static bool conn_sse_start(conn *c, const http_request *req, msg_format format, 
     return conn_send(c, m, false);
 }
 
+/* 200, "retry: 1000", end of stream. */
+static void conn_sse_retry_later(conn *c, const http_request *req)
+{
+    char cors[640], head[1024];
+    size_t cl = conn_sse_cors(req, cors, sizeof cors);
+    int h = snprintf(head, sizeof head,
+                     "HTTP/1.1 200 OK\r\nServer: herald/%s\r\n"
+                     "Content-Type: text/event-stream; charset=utf-8\r\n"
+                     "Cache-Control: no-store\r\n%.*sConnection: close\r\n\r\n"
+                     ": cluster broker not reached yet\nretry: 1000\n\n",
+                     HERALD_VERSION, (int)cl, cors);
+    msg *m = h > 0 && (size_t)h < sizeof head ? msg_new_raw(head, (size_t)h) : NULL;
+    c->keepalive = false;
+    METRIC_INC(&c->w->m, http_requests);
+    if (m && conn_send(c, m, false))
+        conn_close_after_flush(c);
+    else if (!m)
+        conn_destroy(c);
+}
+
 void conn_sse_route(conn *c, const http_request *req)
 {
     static _Thread_local char list[CONN_SSE_LIST_MAX], since[CONN_SSE_LIST_MAX];
@@ -329,8 +349,13 @@ void conn_sse_route(conn *c, const http_request *req)
             return;
         }
     }
-    if ((use_lei || sl >= 0) && !conn_resume_ready(c))
+    if ((use_lei || sl >= 0) && conn_resume_early(c)) {
+        /* An EventSource gives up on any status but 200; an empty stream
+         * with a retry time makes it come back (with the same Last-Event-ID)
+         * once this node knows the cluster's epoch. */
+        conn_sse_retry_later(c, req);
         return;
+    }
     if (!conn_origin_ok(c, req) || !conn_accept_rate_ok(c) || !conn_jwt_ok(c, req, list, n) ||
         !conn_groups_admit(c, list, n))
         return;

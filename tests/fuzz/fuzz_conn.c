@@ -359,6 +359,8 @@ static void or_sse_line(oracle *o)
     bool id = n >= 4 && memcmp(l, "id: ", 4) == 0;
     bool data = n >= 6 && memcmp(l, "data: ", 6) == 0;
     bool event = n >= 7 && memcmp(l, "event: ", 7) == 0;
+    if (n >= 7 && memcmp(l, "retry: ", 7) == 0 && !o->ev_open)
+        return; /* a cluster node asking to come back (conn_sse_retry_later) */
     CHECK(id || data || event, "client %d: event stream line '%.*s'", o->slot, (int)n, l);
     if (!o->ev_open) {
         o->ev_open = true;
