@@ -235,3 +235,51 @@ test('SSE forced: the same', { timeout: 60_000 }, async () => {
   await run('sse', 'e2e-sse');
   assert.deepEqual(pageErrors, []);
 });
+
+// No client library: the browser's own EventSource reconnects by itself and sends Last-Event-ID,
+// which resumes the stream's groups on the restarted node.
+test("the browser's own EventSource resumes every group through Last-Event-ID", { timeout: 60_000 }, async () => {
+  const portA = nodes.A.port;
+  const groups = ['es-a', 'es-b'];
+  await page.evaluate(({ portA, groups }) => {
+    const got = [];
+    const ids = [];
+    let opens = 0;
+    const es = new EventSource(`http://127.0.0.1:${portA}/sse?groups=${groups.join(',')}`);
+    es.onopen = () => { opens++; };
+    es.onmessage = (e) => { got.push(e.data); ids.push(e.lastEventId); };
+    es.addEventListener('recovery_failed', (e) => got.push(`recovery_failed ${e.data}`));
+    window.__es = { es, got, ids, opens: () => opens };
+  }, { portA, groups });
+  await page.waitForFunction(() => window.__es.opens() === 1, null, { timeout: 10_000 });
+  const want = [];
+  const M = 120;
+  for (let i = 0; i < M; i++) {
+    const g = groups[i % 2];
+    const text = `${g}-${i}`;
+    want.push(text);
+    await publishB(g, text);
+    if (i === 10)
+      await page.waitForFunction(() => window.__es.got.length >= 5, null, { timeout: 10_000 });
+    if (i === 40) {
+      await stopNode('A', 'SIGKILL');
+      setTimeout(() => { restartA = startNode('A', portA); }, DOWN_MS);
+    }
+    await sleep(5);
+  }
+  await withTimeout((async () => { while (!restartA) await sleep(20); await restartA; })(), 20_000,
+    'node A to come back');
+  restartA = null;
+  // Chromium's EventSource waits its reconnection time (a few seconds) before trying again
+  await page.waitForFunction((n) => window.__es.got.length >= n, M, { timeout: 30_000 }).catch(() => {});
+  const res = await page.evaluate(() => ({ got: window.__es.got, ids: window.__es.ids, opens: window.__es.opens() }));
+  assert.ok(res.opens >= 2, `the EventSource reconnected (opens: ${res.opens})`);
+  // per group: every message once, in order (the replay after the restart goes group by group)
+  for (const g of groups) {
+    assert.deepEqual(res.got.filter((t) => t.startsWith(`${g}-`)), want.filter((t) => t.startsWith(`${g}-`)), g);
+  }
+  assert.equal(res.got.length, M, `no recovery_failed, no duplicate: ${res.got.filter((t) => !/^es-/.test(t))}`);
+  assert.match(res.ids.at(-1), /^[^/]+\/\d+,\d+$/);
+  await page.evaluate(() => window.__es.es.close());
+  assert.deepEqual(pageErrors.filter((e) => !/ERR_CONNECTION_REFUSED|EventSource/.test(e)), []);
+});
