@@ -3,18 +3,21 @@ stream the way the WHATWG EventSource parser does (fields, comments, the last ev
 no dispatch for an event without data) and keeps the raw bytes for byte-exact checks."""
 
 import socket
+import ssl
 import time
 
 from herald_helpers import HOST
 
 
 class SSEStream:
-    def __init__(self, port, path, headers=(), rcvbuf=None, timeout=5.0):
+    def __init__(self, port, path, headers=(), rcvbuf=None, timeout=5.0, ssl_ctx=None):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
         self.sock.connect((HOST, port))
+        if ssl_ctx is not None:
+            self.sock = ssl_ctx.wrap_socket(self.sock, server_hostname=HOST)
         hdrs = [("Host", f"{HOST}:{port}"), ("Accept", "text/event-stream")] + list(headers)
         req = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs) + "\r\n"
         self.sock.sendall(req.encode("latin-1"))
@@ -60,7 +63,7 @@ class SSEStream:
             chunk = self.sock.recv(65536)
         except socket.timeout:
             return False
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLError):
             chunk = b""
         if not chunk:
             self.eof = True

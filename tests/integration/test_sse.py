@@ -405,3 +405,24 @@ def test_resume_waits_for_the_cluster_epoch(herald):
         s.close()
     finally:
         silent.close()
+
+
+from test_tls import certs, tls_herald  # noqa: E402,F401  (fixtures: a TLS herald)
+
+
+def test_sse_over_tls(tls_herald):
+    srv = tls_herald("--history", "10")
+    s = open_stream(srv.port, "/sse?groups=t,u&format=json", ssl_ctx=srv.ctx)
+    for i in range(3):
+        srv.publish(f"m{i}", group="t")
+    assert [json.loads(e["data"])["data"] for e in s.events(3)] == ["m0", "m1", "m2"]
+    last = s.last_id
+    s.close()
+    srv.publish("m3", group="t")
+    r = open_stream(srv.port, "/sse?groups=t,u&format=json", headers=[("Last-Event-ID", last)],
+                    ssl_ctx=srv.ctx)
+    assert [json.loads(e["data"])["data"] for e in r.events(1)] == ["m3"]
+    m = srv.metrics()
+    assert m['herald_deliveries_by_transport_total{transport="sse"}'] == 4
+    assert m['herald_deliveries_by_transport_total{transport="wss"}'] == 0
+    r.close()
