@@ -132,6 +132,7 @@ export class HeraldClient {
   connect() {
     if (this._state !== 'closed') return;
     this._attempt = 0;
+    this._authRefusals = 0;
     this._setState('connecting');
     this._open();
   }
