@@ -1,12 +1,19 @@
 # Thin front door over CMake + CTest. `make run` and `make test` install any
 # missing Debian packages first (scripts/deps.sh).
+#
+# Installing (README "Install", docs/packaging.md):
+#   make deb        build-deb/herald_VERSION_ARCH.deb (CPack; prefix /usr; Depends from dpkg-shlibdeps)
+#   make deb-test   make deb, then as root: dpkg -i it, /usr/bin/herald --version, a publish/subscribe
+#                   smoke test against the installed binary, dpkg -P (CI runs this)
+#   cmake --install build   binary, herald(1), systemd unit and example config under
+#                   CMAKE_INSTALL_PREFIX (default /usr/local; set it when configuring)
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD_TYPE ?= RelWithDebInfo
 FUZZ_SECONDS ?= 20
 SOAK_SECONDS ?= 600
 ARGS ?=
 
-.PHONY: all build run test test-asan test-tsan fuzz soak bench clean
+.PHONY: all build run test test-asan test-tsan fuzz soak bench deb deb-test clean
 
 all: build
 
@@ -56,5 +63,17 @@ soak:
 bench:
 	bench/run.sh $(ARGS)
 
+# The package is built in its own tree: prefix /usr (config in /etc), no test targets.
+deb:
+	@scripts/deps.sh deb
+	cmake -S . -B build-deb -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCMAKE_INSTALL_PREFIX=/usr -DHERALD_TESTS=OFF >/dev/null
+	cmake --build build-deb -j $(JOBS)
+	rm -f build-deb/herald_*.deb
+	cd build-deb && cpack -G DEB
+
+deb-test: deb
+	@scripts/deps.sh test
+	tests/package/test_deb.sh build-deb
+
 clean:
-	rm -rf build build-asan build-tsan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz build-deb

@@ -3,7 +3,9 @@
 # (issue 3, scenarios S1-S5), herald's workers/pinning on S3, the inbox
 # ring microbenchmark, and herald-only extra stages: envelope encoders
 # (build/herald-envbench), TLS vs cleartext, a 2-node Redis cluster vs 1 node,
-# envelope formats under S2-style load. `make bench` calls this.
+# envelope formats under S2-style load, 1 node vs 3 nodes on one Redis and on a
+# 3-master Redis Cluster (cluster3). `make bench` calls this. Recovery times
+# (memory vs Redis): bench/recovery.py, separately.
 #
 #   bench/run.sh                  full run (~9-10 min), table -> bench/results/latest.md
 #   bench/run.sh --no-extras      without the extra stages (~6 min)
@@ -42,9 +44,10 @@ if [ "${BENCH_NO_INSTALL:-0}" != 1 ]; then
         have_pkg "$p" || missing+=("$p")
     done
     command -v taskset >/dev/null || missing+=(util-linux)
-    # extra stages: TLS vs cleartext (self-signed certificate), 2-node cluster via Redis
+    # extra stages: TLS vs cleartext (self-signed certificate), clusters via Redis / Redis Cluster
     command -v openssl >/dev/null || missing+=(openssl)
     command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v redis-cli >/dev/null || missing+=(redis-tools)
     if [ ${#missing[@]} -gt 0 ]; then
         say "installing ${missing[*]}"
         SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo

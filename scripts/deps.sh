@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a make target needs, and only the missing ones.
-# usage: scripts/deps.sh build|test|fuzz|bench ...
+# usage: scripts/deps.sh build|test|fuzz|deb ...
 set -euo pipefail
 
-pkgs_build="build-essential cmake pkg-config libssl-dev libjansson-dev libmsgpack-dev libhiredis-dev"
-pkgs_test="redis-server libcmocka-dev python3 python3-websockets python3-pytest openssl chromium fonts-dejavu-core"
+pkgs_build="build-essential cmake pkg-config libssl-dev libjansson-dev libmsgpack-dev libhiredis-dev libdeflate-dev zlib1g-dev"
+pkgs_test="redis-server libcmocka-dev python3 python3-websockets python3-pytest openssl chromium fonts-dejavu-core groff-base"
 pkgs_fuzz="clang libclang-rt-14-dev"
+# CPack's DEB generator derives Depends with dpkg-shlibdeps (dpkg-dev), finding ELF files with file.
+pkgs_deb="dpkg-dev file"
 
 want=""
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,6 +16,7 @@ for set in "$@"; do
         build) want="$want $pkgs_build" ;;
         test) want="$want $pkgs_build $pkgs_test" ;;
         fuzz) want="$want $pkgs_build $pkgs_fuzz" ;;
+        deb) want="$want $pkgs_build $pkgs_deb" ;;
         *) echo "deps.sh: unknown package set '$set'" >&2; exit 2 ;;
     esac
 done
@@ -22,7 +25,7 @@ done
 # (never a downloaded browser); install it once from the lock file.
 web_modules() {
     case " $* " in *" test "*) ;; *) return 0 ;; esac
-    [ -d "$root/tests/web/node_modules/playwright-core" ] && return 0
+    [ -d "$root/tests/web/node_modules/playwright-core" ] && [ -d "$root/tests/web/node_modules/ws" ] && return 0
     command -v npm >/dev/null || return 0
     npm ci --prefix "$root/tests/web" --no-audit --no-fund --loglevel=error
 }

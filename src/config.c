@@ -35,6 +35,7 @@ typedef struct opt {
 
 #define OFF(f) offsetof(config, f)
 static const char *const slow_names[] = {"close", "drop-oldest", NULL};
+static const char *const onoff_names[] = {"off", "on", NULL};
 static const char *const logf_names[] = {"text", "json", NULL};
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
 
@@ -48,6 +49,12 @@ static const opt opts[] = {
     {"max-message-size", OPT_SIZE, OFF(max_message_size), 1, 1 << 30, NULL, true, false,
      "BYTES  largest message a publisher may send; larger: HTTP 413 / close 1009\n"
      "      (default 1m)"},
+    {"compression", OPT_ENUM, OFF(compression), 0, 0, onoff_names, true, false,
+     "on|off  accept permessage-deflate (RFC 7692) when a client offers it: each\n"
+     "      message is compressed once and the frame shared by every subscriber\n"
+     "      that negotiated it (default on)"},
+    {"compression-min-size", OPT_SIZE, OFF(compression_min_size), 0, 1 << 30, NULL, true, false,
+     "BYTES  payloads shorter than this are sent uncompressed (default 128)"},
     {"queue-limit", OPT_SIZE, OFF(queue_limit), 1, 1ll << 40, NULL, true, false,
      "BYTES  bytes queued for one connection before the slow policy applies\n"
      "      (default 4m; private frames such as pongs count their whole allocation,\n"
@@ -120,8 +127,13 @@ static const opt opts[] = {
      "      get 503, the largest queues meet the slow policy, history shrinks, and\n"
      "      /healthz says degraded (default 0 = off)"},
     {"broker", OPT_STR, OFF(broker), 0, 0, NULL, false, false,
-     "URL  redis://HOST:PORT[/DB]: run as one node of a cluster; publishes on any\n"
-     "      node reach subscribers on every node (default: single node)"},
+     "URL  run as one node of a cluster; publishes on any node reach subscribers\n"
+     "      on every node, history lives in Redis (default: single node). URL:\n"
+     "      redis://HOST:PORT[/DB]  one Redis\n"
+     "      redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB]  the master\n"
+     "        Sentinel names, followed across failovers\n"
+     "      redis-cluster://HOST:PORT[,HOST:PORT...]  a Redis Cluster (7+): groups\n"
+     "        spread over its masters by slot, sharded Pub/Sub"},
     {"tls-cert", OPT_STR, OFF(tls_cert), 0, 0, NULL, false, false,
      "FILE  PEM certificate chain: serve https:// and wss://"},
     {"tls-key", OPT_STR, OFF(tls_key), 0, 0, NULL, false, false, "FILE  PEM private key"},
@@ -146,6 +158,8 @@ static void config_defaults(config *c)
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     c->workers = n > 0 ? (int)(n > 64 ? 64 : n) : 1;
     c->max_message_size = 1u << 20;
+    c->compression = 1;
+    c->compression_min_size = 128;
     c->queue_limit = 4u << 20;
     c->write_timeout_ms = 10000;
     c->ping_interval_ms = 25000;
@@ -318,7 +332,10 @@ static bool opt_apply(config *c, const opt *o, const char *v, source_state *st)
         /* allowed-origins takes comma lists; keys and secrets are taken whole. */
         if (strcmp(o->name, "allowed-origins") != 0)
             return *v && list_add(l, v, strlen(v));
+        /* An empty list means "any origin": it must never come from a value
+         * that was merely empty (an unset variable, a stray comma). */
         const char *p = v;
+        size_t added = 0;
         while (*p) {
             const char *e = strchr(p, ',');
             size_t n = e ? (size_t)(e - p) : strlen(p);
@@ -328,9 +345,10 @@ static bool opt_apply(config *c, const opt *o, const char *v, source_state *st)
                 n--;
             if (n && !list_add(l, p, n))
                 return false;
+            added += n > 0;
             p = e ? e + 1 : p + strlen(p);
         }
-        return true;
+        return added > 0;
     }
     }
     return false;
@@ -425,8 +443,8 @@ static bool config_apply_env(config *c, char **envp, FILE *err)
         for (char **e = envp; e && *e; e++)
             if (!strncmp(*e, var, k) && (*e)[k] == '=')
                 v = *e + k + 1;
-        if (!v)
-            continue;
+        if (!v || (o->type == OPT_LIST && !*v))
+            continue; /* an empty list variable sets nothing (as if unset) */
         if (o->type == OPT_LIST && strcmp(o->name, "allowed-origins") != 0) {
             /* HERALD_PUBLISH_KEY=k1,k2: several keys in one variable. */
             bool ok = true;
@@ -453,6 +471,7 @@ static bool config_apply_env(config *c, char **envp, FILE *err)
 static void config_usage(FILE *out)
 {
     fprintf(out,
+            "herald " HERALD_VERSION "\n"
             "usage: herald [options]\n"
             "\n"
             "A WebSocket broadcast server. Subscribers: GET /ws?groups=a,b (WebSocket)\n"
@@ -507,6 +526,10 @@ config_result config_load(int argc, char **argv, char **envp, FILE *out, FILE *e
             path = argv[i + 1];
         else if (!strncmp(argv[i], "--config=", 9))
             path = argv[i] + 9;
+        /* Every other --name without '=' takes the next argument as its value:
+         * a key that happens to read "--version" is a key, not an action. */
+        if (!strncmp(argv[i], "--", 2) && !strchr(argv[i], '=') && strcmp(argv[i], "--print-config") != 0)
+            i++;
     }
     if (path && (!(c->config_path = strdup(path)) || !config_apply_file(c, path, err)))
         goto fail;

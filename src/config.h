@@ -28,6 +28,8 @@ typedef struct config {
     uint16_t listen_port;
     int workers;
     size_t max_message_size;
+    int compression;           /* 1: negotiate permessage-deflate (--compression on) */
+    size_t compression_min_size; /* shorter payloads are sent uncompressed */
     size_t queue_limit;
     uint64_t write_timeout_ms;
     slow_policy slow_policy;

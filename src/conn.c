@@ -14,9 +14,16 @@
 #include <openssl/ssl.h>
 
 #include "conn_sse.h"
+#include "deflate.h"
 #include "log.h"
 #include "server.h"
 #include "worker.h"
+
+/* An idle connection's size is herald's memory per client: SSE (sse) and
+ * permessage-deflate (zin, pmd bits) together must not grow it. */
+#if UINTPTR_MAX == UINT64_MAX
+_Static_assert(sizeof(conn) <= 432, "struct conn grew past 432 bytes");
+#endif
 
 #define CONN_IOV 128
 #define CONN_DRAIN_MS 2000   /* how long we wait for the peer's EOF after our close */
@@ -735,5 +742,6 @@ void conn_free(conn *c)
     }
     if (c->pub)
         msg_unref(c->pub);
+    deflate_inflater_free(c->zin);
     free(c);
 }

@@ -61,6 +61,12 @@ typedef struct conn {
                                 * OpenSSL "in init" again: that is no new handshake) */
     bool cors_errors : 1;      /* /sse: refusals carry Access-Control-Allow-Origin: * so a
                                 * page on another origin can read why (401, 403, 503) */
+    /* permessage-deflate (pmd.h): negotiated, the client resets its context
+     * each message, and the windows (bits) each side may use. */
+    bool pmd : 1;
+    bool pmd_fresh : 1;
+    uint8_t pmd_server_bits : 4;
+    uint8_t pmd_client_bits : 4;
     uint8_t format;            /* msg_format: raw, json or msgpack envelopes */
     uint16_t nsubs;
     uint32_t slot;             /* index in worker->conns */
@@ -76,8 +82,7 @@ typedef struct conn {
     struct worker *w;
     struct conn *next_dirty;
     struct conn *next_dead;
-    uint8_t *pend;         /* unparsed partial request head */
-    uint32_t pend_len;
+    uint8_t *pend;         /* unparsed partial request head (pend_len bytes, below) */
     outq q;
     conn_sub *subs;
     msg *pub;              /* message being assembled (WS publisher or POST body) */
@@ -85,8 +90,11 @@ typedef struct conn {
     uint64_t body_left;
     uint64_t rate_window_ms;
     ip_key ip;
+    uint32_t pend_len;     /* here, in the padding after ip, rather than beside pend: it
+                            * keeps the struct at 432 bytes with both sse and zin */
     SSL *ssl;              /* NULL for cleartext */
     struct conn_sse *sse;  /* set for a Server-Sent Events subscriber: its resume position */
+    struct deflate_inflater *zin; /* on the first compressed frame received; NULL before */
     ws_reader rd;
 } conn;
 
@@ -193,6 +201,19 @@ bool conn_resume_early(const conn *c);
 
 /* conn_ws.c */
 void conn_ws_process(conn *c, uint8_t *p, size_t n);
+
+/* permessage-deflate: a standalone compressed frame of m reaches back at
+ * most m's own length, so it fits any window the client allowed (its
+ * server_max_window_bits) when the payload is no longer than the window. */
+static inline bool conn_pmd_fits(const conn *c, const msg *m)
+{
+    return c->pmd_server_bits >= 15 || m->payload_len <= (1u << c->pmd_server_bits);
+}
+
+/* The frame of a published message for this subscriber: its envelope format,
+ * compressed when it negotiated permessage-deflate (both shared, built once
+ * per message); NULL when out of memory. No reference is taken. */
+msg *conn_frame(conn *c, msg *m);
 /* Joins a group. With recover, first replays the kept messages after `since`
  * (or queues a recovery-failed notice) and joins so that live delivery
  * continues exactly after the replay. */

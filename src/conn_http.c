@@ -14,6 +14,7 @@
 #include "envelope.h"
 #include "http.h"
 #include "memwatch.h"
+#include "pmd.h"
 #include "server.h"
 #include "utf8.h"
 #include "worker.h"
@@ -266,16 +267,40 @@ static bool conn_ws_handshake_ok(conn *c, const http_request *req)
     return true;
 }
 
+/* permessage-deflate: the first offer we can honour, from every
+ * Sec-WebSocket-Extensions header in order (--compression off: none). */
+static bool conn_pmd_negotiate(conn *c, const http_request *req, char ext[PMD_RESPONSE_MAX])
+{
+    if (!c->w->cfg->compression)
+        return false;
+    http_str values[HTTP_MAX_HEADERS];
+    size_t n = 0;
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (http_str_eq(req->headers[i].name, "sec-websocket-extensions"))
+            values[n++] = req->headers[i].value;
+    pmd_params p;
+    if (!n || !pmd_negotiate(values, n, &p, ext))
+        return false;
+    c->pmd = true;
+    c->pmd_fresh = p.client_no_context_takeover;
+    c->pmd_server_bits = p.server_window_bits & 15;
+    c->pmd_client_bits = p.client_window_bits & 15;
+    return true;
+}
+
 static void conn_ws_accept(conn *c, const http_request *req, conn_role role)
 {
     const http_str *key = http_header_get(req, "sec-websocket-key");
     char accept[WS_ACCEPT_LEN + 1];
     ws_accept_key(key->p, key->n, accept);
-    char resp[256];
+    char ext[PMD_RESPONSE_MAX];
+    bool pmd = conn_pmd_negotiate(c, req, ext);
+    char resp[256 + PMD_RESPONSE_MAX];
     int n = snprintf(resp, sizeof resp,
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
-                     accept);
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%s\r\n",
+                     accept, pmd ? "Sec-WebSocket-Extensions: " : "", pmd ? ext : "",
+                     pmd ? "\r\n" : "");
     msg *m = msg_new_raw(resp, (size_t)n);
     if (!m) {
         conn_destroy(c);
@@ -285,6 +310,8 @@ static void conn_ws_accept(conn *c, const http_request *req, conn_role role)
     c->role = (uint8_t)role;
     c->last_ping_ms = c->w->now_ms;
     ws_reader_init(&c->rd, c->w->cfg->max_message_size);
+    if (pmd)
+        ws_reader_allow_rsv1(&c->rd);
     METRIC_INC(&c->w->m, http_requests);
     if (role == ROLE_SUB)
         METRIC_INC(&c->w->m, subscribers_open);

@@ -8,6 +8,7 @@
 #include "chan.h"
 #include "conn.h"
 #include "conn_sse.h"
+#include "deflate.h"
 #include "envelope.h"
 #include "log.h"
 #include "worker.h"
@@ -55,6 +56,87 @@ static void conn_pub_finish(conn *c, uint8_t opcode)
     worker_publish(c->w, m);
 }
 
+static bool conn_frame_rate_ok(conn *c);
+
+/* permessage-deflate input: where inflated bytes go, and why a sink stopped. */
+typedef struct conn_inflate_ctx {
+    conn *c;
+    bool text;
+    bool keep;        /* a publisher's message: appended to c->pub */
+    unsigned fail;    /* close code when the sink stopped */
+} conn_inflate_ctx;
+
+static bool conn_inflate_sink(void *arg, const uint8_t *p, size_t n)
+{
+    conn_inflate_ctx *x = arg;
+    METRIC_ADD(&x->c->w->m, inflate_bytes_out, n);
+    /* The reader leaves a compressed message's UTF-8 to us: it is checked on
+     * the inflated text, failing fast like uncompressed text. */
+    if (x->text && !utf8_feed(&x->c->rd.utf8, p, n)) {
+        x->fail = WS_CLOSE_BAD_DATA;
+        return false;
+    }
+    if (x->keep && !conn_pub_append(x->c, p, n)) {
+        x->fail = WS_CLOSE_INTERNAL;
+        return false;
+    }
+    /* A subscriber's messages go nowhere, yet a small compressed frame can
+     * make us inflate up to --max-message-size: every full chunk inflated
+     * counts as one more frame against --client-frame-rate, so a stream of
+     * bombs costs us no more CPU than a stream of frames. */
+    if (x->c->role == ROLE_SUB && n == DEFLATE_CHUNK) {
+        x->c->rd.frames++;
+        if (!conn_frame_rate_ok(x->c)) {
+            x->fail = WS_CLOSE_POLICY;
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Inflates a chunk of a compressed message (last: its end). Subscribers'
+ * messages are inflated only to be validated, then dropped, so they cost no
+ * memory beyond the inflater. False after closing the connection. */
+static bool conn_inflate(conn *c, const uint8_t *p, size_t n, bool last, uint8_t opcode)
+{
+    if (!c->zin && !(c->zin = deflate_inflater_new(c->pmd_client_bits, c->pmd_fresh))) {
+        conn_close_ws(c, WS_CLOSE_INTERNAL, "out of memory", false);
+        return false;
+    }
+    METRIC_ADD(&c->w->m, inflate_bytes_in, n);
+    conn_inflate_ctx x = {c, opcode == WS_OP_TEXT, c->role == ROLE_PUB, 0};
+    deflate_result r =
+        deflate_inflate(c->zin, p, n, last, c->w->cfg->max_message_size, conn_inflate_sink, &x);
+    if (r == DEFLATE_OK && last && x.text && !utf8_complete(&c->rd.utf8)) {
+        r = DEFLATE_STOPPED;
+        x.fail = WS_CLOSE_BAD_DATA;
+    }
+    if (r == DEFLATE_OK) {
+        if (last)
+            METRIC_INC(&c->w->m, inflate_messages);
+        return true;
+    }
+    unsigned code = r == DEFLATE_TOO_BIG   ? WS_CLOSE_TOO_BIG
+                    : r == DEFLATE_CORRUPT ? WS_CLOSE_BAD_DATA
+                    : r == DEFLATE_NOMEM   ? WS_CLOSE_INTERNAL
+                                           : x.fail;
+    if (code == WS_CLOSE_POLICY)
+        METRIC_INC(&c->w->m, rate_limited);
+    else if (code != WS_CLOSE_INTERNAL)
+        METRIC_INC(&c->w->m, protocol_errors);
+    conn_close_ws(c, code,
+                  code == WS_CLOSE_TOO_BIG     ? "message too big"
+                  : r == DEFLATE_CORRUPT       ? "invalid compressed data"
+                  : code == WS_CLOSE_BAD_DATA  ? "invalid UTF-8"
+                  : code == WS_CLOSE_POLICY    ? "client frame rate limit"
+                                               : "out of memory",
+                  false);
+    /* The rest of this read is not looked at: the inflater is done. */
+    deflate_inflater_free(c->zin);
+    c->zin = NULL;
+    return false;
+}
+
 /* --client-frame-rate: subscribers only send control frames in normal use;
  * a flood of frames costs us CPU for nothing. Publishers send data at any
  * rate, but their control frames (pings, pongs) are limited the same way:
@@ -94,6 +176,11 @@ void conn_ws_process(conn *c, uint8_t *p, size_t n)
                 return;
             break;
         case WS_EV_DATA:
+            if (ev.compressed) {
+                if (open && !conn_inflate(c, ev.data, ev.len, false, ev.opcode))
+                    return;
+                break;
+            }
             /* Subscribers' data messages are validated by the reader and
              * dropped: they have nowhere to go. */
             if (open && c->role == ROLE_PUB && !conn_pub_append(c, ev.data, ev.len)) {
@@ -102,6 +189,8 @@ void conn_ws_process(conn *c, uint8_t *p, size_t n)
             }
             break;
         case WS_EV_MESSAGE_END:
+            if (open && ev.compressed && !conn_inflate(c, NULL, 0, true, ev.opcode))
+                return;
             if (open && c->role == ROLE_PUB)
                 conn_pub_finish(c, ev.opcode);
             break;
@@ -160,13 +249,22 @@ static void conn_replay_take(void *arg, msg *m)
     r->v[r->n++] = msg_ref(m);
 }
 
+msg *conn_frame(conn *c, msg *m)
+{
+    msg *v = c->format ? envelope_variant(m, (msg_format)c->format) : m;
+    if (!v || c->format >= FORMAT_WS_COUNT || !c->pmd || !conn_pmd_fits(c, v))
+        return v;
+    msg *z = deflate_variant(v, c->w->cfg->compression_min_size, &c->w->m);
+    if (z != v)
+        METRIC_INC(&c->w->m, deflate_deliveries);
+    return z;
+}
+
 /* Queues the replay (send) or just lets it go. */
 static void conn_replay_finish(conn *c, conn_replay *r, bool send)
 {
     for (size_t i = 0; i < r->n; i++) {
-        msg *v = !send ? NULL
-                 : c->format ? envelope_variant(r->v[i], (msg_format)c->format)
-                             : r->v[i];
+        msg *v = send ? conn_frame(c, r->v[i]) : NULL;
         if (v && !c->dead)
             conn_send(c, msg_ref(v), false);
         msg_unref(r->v[i]);

@@ -28,6 +28,10 @@ typedef enum msg_format {
     FORMAT_COUNT
 } msg_format;
 
+/* The formats a WebSocket subscriber can use (raw, JSON, msgpack): the only
+ * ones permessage-deflate may compress. FORMAT_SSE_* come after them. */
+#define FORMAT_WS_COUNT (FORMAT_MSGPACK + 1)
+
 typedef struct envelope_in {
     const char *group; /* NULL: broadcast to all */
     size_t group_len;

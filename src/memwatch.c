@@ -1,4 +1,5 @@
 #include "memwatch.h"
+#include "deflate.h"
 
 #include <malloc.h>
 #include <stdio.h>
@@ -38,6 +39,7 @@ void memwatch_collect(server *s, metrics_memory *out)
     out->groups = chan_record_total();
     out->evictions = chan_evictions();
     out->tls = tls_memory();
+    out->deflate = deflate_memory();
     for (int i = 0; i < s->nworkers; i++) {
         worker *w = &s->workers[i];
         out->queues += atomic_load_explicit(&w->m.queue_arrays, memory_order_relaxed);

@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "auth.h"
@@ -76,6 +77,13 @@ static void metrics_append(char *buf, size_t cap, size_t *len, const char *fmt, 
 }
 
 #define LOAD(x) ((unsigned long long)atomic_load_explicit(&(x), memory_order_relaxed))
+
+/* 1 before anything was compressed: nothing saved yet. */
+static double metrics_deflate_ratio(const metrics *m)
+{
+    uint64_t in = LOAD(m->deflate_bytes_in);
+    return in ? (double)LOAD(m->deflate_bytes_out) / (double)in : 1.0;
+}
 
 static void metrics_prom_labeled(const metrics *m, char *buf, size_t cap, size_t *len)
 {
@@ -159,9 +167,9 @@ static void metrics_prom_labeled(const metrics *m, char *buf, size_t cap, size_t
                    (double)LOAD(m->lat_sum_us) / 1e6, cum);
 }
 
-#define METRICS_MEM_KINDS 7
+#define METRICS_MEM_KINDS 8
 static const char *const metrics_mem_kinds[METRICS_MEM_KINDS] = {
-    "history", "messages", "groups", "queues", "connections", "tls", "inbox"};
+    "history", "messages", "groups", "queues", "connections", "tls", "inbox", "deflate"};
 
 static void metrics_mem_values(const metrics_memory *mem, uint64_t v[METRICS_MEM_KINDS])
 {
@@ -172,6 +180,7 @@ static void metrics_mem_values(const metrics_memory *mem, uint64_t v[METRICS_MEM
     v[4] = mem->connections;
     v[5] = mem->tls;
     v[6] = mem->inbox;
+    v[7] = mem->deflate;
 }
 
 static void metrics_prom_memory(const metrics_memory *mem, char *buf, size_t cap, size_t *len)
@@ -198,6 +207,70 @@ static void metrics_prom_memory(const metrics_memory *mem, char *buf, size_t cap
                    mem->pressure ? 1 : 0, (unsigned long long)mem->evictions);
 }
 
+/* The broker's snapshot (on the heap: it holds every link), NULL without a
+ * broker. */
+static broker_info *metrics_broker_info(void)
+{
+    broker_info *bi = broker_enabled() ? malloc(sizeof *bi) : NULL;
+    if (bi)
+        broker_snapshot(bi);
+    return bi;
+}
+
+/* Per broker connection, and the broker's failovers, redirections and the
+ * latency of the fetches that fill a group's history from Redis. */
+static void metrics_prom_broker(char *buf, size_t cap, size_t *len)
+{
+    broker_info *bi = metrics_broker_info();
+    if (!bi)
+        return;
+    metrics_append(buf, cap, len,
+                   "# HELP herald_broker_link_up 1 per broker connection that is connected\n"
+                   "# TYPE herald_broker_link_up gauge\n");
+    for (int i = 0; i < bi->nlinks; i++)
+        metrics_append(buf, cap, len,
+                       "herald_broker_link_up{addr=\"%s\",role=\"%s\",kind=\"%s\"} %d\n",
+                       bi->links[i].addr, bi->links[i].role, bi->links[i].kind, bi->links[i].up ? 1 : 0);
+    metrics_append(buf, cap, len,
+                   "# HELP herald_broker_failovers_total Master changes seen (Sentinel, cluster topology)\n"
+                   "# TYPE herald_broker_failovers_total counter\nherald_broker_failovers_total %llu\n"
+                   "# HELP herald_broker_redirections_total MOVED/ASK answers from a Redis Cluster\n"
+                   "# TYPE herald_broker_redirections_total counter\nherald_broker_redirections_total %llu\n"
+                   "# HELP herald_broker_fetch_failures_total History fetches from Redis that failed\n"
+                   "# TYPE herald_broker_fetch_failures_total counter\nherald_broker_fetch_failures_total %llu\n"
+                   "# HELP herald_broker_fetch_seconds Time to fill a group's history from Redis\n"
+                   "# TYPE herald_broker_fetch_seconds histogram\n",
+                   bi->failovers, bi->redirections, bi->fetch_failures);
+    for (int k = 0; k < BROKER_FETCH_BUCKETS; k++)
+        metrics_append(buf, cap, len, "herald_broker_fetch_seconds_bucket{le=\"%g\"} %llu\n",
+                       broker_fetch_le[k], bi->fetch_bucket[k]);
+    metrics_append(buf, cap, len,
+                   "herald_broker_fetch_seconds_bucket{le=\"+Inf\"} %llu\n"
+                   "herald_broker_fetch_seconds_sum %.6f\nherald_broker_fetch_seconds_count %llu\n",
+                   bi->fetches, (double)bi->fetch_ns_sum / 1e9, bi->fetches);
+    free(bi);
+}
+
+/* /stats: "broker_links":[...] and the counters, in cluster mode only. */
+static void metrics_json_broker(char *buf, size_t cap, size_t *len)
+{
+    broker_info *bi = metrics_broker_info();
+    if (!bi)
+        return;
+    metrics_append(buf, cap, len, "\"broker_mode\":\"%s\",\"broker_links\":[", bi->mode);
+    for (int i = 0; i < bi->nlinks; i++)
+        metrics_append(buf, cap, len, "%s{\"addr\":\"%s\",\"role\":\"%s\",\"kind\":\"%s\",\"up\":%s}",
+                       i ? "," : "", bi->links[i].addr, bi->links[i].role, bi->links[i].kind,
+                       bi->links[i].up ? "true" : "false");
+    metrics_append(buf, cap, len,
+                   "],\"broker_failovers\":%llu,\"broker_redirections\":%llu,"
+                   "\"broker_topology_refreshes\":%llu,\"broker_fetches\":%llu,"
+                   "\"broker_fetch_failures\":%llu,\"broker_fetch_ms_avg\":%.3f,",
+                   bi->failovers, bi->redirections, bi->topology_refreshes, bi->fetches, bi->fetch_failures,
+                   bi->fetches ? (double)bi->fetch_ns_sum / 1e6 / (double)bi->fetches : 0.0);
+    free(bi);
+}
+
 size_t metrics_prometheus(const metrics *m, const metrics *const *per_worker, int workers,
                           const metrics_memory *mem, double uptime, char *buf, size_t cap)
 {
@@ -213,6 +286,10 @@ size_t metrics_prometheus(const metrics *m, const metrics *const *per_worker, in
     METRICS_LIST(METRICS_PROM)
 #undef METRICS_PROM
     metrics_prom_labeled(m, buf, cap, &len);
+    metrics_append(buf, cap, &len,
+                   "# HELP herald_deflate_ratio Compressed / original payload bytes (permessage-deflate)\n"
+                   "# TYPE herald_deflate_ratio gauge\nherald_deflate_ratio %.4f\n",
+                   metrics_deflate_ratio(m));
     metrics_prom_memory(mem, buf, cap, &len);
     metrics_append(buf, cap, &len,
                    "# HELP herald_worker_connections Connections owned by each worker\n"
@@ -230,6 +307,7 @@ size_t metrics_prometheus(const metrics *m, const metrics *const *per_worker, in
                    "# HELP herald_broker_up 1 when the cluster broker is connected\n"
                    "# TYPE herald_broker_up gauge\nherald_broker_up %d\n",
                    broker_enabled() && broker_up() ? 1 : 0);
+    metrics_prom_broker(buf, cap, &len);
     metrics_append(buf, cap, &len,
                    "# HELP herald_workers Worker threads\n# TYPE herald_workers gauge\n"
                    "herald_workers %d\n"
@@ -249,6 +327,7 @@ size_t metrics_json(const metrics *m, int workers, const metrics_memory *mem, do
     metrics_append(buf, cap, &len, "\"%s\":%llu,", #name, LOAD(m->name));
     METRICS_LIST(METRICS_JSON)
 #undef METRICS_JSON
+    metrics_append(buf, cap, &len, "\"deflate_ratio\":%.4f,", metrics_deflate_ratio(m));
     metrics_append(buf, cap, &len,
                    "\"request_timeouts_head\":%llu,\"request_timeouts_body\":%llu,"
                    "\"live_groups\":%llu,\"groups_reclaimed\":%llu,",
@@ -265,6 +344,7 @@ size_t metrics_json(const metrics *m, int workers, const metrics_memory *mem, do
                    "\"rss\":%llu,\"limit\":%llu,\"pressure\":%s},\"history_evictions\":%llu,",
                    (unsigned long long)mem->rss, (unsigned long long)mem->limit,
                    mem->pressure ? "true" : "false", (unsigned long long)mem->evictions);
+    metrics_json_broker(buf, cap, &len);
     metrics_append(buf, cap, &len,
                    "\"workers\":%d,\"uptime_seconds\":%.3f,\"version\":\"%s\",\"epoch\":\"%s\","
                    "\"broker\":\"%s\"}\n",

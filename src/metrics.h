@@ -42,7 +42,14 @@
     X(broker_published, counter, "Messages sent to the cluster broker")                    \
     X(broker_received, counter, "Messages received from the cluster broker")               \
     X(broker_errors, counter, "Cluster broker failures (disconnects, failed commands)")    \
-    X(broker_reconnects, counter, "Cluster broker (re)connections")
+    X(broker_reconnects, counter, "Cluster broker (re)connections")                        \
+    X(deflate_messages, counter, "Frames compressed for permessage-deflate (once per message and format)") \
+    X(deflate_bytes_in, counter, "Payload bytes before compression (of deflate_messages)")  \
+    X(deflate_bytes_out, counter, "Payload bytes after compression (of deflate_messages)")  \
+    X(deflate_deliveries, counter, "Compressed frames queued to subscribers")              \
+    X(inflate_messages, counter, "Compressed messages received and inflated")             \
+    X(inflate_bytes_in, counter, "Compressed payload bytes received")                      \
+    X(inflate_bytes_out, counter, "Payload bytes after inflating")
 
 /* Publish -> written latency inside the server, upper bounds in microseconds. */
 #define METRICS_LAT_BUCKETS 16
@@ -96,6 +103,8 @@ typedef struct metrics_memory {
     uint64_t connections; /* connection records and unparsed input */
     uint64_t tls;         /* everything OpenSSL allocated */
     uint64_t inbox;       /* worker inbox rings and their overflow lists */
+    uint64_t deflate;     /* compressors (one per worker) and inflaters (per connection
+                           * that sent a compressed frame); compressed frames are messages */
     uint64_t rss;         /* resident set size, from /proc */
     uint64_t limit;       /* --max-memory, 0 = off */
     uint64_t evictions;   /* groups whose history the budget dropped */

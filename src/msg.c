@@ -40,6 +40,7 @@ msg *msg_alloc(size_t payload_cap)
     m->epoch_gen = 0;
     for (int i = 0; i < MSG_VARIANTS; i++)
         atomic_init(&m->variant[i], NULL);
+    atomic_init(&m->deflated, NULL);
     m->data = msg_payload(m);
     msg_count(msg_footprint(m), 0);
     return m;
@@ -146,6 +147,9 @@ void msg_free(msg *m)
         if (v)
             msg_unref(v);
     }
+    msg *z = atomic_load_explicit(&m->deflated, memory_order_acquire);
+    if (z && z != m)
+        msg_unref(z);
     msg_count(0, msg_footprint(m));
     free(m);
 }

@@ -40,6 +40,10 @@ typedef struct msg {
      * events raw and JSON), built at most once, on first need, and shared by
      * every subscriber using that format. */
     _Atomic(struct msg *) variant[MSG_VARIANTS];
+    /* Its permessage-deflate frame (deflate.c), built at most once; m itself
+     * when compressing does not pay. Only WebSocket frames (raw, JSON and
+     * msgpack) are ever compressed: an SSE event never gets one. */
+    _Atomic(struct msg *) deflated;
     uint8_t *data;
     char group[MSG_GROUP_MAX + 1];
     /* WS_MAX_SERVER_HEADER bytes of room, then the payload */

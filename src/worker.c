@@ -15,6 +15,7 @@
 #include "broker.h"
 #include "chan.h"
 #include "conn.h"
+#include "deflate.h"
 #include "envelope.h"
 #include "log.h"
 #include "memwatch.h"
@@ -153,21 +154,42 @@ int worker_epoll_mod(worker *w, conn *c, bool want_out)
 
 /* ---- delivery ------------------------------------------------------------ */
 
+/* Fan-out slots: one per format, then one per WebSocket format compressed
+ * (permessage-deflate is a WebSocket extension: SSE formats have none). */
+#define WORKER_SLOTS (FORMAT_COUNT + FORMAT_WS_COUNT)
+
+/* The frame a subscriber gets: its format's envelope, and that compressed
+ * when it negotiated permessage-deflate (and the payload fits the window it
+ * allowed us). Each is built at most once per message and shared; v[] holds
+ * them per slot for the whole fan-out. */
+static int worker_frame_for(worker *w, msg *m, const conn *c, msg *v[WORKER_SLOTS])
+{
+    unsigned f = c->format;
+    if (!v[f] && !(v[f] = f ? envelope_variant(m, (msg_format)f) : m))
+        return -1;
+    if (f >= FORMAT_WS_COUNT || !c->pmd || !conn_pmd_fits(c, v[f]))
+        return (int)f;
+    unsigned k = FORMAT_COUNT + f;
+    if (!v[k])
+        v[k] = deflate_variant(v[f], w->cfg->compression_min_size, &w->m);
+    return v[k] != v[f] ? (int)k : (int)f;
+}
+
 /* The caller holds a reference for the whole loop, and nothing in it can
  * release m (queues only drop messages queued before m), so the references
- * for all the queues are added with one atomic operation per format at the
- * end. Subscribers asking for an envelope get the message's shared variant. */
+ * for all the queues are added with one atomic operation per frame at the
+ * end. Subscribers asking for an envelope or compression get the message's
+ * shared variant. */
 static void worker_fanout(worker *w, msg *m)
 {
-    msg *v[FORMAT_COUNT] = {m};
-    unsigned queued[FORMAT_COUNT] = {0};
+    msg *v[WORKER_SLOTS] = {m};
+    unsigned queued[WORKER_SLOTS] = {0};
     if (m->group_len == 0) { /* every subscriber, whatever its groups */
         for (uint32_t i = 0; i < w->nall; i++) {
             conn *c = w->all[i];
-            unsigned f = c->format;
-            if (!v[f] && !(v[f] = envelope_variant(m, (msg_format)f)))
-                continue;
-            queued[f] += conn_enqueue(c, v[f]);
+            int k = worker_frame_for(w, m, c, v);
+            if (k >= 0)
+                queued[k] += conn_enqueue(c, v[k]);
         }
     } else {
         group *g = groups_find(&w->groups, m->group, m->group_len);
@@ -175,15 +197,17 @@ static void worker_fanout(worker *w, msg *m)
             group_entry *gm = &g->members[i];
             if (m->offset <= gm->after && m->epoch_gen == gm->after_gen)
                 continue; /* already sent by this subscriber's history replay */
-            unsigned f = gm->c->format;
-            if (!v[f] && !(v[f] = envelope_variant(m, (msg_format)f)))
-                continue;
-            queued[f] += conn_enqueue(gm->c, v[f]);
+            int k = worker_frame_for(w, m, gm->c, v);
+            if (k >= 0)
+                queued[k] += conn_enqueue(gm->c, v[k]);
         }
     }
-    for (int f = 0; f < FORMAT_COUNT; f++)
-        if (queued[f])
-            msg_ref_n(v[f], queued[f]);
+    for (int k = 0; k < WORKER_SLOTS; k++)
+        if (queued[k]) {
+            msg_ref_n(v[k], queued[k]);
+            if (k >= FORMAT_COUNT)
+                METRIC_ADD(&w->m, deflate_deliveries, queued[k]);
+        }
 }
 
 static void worker_notify(worker *target)
@@ -650,6 +674,7 @@ static void *worker_main(void *arg)
     w->next_tick_ms = w->now_ms + WORKER_TICK_MS;
     while (worker_run_pass(w, WORKER_TICK_MS))
         ;
+    deflate_thread_done();
     atomic_store_explicit(&w->done, true, memory_order_release);
     return NULL;
 }
@@ -699,6 +724,7 @@ void worker_cleanup(worker *w)
     free(w->held);
     free(w->scratch);
     free(w->tls_stage);
+    deflate_thread_done(); /* a worker driven from this thread (tests, fuzzer) */
     if (w->lfd >= 0)
         close(w->lfd);
     close(w->epfd);

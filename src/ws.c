@@ -117,6 +117,17 @@ void ws_reader_init(ws_reader *r, uint64_t max_message)
     utf8_init(&r->utf8);
 }
 
+void ws_reader_allow_rsv1(ws_reader *r) { r->rsv1_ok = true; }
+
+/* Wire bytes allowed for a message: compressed data may be a little larger
+ * than what it inflates to (stored blocks: 5 bytes per 64 KiB, plus slack). */
+static uint64_t ws_wire_limit(const ws_reader *r)
+{
+    if (!r->msg_compressed || !r->max_message)
+        return r->max_message;
+    return r->max_message + r->max_message / 256 + 64;
+}
+
 static size_t ws_fail(ws_reader *r, ws_event *ev, unsigned code, size_t used)
 {
     r->failed = true;
@@ -151,8 +162,13 @@ static unsigned ws_begin_frame(ws_reader *r)
     uint8_t l7 = h[1] & 0x7F;
     size_t p = 2;
     uint64_t len = l7;
-    if (h[0] & 0x70)
-        return WS_CLOSE_PROTOCOL; /* no extension negotiated */
+    bool rsv1 = h[0] & 0x40;
+    if (h[0] & 0x30)
+        return WS_CLOSE_PROTOCOL; /* no extension uses RSV2/RSV3 */
+    /* RSV1 only with permessage-deflate, and only on a message's first frame
+     * (RFC 7692 6.1): never on control frames or continuations. */
+    if (rsv1 && (!r->rsv1_ok || (op != WS_OP_TEXT && op != WS_OP_BINARY)))
+        return WS_CLOSE_PROTOCOL;
     if (!(h[1] & 0x80))
         return WS_CLOSE_PROTOCOL; /* clients must mask */
     if (l7 == 126) {
@@ -184,6 +200,7 @@ static unsigned ws_begin_frame(ws_reader *r)
             return WS_CLOSE_PROTOCOL;
         r->in_message = true;
         r->msg_opcode = op;
+        r->msg_compressed = rsv1;
         r->msg_len = 0;
         utf8_init(&r->utf8);
         break;
@@ -194,7 +211,7 @@ static unsigned ws_begin_frame(ws_reader *r)
     default:
         return WS_CLOSE_PROTOCOL; /* reserved opcode */
     }
-    if (!ws_is_control(op) && r->max_message && len > r->max_message - r->msg_len)
+    if (!ws_is_control(op) && r->max_message && len > ws_wire_limit(r) - r->msg_len)
         return WS_CLOSE_TOO_BIG;
     r->in_payload = true;
     r->frames++;
@@ -232,10 +249,11 @@ static size_t ws_message_end(ws_reader *r, ws_event *ev, size_t used)
 {
     r->end_pending = false;
     r->in_message = false;
-    if (r->msg_opcode == WS_OP_TEXT && !utf8_complete(&r->utf8))
+    if (r->msg_opcode == WS_OP_TEXT && !r->msg_compressed && !utf8_complete(&r->utf8))
         return ws_fail(r, ev, WS_CLOSE_BAD_DATA, used);
     ev->type = WS_EV_MESSAGE_END;
     ev->opcode = r->msg_opcode;
+    ev->compressed = r->msg_compressed;
     ev->len = 0;
     return used;
 }
@@ -248,6 +266,7 @@ size_t ws_reader_feed(ws_reader *r, uint8_t *buf, size_t len, ws_event *ev)
     ev->len = 0;
     ev->code = 0;
     ev->opcode = 0;
+    ev->compressed = false;
     if (r->failed) {
         ev->type = WS_EV_ERROR;
         ev->code = r->fail_code;
@@ -287,12 +306,13 @@ size_t ws_reader_feed(ws_reader *r, uint8_t *buf, size_t len, ws_event *ev)
         uint8_t *p = buf + used;
         ws_unmask(p, take, r->mask, r->frame_pos);
         used += take;
-        if (r->msg_opcode == WS_OP_TEXT && !utf8_feed(&r->utf8, p, take))
+        if (r->msg_opcode == WS_OP_TEXT && !r->msg_compressed && !utf8_feed(&r->utf8, p, take))
             return ws_fail(r, ev, WS_CLOSE_BAD_DATA, used);
         r->frame_pos += take;
         r->msg_len += take;
         ev->type = WS_EV_DATA;
         ev->opcode = r->msg_opcode;
+        ev->compressed = r->msg_compressed;
         ev->data = p;
         ev->len = take;
     }

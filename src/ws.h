@@ -76,10 +76,14 @@ typedef struct ws_event {
     unsigned code;         /* CLOSE: peer's code; ERROR: the close code to send */
     const uint8_t *data;   /* DATA: points into the caller's buffer; control: into the reader */
     size_t len;
+    bool compressed;       /* DATA/MESSAGE_END: the message is permessage-deflate data
+                            * (RSV1 on its first frame): its UTF-8 is the caller's to check */
 } ws_event;
 
 typedef struct ws_reader {
     uint64_t max_message;  /* 0 = unlimited; larger messages -> 1009 */
+    bool rsv1_ok;          /* permessage-deflate negotiated: RSV1 marks compressed messages */
+    bool msg_compressed;   /* the message being read has RSV1 */
     /* frame being read */
     uint8_t hdr[WS_MAX_HEADER];
     uint8_t hdr_have;
@@ -103,6 +107,11 @@ typedef struct ws_reader {
 } ws_reader;
 
 void ws_reader_init(ws_reader *r, uint64_t max_message);
+
+/* Allows RSV1 on the first frame of data messages (permessage-deflate). Such
+ * a message's wire size may exceed max_message by DEFLATE's worst-case
+ * expansion; the caller limits what it inflates to. */
+void ws_reader_allow_rsv1(ws_reader *r);
 
 /* Consumes input from buf (which it unmasks in place) until it has one event
  * to report or a frame boundary without an event. Returns the number of bytes

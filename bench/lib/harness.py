@@ -12,8 +12,8 @@ are kept in the raw JSON for cross-checking.
 Prints one markdown table (rows = metrics, columns = servers, ratio to herald)
 plus herald's worker/pinning table, the ring microbenchmark and the herald-only
 extra stages (envelope encoders, TLS vs cleartext, 2-node Redis cluster vs 1,
-envelope formats under S2-style load, SSE vs WebSocket on S1 and S3; --no-extras /
---extras LIST), and writes
+envelope formats under S2-style load, 1 node vs 3 nodes on one Redis and on a Redis
+Cluster, permessage-deflate, SSE vs WebSocket on S1 and S3; --no-extras / --extras LIST), and writes
 them with the machine info to bench/results/latest.md (raw runs: latest.jsonl).
 """
 import argparse
@@ -197,9 +197,11 @@ _NO_PROXY_TLS = urllib.request.build_opener(urllib.request.ProxyHandler({}),
 
 
 class Server:
-    def __init__(self, name, port, workdir, workers=None, cpus=None, extra=None, tls=False):
-        """extra: more herald arguments (e.g. --tls-cert/--tls-key, --broker); tls: /healthz is https."""
+    def __init__(self, name, port, workdir, workers=None, cpus=None, extra=None, tls=False, env=None):
+        """extra: more herald arguments (e.g. --tls-cert/--tls-key, --broker); tls: /healthz is https;
+        env: more environment variables (the node peer's PERMESSAGE_DEFLATE=1)."""
         self.name, self.port, self.workdir = name, port, workdir
+        self.env = dict(env or {})
         self.workers, self.cpus = workers, cpus
         self.extra, self.tls = list(extra or []), tls
         self.proc = None
@@ -248,7 +250,8 @@ class Server:
     def start(self, timeout=15):
         logf = open(self.logpath, "w")
         self.proc = subprocess.Popen(self.command(), stdout=logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=self.workdir)
+                                     stdin=subprocess.DEVNULL, cwd=self.workdir,
+                                     env=dict(os.environ, **self.env) if self.env else None)
         logf.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -487,7 +490,8 @@ def render_table(results, servers, scen_list):
 # TLS vs cleartext, cluster (Redis broker) 2 nodes vs 1, envelope formats under S2-style load,
 # envelope encoders (build/herald-envbench): the sections of BENCHMARKS.md after the side-by-side
 # table. herald only, every server fresh on 127.0.0.1 and stopped by PID, every step time-bounded.
-EXTRAS = ["envbench", "tls", "cluster", "formats", "sse"]  # run and report order (as in BENCHMARKS.md)
+EXTRAS = ["envbench", "tls", "cluster", "formats", "cluster3", "deflate", "sse"]  # run and report order (as in BENCHMARKS.md)
+DEFLATEBENCH = os.path.join(ROOT, "build", "herald-deflatebench")
 ENVBENCH = os.path.join(ROOT, "build", "herald-envbench")
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
 EXTRA_WORKERS = 2  # BENCHMARKS.md: herald --workers 2 for the TLS, cluster and format runs
@@ -503,6 +507,25 @@ def extras_plan(quick, duration_override=None):
         "format": lambda f: ["--subscribers", "10000", "--rate", "100", "--size", "128", "--duration", d,
                              "--source-ips", "4", "--format", f],
         "envbench_iters": 200000 if quick else 1000000,
+        # cluster3 (issue 9): S2-style = many subscribers per message at a moderate rate, over 10 groups
+        # (not 1) so a Redis Cluster spreads them over its 3 shards (4/3/3 slots' owners for g0..g9);
+        # S4-style = S4 itself (100 groups x 50 subscribers, 100 publishers, 2,000 msg/s) at 5 s.
+        # Group counts are not multiples of 3: herald-bench puts subscriber i in group i mod G on node
+        # i mod 3, so G = 3k would put each group on one node only; 10 and 100 spread every group over
+        # all three nodes, so every node follows every group (the costly case for a broker).
+        "c3_s2": ["--subscribers", "6000", "--publishers", "10", "--groups", "10", "--rate", "500",
+                  "--size", "128", "--duration", d, "--source-ips", "4"],
+        "c3_s4": ["--subscribers", "5000", "--publishers", "100", "--groups", "100", "--rate", "2000",
+                  "--size", "128", "--duration", d],
+        # permessage-deflate: every row's payload is JSON notifications (--payload json)
+        "deflate_wire": ["--subscribers", "1000", "--rate", "20", "--size", "1024", "--payload", "json",
+                         "--duration", d],
+        "deflate_s3": ["--subscribers", "1000", "--saturate", "--window", "64", "--size", "128",
+                       "--payload", "json", "--duration", d, "--warmup", "1"],
+        "deflate_s3k": ["--subscribers", "1000", "--saturate", "--window", "64", "--size", "1024",
+                        "--payload", "json", "--duration", d, "--warmup", "1"],
+        "deflate_s2": ["--subscribers", "10000", "--rate", "100", "--size", "128", "--payload", "json",
+                       "--duration", d, "--source-ips", "4"],
     }
 
 
@@ -528,15 +551,17 @@ def ratio(v, base):
 
 
 class Redis:
-    """redis-server on a free loopback port, no persistence, in workdir; stopped by PID."""
+    """redis-server on a free loopback port, no persistence, in workdir; stopped by PID.
+    extra: more redis-server arguments (cluster mode)."""
 
-    def __init__(self, port, workdir):
+    def __init__(self, port, workdir, extra=()):
         self.port, self.workdir, self.proc = port, workdir, None
+        self.extra = list(extra)
         self.logpath = os.path.join(workdir, f"redis-{port}.log")
 
     def command(self):
         return [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", self.workdir, "--daemonize", "no", "--logfile", ""]
+                "--dir", self.workdir, "--daemonize", "no", "--logfile", ""] + self.extra
 
     def ping(self):
         with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
@@ -785,6 +810,192 @@ def stage_sse(plan, ctx):
     return out + commands_list(rows)
 
 
+# --------------------------------------------------------------------------- cluster3 (issue 9)
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+
+
+def resp_cmd(port, *args, timeout=2):
+    """One Redis command on 127.0.0.1:port; returns the decoded reply (bytes, int, list, or an
+    Exception instance for an error reply). Enough RESP2 for CLUSTER INFO/SLOTS/KEYSLOT."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        req = f"*{len(args)}\r\n".encode()
+        for a in args:
+            b = a if isinstance(a, bytes) else str(a).encode()
+            req += f"${len(b)}\r\n".encode() + b + b"\r\n"
+        s.sendall(req)
+        f = s.makefile("rb")
+
+        def read():
+            line = f.readline()
+            if not line:
+                raise OSError("connection closed")
+            t, rest = line[:1], line[1:-2]
+            if t == b"+":
+                return rest
+            if t == b"-":
+                return RuntimeError(rest.decode(errors="replace"))
+            if t == b":":
+                return int(rest)
+            if t == b"$":
+                n = int(rest)
+                return None if n < 0 else f.read(n + 2)[:-2]
+            if t == b"*":
+                n = int(rest)
+                return None if n < 0 else [read() for _ in range(n)]
+            raise OSError(f"bad RESP reply {line[:40]!r}")
+        return read()
+
+
+class RedisCluster3:
+    """A Redis Cluster of three masters on loopback (no replicas), slots split evenly by
+    `redis-cli --cluster create`. Each master's cluster-bus port is chosen free (the default,
+    port + 10000, may be taken); every process is stopped by PID."""
+
+    def __init__(self, ports, workdir):
+        self.nodes = []
+        for _ in range(3):
+            p, bus = ports.get(), ports.get()
+            self.nodes.append(Redis(p, workdir, extra=[
+                "--cluster-enabled", "yes", "--cluster-node-timeout", "2000", "--cluster-port", str(bus),
+                "--cluster-config-file", f"nodes-{p}.conf"]))
+        self.create_cmd = [REDIS_CLI, "--cluster", "create"] + [f"127.0.0.1:{n.port}" for n in self.nodes] + \
+            ["--cluster-yes"]
+
+    def url(self):
+        return "redis-cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self):
+        try:
+            for n in self.nodes:
+                n.start()
+            if not os.path.exists(REDIS_CLI):
+                raise RuntimeError("redis-cli not found (Debian package redis-tools)")
+            p = subprocess.run(self.create_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               timeout=60)
+            if p.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed: {p.stdout.strip()[-400:]}")
+            deadline = time.monotonic() + 20
+            for n in self.nodes:
+                while b"cluster_state:ok" not in (self._try(n.port, "CLUSTER", "INFO") or b""):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"cluster_state not ok on :{n.port} after 20 s")
+                    time.sleep(0.1)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired):
+            self.stop()
+            raise
+        return self
+
+    @staticmethod
+    def _try(port, *args):
+        try:
+            r = resp_cmd(port, *args)
+            return None if isinstance(r, Exception) else r
+        except OSError:
+            return None
+
+    def shard_of_groups(self, groups):
+        """{master port: number of the groups whose hash slot it owns} (herald's keys and sharded
+        channels carry the group as their {hash tag}, so a group's slot is CLUSTER KEYSLOT <group>)."""
+        slots = resp_cmd(self.nodes[0].port, "CLUSTER", "SLOTS")
+        count = {n.port: 0 for n in self.nodes}
+        for g in groups:
+            s = resp_cmd(self.nodes[0].port, "CLUSTER", "KEYSLOT", g)
+            for lo, hi, master, *_ in slots:
+                if lo <= s <= hi:
+                    count[master[1]] = count.get(master[1], 0) + 1
+        return count
+
+    def stop(self):
+        for n in reversed(self.nodes):
+            n.stop()
+
+
+def stage_cluster3(plan, ctx):
+    """1 node (no broker) vs 3 nodes on one Redis vs 3 nodes on a 3-master Redis Cluster, S2- and
+    S4-style loads; Redis CPU summed over every redis-server of the row's deployment."""
+    hist = ["--history", "100"]
+    out = ["\n## Cluster: 1 node vs 3 nodes on one Redis vs 3 nodes on a Redis Cluster (issue 9)\n"]
+    single = Redis(ctx["ports"].get(), ctx["workdir"])
+    rcl = RedisCluster3(ctx["ports"], ctx["workdir"])
+    try:
+        single.start()
+        rcl.start()
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+        single.stop()
+        log(f"  cluster3: {e}")
+        return out + [f"cluster3 stage skipped: {e}"]
+    out.append(f"One Redis: `{rel(single.command())}`. Redis Cluster: three masters "
+               f"`{rel(rcl.nodes[0].command())}` (and likewise, each with its own free bus port), then "
+               f"`{rel(rcl.create_cmd)}`; no replicas. All stopped by PID at the end. Every herald node: "
+               f"`--workers {EXTRA_WORKERS} --history 100` (so each publish also appends to the group's Redis "
+               "stream), waited on until `/healthz` is exactly `ok`. With three nodes subscribers alternate "
+               "between the nodes (`--ports A,B,C`) and so do publishers (`--pub-ports-all`); every group has "
+               "subscribers on every node. Server CPU is summed over all nodes; Redis CPU = utime+stime of "
+               "every redis-server of the row's deployment over the whole row (node start to node stop) "
+               "divided by the messages herald-bench published. Ratios: to the 1-node row of the same load.\n")
+    rows, idle = [], []
+    try:
+        for load, key in (("S2-style", "c3_s2"), ("S4-style", "c3_s4")):
+            groups = [f"g{i}" for i in range(int(plan[key][plan[key].index("--groups") + 1]))]
+            try:
+                spread = rcl.shard_of_groups(groups)
+                out.append(f"- {load}: groups per Redis Cluster master (by hash slot): "
+                           f"{' / '.join(str(v) for v in spread.values())}")
+            except (OSError, TypeError, ValueError) as e:
+                out.append(f"- {load}: groups per master: unknown ({e})")
+            for label, extras, procs in (
+                    ("1 node, no broker", [hist], []),
+                    ("3 nodes, one Redis", [hist + ["--broker", f"redis://127.0.0.1:{single.port}"]] * 3, [single]),
+                    ("3 nodes, Redis Cluster", [hist + ["--broker", rcl.url()]] * 3, rcl.nodes)):
+                args = plan[key] + (["--pub-ports-all"] if len(extras) > 1 else [])
+                every = [single] + rcl.nodes
+                c0 = {x.proc.pid: proc_cpu(x.proc.pid) for x in every}
+                w0 = time.monotonic()
+                r = run_nodes("cluster3", f"{load} {label}", args, extras, ctx["ports"], ctx["workdir"],
+                              ctx["threads"], ctx["runlog"], ctx["raw"], need_ok=True)
+                wall = time.monotonic() - w0
+                c1 = {x.proc.pid: proc_cpu(x.proc.pid) for x in every}
+                used = {p: c1[p] - c0[p] for p in c0 if c0[p] is not None and c1[p] is not None}
+                if procs:
+                    rc = sum(used.get(x.proc.pid, 0.0) for x in procs)
+                    r["redis_cpu_seconds"] = round(rc, 3)
+                    r["redis_cpu_seconds_each"] = {x.port: round(used.get(x.proc.pid, 0.0), 3) for x in procs}
+                    pub = r.get("published")
+                    r["redis_cpu_us_per_publish"] = rc * 1e6 / pub if pub else None
+                else:  # nothing goes through Redis: what the idle deployments cost per second
+                    idle.append((wall, used.get(single.proc.pid, 0.0),
+                                 sum(used.get(x.proc.pid, 0.0) for x in rcl.nodes)))
+                r["load"], r["row"] = load, label
+                rows.append((f"{load}, {label}", r))
+    finally:
+        rcl.stop()
+        single.stop()
+    out.append("")
+    out.append("| load | run | herald-bench | deliveries/s | delivered | p50 / p99 "
+               "| server CPU per 1k deliveries (all nodes) | Redis CPU per publish (all redis-servers) | anomalies |")
+    out.append("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    base = {}
+    for _, r in rows:
+        cmd = f"`herald-bench {'--ports A,B,C ' if r['row'].startswith('3') else ''}{r['bench_args']}`"
+        if r["row"].startswith("1"):  # the baseline of this load's rows (none if it failed)
+            base = r if "connections_ok" in r else {}
+        if "connections_ok" not in r:
+            out.append(f"| {r['load']} | {r['row']} | {cmd} | {failed_text(r)} | | | | | |")
+            continue
+        cells = delivery_cells(r, base).split(" | ")
+        rp = r.get("redis_cpu_us_per_publish")
+        redis_cell = (f"{fmt_num(rp, 'us')} ({r['redis_cpu_seconds']:.2f} s / {r.get('published', 0):,})"
+                      if rp is not None else "—")
+        out.append(f"| {r['load']} | {r['row']} | {cmd} | {' | '.join(cells[:4])} | {redis_cell} | {cells[4]} |")
+    if idle:
+        wall = sum(x[0] for x in idle)
+        out.append(f"\nIdle Redis CPU during the 1-node rows (nothing routed through Redis, {wall:.0f} s): one Redis "
+                   f"{sum(x[1] for x in idle) * 1e3 / wall:.1f} ms/s, the Redis Cluster "
+                   f"{sum(x[2] for x in idle) * 1e3 / wall:.1f} ms/s (its cluster bus); included in the "
+                   "per-publish figures above.")
+    return out + commands_list(rows)
+
+
 def stage_envbench(plan, ctx):
     cmd = [ENVBENCH, str(plan["envbench_iters"])]
     out = [f"\n## Envelope encoders (`{rel(cmd)}`)\n"]
@@ -806,11 +1017,86 @@ def stage_envbench(plan, ctx):
     return out + [text]
 
 
+def run_peer(stage, tag, name, env, args, ctx):
+    """One run against a peer server (e.g. the node peer with PERMESSAGE_DEFLATE=1), started fresh
+    with both cores and stopped by PID."""
+    srv = Server(name, ctx["ports"].get(), ctx["workdir"], env=env)
+    r = {"stage": stage, "tag": tag, "server": name, "bench_args": " ".join(args),
+         "herald_cmds": [" ".join(f"{k}={v}" for k, v in env.items()) + " " + rel(srv.command())]}
+    try:
+        try:
+            srv.start()
+        except RuntimeError as e:
+            log(f"  {stage} {tag}: cannot start: {e}")
+            r.update({"rc": -1, "stderr": f"server did not start: {e}"})
+            ctx["raw"].append(r)
+            return r
+        r.update(run_bench(args, srv, ctx["threads"], None, ctx["runlog"]))
+    finally:
+        srv.stop()
+    r["cmd"] = rel(r.get("cmd", ""))
+    ctx["raw"].append(r)
+    log(f"  {stage} {tag}: delivered {r.get('delivered')}/{r.get('expected')} cpu/1k {r.get('tree_cpu_us_per_1k')}")
+    time.sleep(1)
+    return r
+
+
+def stage_deflate(plan, ctx):
+    out = ["\n## permessage-deflate (issue 11; herald --workers 2)\n",
+           "Every subscriber of a `--deflate` row offers permessage-deflate and inflates every message "
+           "(herald-bench, libdeflate). Payloads: `--payload json` (notifications with varying ids, names, "
+           "times; a 24-byte bench header first) in every row, with and without the extension. Wire bytes "
+           "= WebSocket bytes the subscribers read per delivery. Ratios: to the same row without deflate; "
+           "the Node ws row: to herald's deflate S3.\n"]
+    rows = []
+    names = {"wire": "1 KB JSON, 1,000 subscribers, 20 msg/s", "s3": "S3", "s3k": "S3 with 1 KB JSON",
+             "s2": "S2"}
+    for kind in ("wire", "s3", "s3k", "s2"):
+        for z in (False, True):
+            label = names[kind] + (" deflate" if z else "")
+            args = plan[f"deflate_{kind}"] + (["--deflate"] if z else [])
+            rows.append((label, run_nodes("deflate", label, args, [[]], ctx["ports"], ctx["workdir"],
+                                          ctx["threads"], ctx["runlog"], ctx["raw"])))
+    if os.path.isdir(os.path.join(BENCH, "peers", "node", "node_modules", "ws")):
+        rows.append(("S3 with 1 KB JSON deflate, Node ws (perMessageDeflate)",
+                     run_peer("deflate", "node-s3k", "node", {"PERMESSAGE_DEFLATE": "1"},
+                              plan["deflate_s3k"] + ["--deflate"], ctx)))
+    out.append("| run | herald-bench | delivered | deliveries/s | p99 | wire bytes per delivery "
+               "| server CPU per 1k deliveries | anomalies |")
+    out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    base = {}
+    for label, r in rows:
+        cmd = f"`herald-bench {r['bench_args']}`"
+        if "connections_ok" not in r:
+            out.append(f"| {label} | {cmd} | {failed_text(r)} | | | | | |")
+            continue
+        if "deflate" not in label:
+            base = r
+        ref = base if "Node" not in label else next(x for l, x in rows if l == "S3 with 1 KB JSON deflate")
+        e = r.get("expected") or 0
+        cpu, wire = r.get("tree_cpu_us_per_1k"), r.get("wire_bytes_per_delivery")
+        out.append(f"| {label} | {cmd} | {fmt_num(100.0 * r['delivered'] / e if e else None, 'pct')} | "
+                   f"{fmt_num(r.get('deliveries_per_sec'), 'rate')} | {fmt_num(r.get('p99_ms'), 'ms')} | "
+                   f"{fmt_num(wire, 'bytes')}{ratio(wire, ref.get('wire_bytes_per_delivery')) if r is not ref else ''} | "
+                   f"{fmt_num(cpu, 'us')}{ratio(cpu, ref.get('tree_cpu_us_per_1k')) if r is not ref else ''} | "
+                   f"{extra_anomalies(r)} |")
+    out += commands_list(rows)
+    cmd = [DEFLATEBENCH, "0.5"]
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=180)
+        text = p.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as e:
+        text = f"herald-deflatebench failed: {e}"
+    ctx["runlog"].write(f"$ {rel(cmd)}\n{text}\n")
+    out += [f"\nCompressor choice (`{rel(cmd)}`: ratio = compressed/original, ns per input byte):\n", text]
+    return out
+
+
 def run_extras(which, quick, duration_override, ctx):
     """Runs the selected stages in order; returns the markdown lines of their sections."""
     plan = extras_plan(quick, duration_override)
     stages = {"tls": stage_tls, "cluster": stage_cluster, "formats": stage_formats, "envbench": stage_envbench,
-              "sse": stage_sse}
+              "cluster3": stage_cluster3, "deflate": stage_deflate, "sse": stage_sse}
     ctx = dict(ctx, quick=quick, duration=duration_override)
     out = []
     for name in EXTRAS:
@@ -826,13 +1112,14 @@ def main():
     ap.add_argument("--quick", action="store_true", help="3 s scenarios, 5,000 idle subscribers, 1M ring items; "
                     "extras: 2 s runs, 2,000 idle subscribers, 200k encoder iterations")
     ap.add_argument("--only", default=",".join(SERVERS), help="servers, comma list: " + ",".join(SERVERS))
-    ap.add_argument("--scenarios", default="S1,S2,S3,S4,S5")
+    ap.add_argument("--scenarios", default="S1,S2,S3,S4,S5", help="comma list, or none (only the extra stages)")
     ap.add_argument("--duration", type=float, help="override each scenario's duration (s)")
     ap.add_argument("--threads", type=int, default=1, help="herald-bench event-loop threads")
     ap.add_argument("--no-ring", action="store_true", help="skip the ring microbenchmark")
     ap.add_argument("--no-workers", action="store_true", help="skip herald's S3 workers/taskset table")
     ap.add_argument("--no-extras", action="store_true",
-                    help="skip the extra herald-only stages (envelope encoders, TLS, cluster, formats, SSE)")
+                    help="skip the extra herald-only stages (envelope encoders, TLS, cluster, formats, cluster3, "
+                    "deflate, SSE)")
     ap.add_argument("--extras", default=",".join(EXTRAS),
                     help="extra herald-only stages to run, comma list of " + ",".join(EXTRAS) +
                     " (default all; they run whenever herald is in --only, whatever --scenarios says)")
@@ -845,7 +1132,7 @@ def main():
             ap.error(f"unknown server {s!r}")
     servers = [s for s in SERVERS if s in servers]
     scen = scenarios(a.quick, a.duration)
-    scen_list = [s.strip().upper() for s in a.scenarios.split(",") if s.strip()]
+    scen_list = [s.strip().upper() for s in a.scenarios.split(",") if s.strip() and s.strip().lower() != "none"]
     for s in scen_list:
         if s not in scen:
             ap.error(f"unknown scenario {s!r}")

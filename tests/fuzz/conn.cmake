@@ -45,8 +45,12 @@ target_include_directories(herald_conn_fuzz PUBLIC ${CMAKE_SOURCE_DIR}/src
 target_compile_options(herald_conn_fuzz PRIVATE
     -fsanitize=fuzzer-no-link,${HERALD_FUZZ_SAN} -fno-sanitize-recover=undefined -g -O1
     -fsanitize-coverage-ignorelist=${CMAKE_CURRENT_BINARY_DIR}/fuzz_conn_cov_ignore.txt)
+if(NOT TARGET PkgConfig::LIBDEFLATE)
+    pkg_check_modules(LIBDEFLATE REQUIRED IMPORTED_TARGET libdeflate)
+    pkg_check_modules(ZLIB REQUIRED IMPORTED_TARGET zlib)
+endif()
 target_link_libraries(herald_conn_fuzz PUBLIC OpenSSL::SSL OpenSSL::Crypto PkgConfig::JANSSON
-    PkgConfig::HIREDIS ${MSGPACK_LIBRARY} Threads::Threads)
+    PkgConfig::HIREDIS ${MSGPACK_LIBRARY} Threads::Threads PkgConfig::LIBDEFLATE PkgConfig::ZLIB)
 
 add_executable(fuzz_conn ${CMAKE_CURRENT_LIST_DIR}/fuzz_conn.c)
 target_compile_options(fuzz_conn PRIVATE

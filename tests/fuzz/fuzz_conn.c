@@ -47,8 +47,11 @@
  *    HTTP/1.1 responses (Content-Length bodies; nothing after one that says
  *    Connection: close); after a 200 text/event-stream (/sse) only LF-ended
  *    comments and events that start with their id line and hold only
- *    id/data/event fields; and after a 101 only well-formed server frames: FIN
- *    set, no RSV bits, unmasked, known opcode, minimal length encoding,
+ *    id/data/event fields (never compressed: no deflate on /sse); and after a
+ *    101 only well-formed server frames: FIN set, no RSV bits but RSV1 on data
+ *    frames after a 101 that accepted permessage-deflate (those must inflate,
+ *    smaller than what they carry, to UTF-8 for text), unmasked, known opcode,
+ *    minimal length encoding,
  *    control payloads <= 125, text payloads valid UTF-8, close frames with a
  *    valid code and UTF-8 reason, and nothing after the close frame;
  *  - TLS clients never fail on what the server sends (alerts aside): the
@@ -84,6 +87,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <zlib.h>
 
 #include "admit.h"
 #include "chan.h"
@@ -194,7 +198,55 @@ typedef struct oracle {
     size_t line_len;
     bool ev_open;        /* a field line seen since the last blank line */
     bool ev_id;          /* ... and the event's first line was its id */
+    bool deflate;        /* the 101 accepted permessage-deflate */
+    bool rsv1;           /* the current frame is compressed */
 } oracle;
+
+/* A compressed frame (RFC 7692) must inflate (after the 00 00 ff ff tail) to
+ * at most limit bytes; its plain payload goes to *out (malloc'd). */
+static bool fz_inflate(const uint8_t *p, size_t n, uint8_t **out, size_t *out_len)
+{
+    static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
+    z_stream zs = {0};
+    if (inflateInit2(&zs, -15) != Z_OK)
+        return false;
+    size_t cap = 4096, len = 0;
+    uint8_t *buf = malloc(cap);
+    bool ok = buf != NULL, ended = false;
+    for (int part = 0; ok && !ended && part < 2; part++) {
+        zs.next_in = (Bytef *)(uintptr_t)(part ? tail : p);
+        zs.avail_in = (uInt)(part ? sizeof tail : n);
+        for (;;) {
+            if (len == cap) {
+                uint8_t *b = cap < (64u << 20) ? realloc(buf, cap * 2) : NULL;
+                if (!(ok = b != NULL))
+                    break;
+                buf = b;
+                cap *= 2;
+            }
+            zs.next_out = buf + len;
+            zs.avail_out = (uInt)(cap - len);
+            int rc = inflate(&zs, Z_SYNC_FLUSH);
+            len = cap - zs.avail_out;
+            if (rc == Z_STREAM_END) {
+                ended = true;
+                break;
+            }
+            if (!(ok = rc == Z_OK || rc == Z_BUF_ERROR))
+                break;
+            if (zs.avail_out > 0) /* all input used, all output out */
+                break;
+        }
+    }
+    inflateEnd(&zs);
+    if (!ok) {
+        free(buf);
+        return false;
+    }
+    *out = buf;
+    *out_len = len;
+    return true;
+}
 
 static bool fz_utf8_ok(const uint8_t *p, size_t n)
 {
@@ -220,6 +272,8 @@ static void or_head_done(oracle *o)
     o->head[n] = '\0'; /* room kept: head_len < FZ_HEAD_MAX */
     if (status == 101) {
         o->mode = OR_WS;
+        o->deflate = strstr(h, "\r\nSec-WebSocket-Extensions: permessage-deflate; "
+                               "server_no_context_takeover") != NULL;
         o->hdr_have = 0;
         o->hdr_need = 2;
         return;
@@ -253,9 +307,19 @@ static void or_frame_done(oracle *o)
 {
     size_t n = o->pay_have;
     bool whole = o->plen == n;
-    if (o->op == 0x1 && whole)
+    if (o->rsv1 && whole) {
+        uint8_t *plain = NULL;
+        size_t pn = 0;
+        CHECK(fz_inflate(o->pay, n, &plain, &pn), "client %d: compressed frame of %zu bytes "
+              "does not inflate", o->slot, n);
+        CHECK(pn > n, "client %d: compressed frame no smaller than its payload", o->slot);
+        if (o->op == 0x1)
+            CHECK(fz_utf8_ok(plain, pn), "client %d: compressed text is not UTF-8", o->slot);
+        free(plain);
+    } else if (o->op == 0x1 && whole) {
         CHECK(fz_utf8_ok(o->pay, n), "client %d: text frame of %zu bytes is not UTF-8", o->slot,
               n);
+    }
     if (o->op == 0x8) {
         CHECK(n != 1, "client %d: close frame with a 1-byte payload", o->slot);
         if (n >= 2) {
@@ -276,8 +340,12 @@ static void or_frame_header(oracle *o)
     uint8_t b0 = o->hdr[0], b1 = o->hdr[1];
     if (o->hdr_have == 2) {
         CHECK(b0 & 0x80, "client %d: server frame without FIN (0x%02x)", o->slot, b0);
-        CHECK(!(b0 & 0x70), "client %d: server frame with RSV bits (0x%02x)", o->slot, b0);
+        CHECK(!(b0 & 0x30), "client %d: server frame with RSV2/RSV3 (0x%02x)", o->slot, b0);
         o->op = b0 & 0x0F;
+        o->rsv1 = b0 & 0x40;
+        CHECK(!o->rsv1 || (o->deflate && (o->op == 0x1 || o->op == 0x2)),
+              "client %d: RSV1 without permessage-deflate or on a control frame (0x%02x)",
+              o->slot, b0);
         CHECK(o->op == 0x1 || o->op == 0x2 || o->op == 0x8 || o->op == 0x9 || o->op == 0xA,
               "client %d: server frame opcode %u", o->slot, o->op);
         CHECK(!(b1 & 0x80), "client %d: masked server frame", o->slot);
@@ -323,7 +391,7 @@ static void or_ws(oracle *o, const uint8_t *p, size_t n)
         }
         uint64_t left = o->plen - o->ppos;
         size_t k = n - i < left ? n - i : (size_t)left;
-        if ((o->op == 0x1 || o->op == 0x8) && o->plen <= FZ_PAYLOAD_KEEP) {
+        if ((o->op == 0x1 || o->op == 0x8 || o->rsv1) && o->plen <= FZ_PAYLOAD_KEEP) {
             if (o->pay_have + k > o->pay_cap) {
                 size_t cap = o->pay_cap ? o->pay_cap : 256;
                 while (cap < o->pay_have + k)

@@ -12,6 +12,7 @@ import hmac
 import json
 import os
 import sys
+import zlib
 
 sys.dont_write_bytecode = True  # no __pycache__ next to the sources
 from gen_corpus import close, frame  # noqa: E402
@@ -321,6 +322,39 @@ def seeds():
         get(b"/sse?groups=s,t"),
         b"".join(post(b"/publish?group=s", b"y" * 900) for _ in range(8)),
         get(b"/sse?groups=s", b"Last-Event-ID: " + EPOCH + b"/2\r\n"))
+    # permessage-deflate: subscribers with and without the extension (raw and
+    # JSON), a publisher sending compressed messages (fragmented text with
+    # context takeover, binary, an empty one, then RSV1 on a ping: 1002), an
+    # HTTP publish big enough to be compressed; and a bomb (2 MiB of zeros)
+    # from a publisher and from a subscriber.
+    ext = b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    z1 = (c.compress(b'{"id":1,"title":"order shipped"}' * 8) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    z2 = (c.compress(bytes(range(256)) * 2) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    zpub = (upgrade(b"/publish?group=z", ext) + frame(0x1, z1[:7], fin=False, rsv=0x40) +
+            frame(0x0, z1[7:]) + frame(0x2, z2, rsv=0x40) + frame(0x1, b"", rsv=0x40) +
+            frame(0x9, b"p", rsv=0x40))
+    s["deflate_pub_sub"] = seed(
+        0, [send(0, 0), send(1, 0), send(2, 0), sync(), send(3, 0), sync(), send(4, 0), sync(),
+            op(READ, 0, 0), op(READ, 1, 0), sync()],
+        upgrade(b"/ws?groups=z", ext), upgrade(b"/ws?groups=z&format=json", ext),
+        upgrade(b"/ws?groups=z"), zpub,
+        post(b"/publish?group=z", b'{"id":2,"title":"payment received"}' * 20, b"application/json"))
+    b = zlib.compressobj(9, zlib.DEFLATED, -15)
+    bomb = (b.compress(bytes(2 << 20)) + b.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    s["deflate_bombs"] = seed(
+        0, [send(0, 0), send(1, 0), sync(16)],
+        upgrade(b"/publish?group=b", ext) + frame(0x2, bomb, rsv=0x40),
+        upgrade(b"/ws?groups=b", ext) + frame(0x2, bomb, rsv=0x40))
+    # Both transports on one group: deflate WebSocket subscribers (JSON, msgpack) beside an
+    # SSE stream of one group (shared events with their id: the highest format), one
+    # compressible JSON publish: plain, compressed and SSE frames in one fan-out.
+    s["sse_and_deflate"] = seed(
+        0, [send(0, 0), send(1, 0), send(2, 0), sync(), send(3, 0), sync(), op(READ, 0, 0),
+            op(READ, 1, 0), sync()],
+        upgrade(b"/ws?groups=m&format=json", ext), get(b"/sse?groups=m&format=json"),
+        upgrade(b"/ws?groups=m&format=msgpack", ext),
+        post(b"/publish?group=m", b'{"id":3,"title":"parcel delivered"}' * 20, b"application/json"))
     return s
 
 

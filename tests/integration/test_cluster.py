@@ -117,12 +117,13 @@ class RedisServer:
     """One redis-server on 127.0.0.1:port, no persistence. kill() = SIGKILL, start() again on the
     same port; stop() at teardown, always by PID."""
 
-    def __init__(self, tmpdir, port=None, aof=False):
+    def __init__(self, tmpdir, port=None, aof=False, extra=()):
         self.tmpdir = tmpdir
         self.port = port or free_port()
         self.proc = None
         self.starts = 0
         self.aof = aof  # append-only file, fsync'd on every write: survives a SIGKILL
+        self.extra = list(extra)  # more redis-server arguments (replicaof, cluster mode...)
 
     def start(self, timeout=10.0):
         assert self.proc is None or self.proc.poll() is not None, "redis-server already running"
@@ -137,7 +138,7 @@ class RedisServer:
                 self.proc = subprocess.Popen(
                     [REDIS_SERVER, "--port", str(self.port), "--bind", HOST, "--save", "",
                      "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always",
-                     "--dir", self.tmpdir, "--daemonize", "no", "--logfile", ""],
+                     "--dir", self.tmpdir, "--daemonize", "no", "--logfile", ""] + self.extra,
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -699,6 +700,32 @@ def test_recovery_on_any_node_replays_from_redis(redis, herald):
     run(main(), 60)
 
 
+def test_fetch_from_redis_is_bounded_by_the_nodes_history(redis, herald):
+    """The stream in Redis is as long as the publishing node's --history; a node with a shorter one
+    fetches only its newest --history entries: a recovery within them replays, one before them is
+    told too_old (never a partial replay)."""
+    a = start_nodes(herald, redis, 1, extra=("--history", "100"))[0]
+    c = start_nodes(herald, redis, 1, extra=("--history", "10"))[0]
+    g = fresh("bound")
+
+    async def main():
+        await apublish_all(a.port, g, [f"m{k}" for k in range(1, 51)])
+        epoch = stats(a.port)["epoch"]
+        r = await ws_connect(c.port, sub(g, since=f"{g}:45", epoch=epoch))
+        try:
+            assert [d["offset"] for d in await recv_envs(r, 5)] == [46, 47, 48, 49, 50]
+            await expect_silence(r, 0.3)
+        finally:
+            await r.close()
+        r = await ws_connect(c.port, sub(g, since=f"{g}:5", epoch=epoch))
+        try:
+            d = json.loads(await recv(r, 5))
+            assert (d.get("type"), d.get("group"), d.get("reason")) == ("recovery_failed", g, "too_old"), d
+        finally:
+            await r.close()
+    run(main(), 60)
+
+
 def test_recovery_on_another_node_mid_stream_has_no_gap_or_duplicate(redis, herald):
     """A client reading a fast stream on node A reconnects to node B, which has no subscriber of
     the group: B fills its record from Redis while live messages keep coming."""
@@ -1143,3 +1170,26 @@ def test_clusters_on_different_databases_of_one_redis_are_isolated(redis, herald
             assert [(x["data"], x["offset"]) for x in got] == [("from-db1", 1)], \
                 f"the db-1 cluster received the db-2 cluster's message: {got}"
     run(main(), 20)
+
+
+def test_deflate_compressed_once_per_node_after_the_broker(herald, redis):
+    """A publish on node A reaches deflate subscribers on A and B: each node compresses the
+    message once, after the broker (Redis carries the plain payload)."""
+    a, b = start_nodes(herald, redis)
+    body = json.dumps([{"id": i, "title": "payment received", "user": f"u{i}"} for i in range(50)])
+
+    async def main():
+        subs = []
+        for node in (a, b, b):
+            subs.append(await ws_connect(node.port, "/ws?groups=zc", compression="deflate"))
+        wait_until(lambda: metric(a.port, "herald_subscribers_open") == 1, what="sub on A")
+        time.sleep(0.3)  # both nodes' SUBSCRIBE confirmed (the 101 waited for it)
+        async with ws_connect(a.port, "/publish?group=zc", compression="deflate") as pub:
+            await pub.send(body)
+        for s in subs:
+            assert await recv(s) == body
+            await s.close()
+    run(main())
+    sa, sb = stats(a.port), stats(b.port)
+    assert sa["deflate_messages"] == 1 and sb["deflate_messages"] == 1, (sa, sb)
+    assert sa["deflate_deliveries"] == 1 and sb["deflate_deliveries"] == 2, (sa, sb)

@@ -59,14 +59,22 @@ def test_rfc_sample_key_accept(srv):
         s.close()
 
 
-def test_extensions_and_subprotocols_not_negotiated(srv):
-    s, resp, _ = handshake(srv, extra=[("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits"),
+def test_deflate_negotiated_subprotocols_not(srv):
+    """permessage-deflate is accepted (always with server_no_context_takeover: one compressed frame
+    is shared by every subscriber); an unknown extension and subprotocols are not."""
+    s, resp, _ = handshake(srv, extra=[("Sec-WebSocket-Extensions", "x-unknown, permessage-deflate; client_max_window_bits"),
                                        ("Sec-WebSocket-Protocol", "chat, superchat")])
     try:
         upgrade_ok(resp)
-        assert resp.header("sec-websocket-extensions") is None, "no extension may be negotiated"
+        assert resp.header("sec-websocket-extensions") == "permessage-deflate; server_no_context_takeover"
         proto = resp.header("sec-websocket-protocol")
         assert proto is None or proto in ("chat", "superchat")
+    finally:
+        s.close()
+    s, resp, _ = handshake(srv, extra=[("Sec-WebSocket-Extensions", "x-unknown; a=1")])
+    try:
+        upgrade_ok(resp)
+        assert resp.header("sec-websocket-extensions") is None, "only permessage-deflate is known"
     finally:
         s.close()
 

@@ -517,3 +517,22 @@ def test_max_conns_per_ip_429_over_tls(tls_herald):
         assert out.startswith(b"HTTP/1.1 429"), out[:200]
     finally:
         first.close()
+
+
+def test_deflate_over_tls(tls_herald):
+    """permessage-deflate over wss: a compressed publisher and a compressed subscriber; the
+    compressed frame goes through the same TLS write path."""
+    srv = tls_herald()
+    body = json.dumps([{"id": i, "title": "order shipped", "user": f"user{i}"} for i in range(60)])
+
+    async def main():
+        async with srv.wss("/ws?groups=z", compression="deflate") as sub, \
+                srv.wss("/publish?group=z", compression="deflate") as pub:
+            assert sub.response_headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
+            await pub.send(body)
+            assert await recv(sub) == body
+    run(main())
+    st, _, data = srv.https("GET", "/stats")
+    s = json.loads(data)
+    assert s["deflate_messages"] == 1 and s["deflate_bytes_out"] < len(body) / 2, s
+    assert s["inflate_messages"] == 1, s

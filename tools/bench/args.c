@@ -31,10 +31,17 @@ void args_usage(FILE *out)
         "  --connect-timeout SECS    per connection, connect + handshake (10)\n"
         "  --server-pid PID[,PID..]  report server CPU and RSS from /proc/PID (summed)\n"
         "  --tls                     connect with TLS (wss://), certificate not verified\n"
+        "  --deflate                 subscribers offer permessage-deflate (the server must\n"
+        "                            accept it) and inflate every compressed message\n"
+        "  --payload letters|json    what follows the 24-byte bench header in each\n"
+        "                            message: a-z repeated (default), or JSON\n"
+        "                            notifications with varying ids, names and times\n"
+        "                            (compresses like real traffic)\n"
         "  --format raw|json|msgpack subscribers ask for ?format=: herald's JSON/msgpack\n"
         "                            envelopes are unwrapped to the payload (raw)\n"
         "  --sse                     subscribers read Server-Sent Events (GET /sse?groups=g,\n"
-        "                            binary events in base64; --sub-path defaults to /sse)\n"
+        "                            binary events in base64; --sub-path defaults to /sse;\n"
+        "                            not with --deflate or --format)\n"
         "  --threads T               event-loop threads (1)\n"
         "  --json                    one JSON line instead of text\n"
         "  --sub-path PATH           subscriber path (/ws)\n"
@@ -92,6 +99,7 @@ enum {
     O_HOST = 256, O_PORT, O_SUBS, O_PUBS, O_GROUPS, O_SIZE, O_RATE, O_DURATION, O_SATURATE,
     O_WINDOW, O_IDLE, O_SRCIPS, O_CONCURRENCY, O_CTIMEOUT, O_PID, O_THREADS, O_JSON,
     O_SUBPATH, O_PUBPATH, O_WARMUP, O_GRACE, O_HELP, O_PORTS, O_PUBPORTSALL, O_TLS, O_FORMAT, O_SSE,
+    O_DEFLATE, O_PAYLOAD,
 };
 
 static const struct option args_opts[] = {
@@ -120,6 +128,8 @@ static const struct option args_opts[] = {
     {"ports", required_argument, 0, O_PORTS},
     {"pub-ports-all", no_argument, 0, O_PUBPORTSALL},
     {"tls", no_argument, 0, O_TLS},
+    {"deflate", no_argument, 0, O_DEFLATE},
+    {"payload", required_argument, 0, O_PAYLOAD},
     {"format", required_argument, 0, O_FORMAT},
     {"sse", no_argument, 0, O_SSE},
     {0, 0, 0, 0},
@@ -212,6 +222,15 @@ int args_parse(int argc, char **argv, bench_args *a)
         case O_PUBPORTSALL: a->pub_ports_all = true; break;
         case O_TLS: a->tls = true; break;
         case O_SSE: a->sse = true; break;
+        case O_DEFLATE: a->deflate = true; break;
+        case O_PAYLOAD:
+            if (!strcmp(v, "json"))
+                a->json_payload = true;
+            else if (!strcmp(v, "letters"))
+                a->json_payload = false;
+            else
+                rc = args_bad("payload", v, "json or letters");
+            break;
         case O_FORMAT:
             if (strcmp(v, "raw") == 0)
                 a->format = FMT_RAW;
@@ -278,6 +297,11 @@ int args_parse(int argc, char **argv, bench_args *a)
     }
     if (a->sse && a->format != FMT_RAW) {
         fprintf(stderr, "herald-bench: --sse reads raw events only (no --format)\n");
+        return ARGS_BAD;
+    }
+    if (a->sse && a->deflate) {
+        fprintf(stderr, "herald-bench: --sse and --deflate exclude each other "
+                        "(permessage-deflate is a WebSocket extension; /sse is never compressed)\n");
         return ARGS_BAD;
     }
     if (a->sse && strcmp(a->sub_path, "/ws") == 0)

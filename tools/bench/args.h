@@ -41,6 +41,8 @@ typedef struct bench_args {
     bool tls;                   /* TLS without certificate verification */
     bool sse;                   /* subscribers read Server-Sent Events (GET /sse) */
     int format;                 /* enum bench_format: what subscribers ask for */
+    bool deflate;               /* subscribers offer permessage-deflate and inflate */
+    bool json_payload;          /* --payload json: filler is JSON notifications */
     uint32_t threads;
     bool json;
     char sub_path[256];

@@ -96,6 +96,7 @@ typedef struct worker_stats {
     _Atomic uint64_t published, expected, skipped, timed_out;
     _Atomic uint64_t delivered, duplicated, out_of_order, unexpected, invalid, size_mismatch;
     _Atomic uint64_t disconnects, protocol_errors, pings;
+    _Atomic uint64_t sub_bytes;     /* WebSocket bytes subscribers read (frames, as on the wire) */
     _Atomic int64_t last_delivery_ns;
 } worker_stats;
 

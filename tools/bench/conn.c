@@ -185,8 +185,9 @@ static size_t conn_request(worker *w, const conn *c, char *out, size_t cap)
     snprintf(host_port, sizeof host_port, "%s:%u", a->host, conn_port(a, c));
     if (!c->is_pub && a->sse)
         return ssec_request(out, cap, host_port, a->sub_path, group);
-    return wsc_request(out, cap, host_port, c->is_pub ? a->pub_path : a->sub_path,
-                       c->is_pub ? "group" : "groups", group, key);
+    return wsc_request_ext(out, cap, host_port, c->is_pub ? a->pub_path : a->sub_path,
+                           c->is_pub ? "group" : "groups", group, key,
+                           !c->is_pub && a->deflate ? WSC_DEFLATE_OFFER : "");
 }
 
 static void conn_opened(worker *w, conn *c)
@@ -206,6 +207,7 @@ static void conn_opened(worker *w, conn *c)
 void conn_close(worker *w, conn *c)
 {
     conn_release(c);
+    wsc_reader_free(&c->rd);
     if (c->state == CS_OPEN || c->state == CS_CLOSING)
         w->open_conns--;
     else if (conn_in_setup(c))
@@ -330,6 +332,8 @@ static bool conn_feed(worker *w, conn *c, const uint8_t *p, size_t n)
 {
     const wsc_handler *h = c->is_pub ? &conn_pub_handler : &conn_sub_handler;
     w->now = bench_now();
+    if (!c->is_pub && w->phase == PH_RUN) /* as deliveries: the measured phase only */
+        STAT_ADD(w, sub_bytes, n);
     if (!c->is_pub && w->run->a->sse) {
         if (ssec_feed(&c->srd, p, n, conn_sse_event, c))
             return true;
@@ -397,6 +401,8 @@ static void conn_reader_init(worker *w, conn *c)
         wsc_reader_init_capture(&c->rd, WSC_HEAD_CAP);
     else
         wsc_reader_init(&c->rd);
+    if (!c->is_pub && w->run->a->deflate) /* conn_check_head made sure it was accepted */
+        wsc_reader_enable_deflate(&c->rd);
 }
 
 static bool conn_check_head(worker *w, conn *c, const char *head, size_t hl)
@@ -408,6 +414,12 @@ static bool conn_check_head(worker *w, conn *c, const char *head, size_t hl)
     if (!ok) {
         conn_fail(w, c, FAIL_HANDSHAKE, "%s", why);
         return false;
+    }
+    if (!c->is_pub && w->run->a->deflate) {
+        if (!wsc_response_deflate(head, hl)) {
+            conn_fail(w, c, FAIL_HANDSHAKE, "%s", "--deflate: the server declined permessage-deflate");
+            return false;
+        }
     }
     return true;
 }

@@ -111,6 +111,34 @@ static bool main_raise_nofile(uint64_t need)
     return true;
 }
 
+/* --payload json: notifications as an app would publish them (ids, names,
+ * timestamps and titles vary; keys repeat), cut to n bytes. Fixed seed: every
+ * run and every server gets the same bytes. */
+static void main_json_filler(uint8_t *out, uint32_t n)
+{
+    static const char *const words[] = {"order", "shipped", "your", "package", "arrives",
+        "tomorrow", "payment", "received", "invoice", "account", "updated", "new", "message",
+        "from", "team", "review", "requested", "build", "passed", "deploy", "ready", "failed"};
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    char rec[320];
+    uint32_t k = 0;
+    while (k < n) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        int len = snprintf(rec, sizeof rec,
+                           "{\"id\":\"n-%06u\",\"user\":{\"id\":%u,\"name\":\"user%u\"},"
+                           "\"created_at\":\"2026-12-%02uT%02u:%02u:%02uZ\",\"read\":%s,"
+                           "\"title\":\"%s %s %s %s\"},",
+                           (unsigned)(x % 1000000), (unsigned)(x >> 20) % 100000,
+                           (unsigned)(x >> 40) % 1000, 1 + (unsigned)(x >> 8) % 28,
+                           (unsigned)(x >> 16) % 24, (unsigned)(x >> 24) % 60,
+                           (unsigned)(x >> 32) % 60, (x >> 5) & 1 ? "true" : "false",
+                           words[(x >> 3) % 22], words[(x >> 11) % 22], words[(x >> 19) % 22],
+                           words[(x >> 27) % 22]);
+        for (int i = 0; i < len && k < n; i++)
+            out[k++] = (uint8_t)rec[i];
+    }
+}
+
 static bool main_setup(bench_run *run, const bench_args *a)
 {
     memset(run, 0, sizeof *run);
@@ -147,8 +175,11 @@ static bool main_setup(bench_run *run, const bench_args *a)
         fprintf(stderr, "herald-bench: out of memory\n");
         return false;
     }
-    for (uint32_t i = 0; i < a->size; i++)
-        run->filler[i] = (uint8_t)('a' + i % 26);
+    if (a->json_payload)
+        main_json_filler(run->filler, a->size);
+    else
+        for (uint32_t i = 0; i < a->size; i++)
+            run->filler[i] = (uint8_t)('a' + i % 26);
     for (uint32_t i = 0; i < a->threads; i++)
         if (!worker_init(&run->workers[i], run, i))
             return false;
@@ -310,6 +341,7 @@ int main(int argc, char **argv)
     res.disconnects = SUM(&run, disconnects);
     res.protocol_errors = SUM(&run, protocol_errors);
     res.pings = SUM(&run, pings);
+    res.sub_bytes = SUM(&run, sub_bytes);
     int64_t last = 0;
     for (uint32_t i = 0; i < run.nworkers; i++) {
         int64_t l = atomic_load(&run.workers[i].st.last_delivery_ns);

@@ -33,6 +33,8 @@ void report_text(FILE *out, const bench_result *r)
         fprintf(out, ", TLS");
     if (a->format != FMT_RAW)
         fprintf(out, ", format %s", args_format_name(a->format));
+    if (a->deflate)
+        fprintf(out, ", permessage-deflate");
     if (a->nports > 1)
         fprintf(out, ", %u nodes", a->nports);
     fputc('\n', out);
@@ -52,6 +54,9 @@ void report_text(FILE *out, const bench_result *r)
                 (unsigned long long)r->out_of_order);
         fprintf(out, "throughput    %.0f deliveries/s over %.3f s\n", r->deliveries_per_sec,
                 r->measured_seconds);
+        if (r->delivered)
+            fprintf(out, "wire          %.1f bytes read per delivery (frames, control frames too)\n",
+                    (double)r->sub_bytes / (double)r->delivered);
         fprintf(out, "latency ms    p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f\n",
                 report_ms(r->lat, 0.5), report_ms(r->lat, 0.9), report_ms(r->lat, 0.99),
                 report_ms(r->lat, 0.999), (double)r->lat->max / 1e6);
@@ -99,10 +104,11 @@ void report_json(FILE *out, const bench_result *r)
     const hist *h = r->lat;
     fprintf(out, "{\"mode\":\"%s\",\"subscribers\":%u,\"publishers\":%u,\"groups\":%u,\"size\":%u,"
                  "\"rate\":%g,\"window\":%u,\"duration\":%g,\"threads\":%u,"
-                 "\"format\":\"%s\",\"tls\":%s,\"nodes\":%u,",
+                 "\"format\":\"%s\",\"tls\":%s,\"deflate\":%s,\"nodes\":%u,",
             report_mode(a), a->subscribers, a->idle ? 0 : a->publishers, a->groups, a->size,
             a->saturate || a->idle ? 0 : a->rate, a->saturate ? a->window : 0, a->duration, a->threads,
-            args_format_name(a->format), a->tls ? "true" : "false", a->nports);
+            args_format_name(a->format), a->tls ? "true" : "false", a->deflate ? "true" : "false",
+            a->nports);
     fprintf(out, "\"connections_ok\":%llu,\"connections_failed\":%llu,\"connect_seconds\":%.6f,"
                  "\"subscribers_ok\":%llu,\"publishers_ok\":%llu,",
             (unsigned long long)(r->sub_ok + r->pub_ok), (unsigned long long)r->failed,
@@ -133,6 +139,12 @@ void report_json(FILE *out, const bench_result *r)
     else
         fprintf(out, "\"server_rss_kb\":null,\"server_rss_before_kb\":null,"
                      "\"server_rss_per_conn_bytes\":null,");
+    fprintf(out, "\"subscriber_bytes_in\":%llu,\"wire_bytes_per_delivery\":",
+            (unsigned long long)r->sub_bytes);
+    if (r->delivered)
+        fprintf(out, "%.1f,", (double)r->sub_bytes / (double)r->delivered);
+    else
+        fprintf(out, "null,");
     fprintf(out, "\"skipped\":%llu,\"window_timeouts\":%llu,\"unexpected\":%llu,\"invalid\":%llu,"
                  "\"size_mismatch\":%llu,\"disconnects\":%llu,\"protocol_errors\":%llu,"
                  "\"pings_answered\":%llu,\"connect_failures\":{\"connect\":%llu,\"handshake\":%llu,"

@@ -17,6 +17,7 @@ typedef struct bench_result {
     uint64_t published, expected, delivered, lost, duplicated, out_of_order;
     uint64_t unexpected, invalid, size_mismatch, skipped, timed_out;
     uint64_t disconnects, protocol_errors, pings;
+    uint64_t sub_bytes;
     double measured_seconds;
     double deliveries_per_sec;
     const hist *lat;

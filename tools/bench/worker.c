@@ -12,6 +12,7 @@
 
 #include "conn.h"
 #include "pub.h"
+#include "wsc.h"
 
 #define WORKER_EVENTS 512
 /* saturate mode: messages built per loop pass before servicing reads again */
@@ -307,6 +308,7 @@ void *worker_main(void *arg)
                 sat_expire(w, &w->pubs[k]);
         worker_flush_pubs(w);
     }
+    wsc_thread_done();
     atomic_store(&w->exited, true);
     return NULL;
 }

@@ -5,7 +5,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include <libdeflate.h>
 #include <openssl/evp.h>
+#include <stdlib.h>
 
 static const char wsc_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -18,6 +20,13 @@ void wsc_key_encode(const uint8_t raw[16], char out[WSC_KEY_LEN + 1])
 size_t wsc_request(char *out, size_t cap, const char *host_port, const char *path,
                    const char *query_key, const char *query_value, const char *key)
 {
+    return wsc_request_ext(out, cap, host_port, path, query_key, query_value, key, "");
+}
+
+size_t wsc_request_ext(char *out, size_t cap, const char *host_port, const char *path,
+                       const char *query_key, const char *query_value, const char *key,
+                       const char *extra_headers)
+{
     /* a path that already has a query gets our parameter appended */
     char sep = strchr(path, '?') ? '&' : '?';
     int n = snprintf(out, cap,
@@ -27,8 +36,8 @@ size_t wsc_request(char *out, size_t cap, const char *host_port, const char *pat
                      "Connection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\n"
                      "Sec-WebSocket-Version: 13\r\n"
-                     "\r\n",
-                     path, sep, query_key, query_value, host_port, key);
+                     "%s\r\n",
+                     path, sep, query_key, query_value, host_port, key, extra_headers);
     if (n < 0 || (size_t)n >= cap)
         return 0;
     return (size_t)n;
@@ -123,6 +132,21 @@ bool wsc_response_ok(const char *head, size_t len, const char *key, char *why, s
     return true;
 }
 
+bool wsc_response_deflate(const char *head, size_t len)
+{
+    static const char name[] = "\r\nsec-websocket-extensions:";
+    size_t nl = sizeof name - 1;
+    for (size_t i = 0; i + nl <= len; i++) {
+        if (strncasecmp(head + i, name, nl) != 0)
+            continue;
+        const char *v = head + i + nl, *end = head + len;
+        while (v < end && (*v == ' ' || *v == '\t'))
+            v++;
+        return (size_t)(end - v) >= 18 && strncasecmp(v, "permessage-deflate", 18) == 0;
+    }
+    return false;
+}
+
 size_t wsc_header(uint8_t *out, uint8_t opcode, uint64_t len, uint32_t mask)
 {
     size_t n = 0;
@@ -185,12 +209,118 @@ void wsc_reader_init_capture(wsc_reader *r, uint16_t head_want)
     r->want_tail = true;
 }
 
+void wsc_reader_enable_deflate(wsc_reader *r) { r->deflate = true; }
+
+void wsc_reader_free(wsc_reader *r)
+{
+    free(r->zbuf);
+    r->zbuf = NULL;
+    r->zlen = r->zcap = 0;
+}
+
+/* Keeps what the bench looks at of a message's (plain) payload: its first
+ * head_want bytes, its last WSC_TAIL bytes, its length. */
+static void wsc_capture(wsc_reader *r, const uint8_t *p, size_t take)
+{
+    if (r->head_have < r->head_want) {
+        size_t k = (size_t)(r->head_want - r->head_have);
+        if (k > take)
+            k = take;
+        memcpy(r->head + r->head_have, p, k);
+        r->head_have = (uint16_t)(r->head_have + k);
+    }
+    if (r->want_tail) {
+        /* per chunk, not per byte: shift in its last <= 4 bytes */
+        if (take >= WSC_TAIL) {
+            memcpy(r->tail, p + take - WSC_TAIL, WSC_TAIL);
+        } else {
+            memmove(r->tail, r->tail + take, WSC_TAIL - take);
+            memcpy(r->tail + WSC_TAIL - take, p, take);
+        }
+    }
+    r->msg_len += take;
+}
+
+static bool wsc_zappend(wsc_reader *r, const uint8_t *p, size_t n)
+{
+    if ((uint64_t)r->zlen + n > (1u << 30))
+        return false;
+    if (r->zlen + n > r->zcap) {
+        size_t cap = r->zcap ? r->zcap : 256;
+        while (cap < r->zlen + n)
+            cap *= 2;
+        uint8_t *b = realloc(r->zbuf, cap);
+        if (!b)
+            return false;
+        r->zbuf = b;
+        r->zcap = (uint32_t)cap;
+    }
+    memcpy(r->zbuf + r->zlen, p, n);
+    r->zlen += (uint32_t)n;
+    return true;
+}
+
+/* One decompressor and output buffer per thread: messages are whole when
+ * inflated, so nothing of a connection's stream lives between reads except
+ * its compressed bytes. The tail (RFC 7692 7.2.2) is followed by an empty
+ * final block so libdeflate sees a complete stream whether the server ended
+ * the message with a sync flush or a final block. */
+static _Thread_local struct libdeflate_decompressor *wsc_dec;
+static _Thread_local uint8_t *wsc_out;
+static _Thread_local size_t wsc_out_cap;
+
+void wsc_thread_done(void)
+{
+    if (wsc_dec)
+        libdeflate_free_decompressor(wsc_dec);
+    free(wsc_out);
+    wsc_dec = NULL;
+    wsc_out = NULL;
+    wsc_out_cap = 0;
+}
+
+static bool wsc_inflate_message(wsc_reader *r)
+{
+    static const uint8_t tail[] = {0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff};
+    if (!wsc_zappend(r, tail, sizeof tail))
+        return false;
+    if (!wsc_dec && !(wsc_dec = libdeflate_alloc_decompressor()))
+        return false;
+    if (!wsc_out) {
+        wsc_out_cap = 1u << 16;
+        if (!(wsc_out = malloc(wsc_out_cap)))
+            return false;
+    }
+    for (;;) {
+        size_t got = 0, used = 0;
+        enum libdeflate_result rc = libdeflate_deflate_decompress_ex(
+            wsc_dec, r->zbuf, r->zlen, wsc_out, wsc_out_cap, &used, &got);
+        if (rc == LIBDEFLATE_SUCCESS) {
+            wsc_capture(r, wsc_out, got);
+            break;
+        }
+        if (rc != LIBDEFLATE_INSUFFICIENT_SPACE || wsc_out_cap >= (1u << 28))
+            return false;
+        uint8_t *b = realloc(wsc_out, wsc_out_cap * 2);
+        if (!b)
+            return false;
+        wsc_out = b;
+        wsc_out_cap *= 2;
+    }
+    r->zlen = 0;
+    if (r->zcap > (1u << 16)) /* a large message: do not keep its buffer */
+        wsc_reader_free(r);
+    return true;
+}
+
 /* Header complete: validate it and set up the payload phase. */
 static int wsc_begin_frame(wsc_reader *r)
 {
     uint8_t b0 = r->hdr[0], b1 = r->hdr[1];
-    if (b0 & 0x70u)
-        return WSC_FEED_ERROR; /* no extension was negotiated */
+    bool rsv1 = b0 & 0x40u, first = (b0 & 0x0fu) == WSC_OP_TEXT || (b0 & 0x0fu) == WSC_OP_BINARY;
+    /* RSV1 only with permessage-deflate, on a data message's first frame */
+    if ((b0 & 0x30u) || (rsv1 && (!r->deflate || !first)))
+        return WSC_FEED_ERROR;
     if (b1 & 0x80u)
         return WSC_FEED_ERROR; /* servers must not mask */
     r->fin = (b0 & 0x80u) != 0;
@@ -223,6 +353,8 @@ static int wsc_begin_frame(wsc_reader *r)
         r->msg_op = r->opcode;
         r->msg_len = 0;
         r->head_have = 0;
+        r->msg_z = rsv1;
+        r->zlen = 0;
         break;
     case WSC_OP_CONT:
         if (!r->in_msg)
@@ -257,6 +389,8 @@ static int wsc_end_frame(wsc_reader *r, const wsc_handler *h, void *ctx)
     default:
         if (r->fin) {
             r->in_msg = false;
+            if (r->msg_z && !wsc_inflate_message(r))
+                return WSC_FEED_ERROR;
             h->on_message(ctx, r->msg_op, r->head, r->msg_len);
         }
         return WSC_FEED_OK;
@@ -293,24 +427,11 @@ int wsc_feed(wsc_reader *r, const uint8_t *p, size_t n, const wsc_handler *h, vo
             if (r->opcode >= WSC_OP_CLOSE) {
                 memcpy(r->ctl + r->ctl_have, p + i, take);
                 r->ctl_have = (uint8_t)(r->ctl_have + take);
+            } else if (r->msg_z) {
+                if (!wsc_zappend(r, p + i, take))
+                    return WSC_FEED_ERROR;
             } else {
-                if (r->head_have < r->head_want) {
-                    size_t k = (size_t)(r->head_want - r->head_have);
-                    if (k > take)
-                        k = take;
-                    memcpy(r->head + r->head_have, p + i, k);
-                    r->head_have = (uint16_t)(r->head_have + k);
-                }
-                if (r->want_tail) {
-                    /* per chunk, not per byte: shift in its last <= 4 bytes */
-                    if (take >= WSC_TAIL) {
-                        memcpy(r->tail, p + i + take - WSC_TAIL, WSC_TAIL);
-                    } else {
-                        memmove(r->tail, r->tail + take, WSC_TAIL - take);
-                        memcpy(r->tail + WSC_TAIL - take, p + i, take);
-                    }
-                }
-                r->msg_len += take;
+                wsc_capture(r, p + i, take);
             }
             i += take;
             r->remaining -= take;

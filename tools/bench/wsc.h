@@ -39,6 +39,22 @@ void wsc_key_encode(const uint8_t raw[16], char out[WSC_KEY_LEN + 1]);
 size_t wsc_request(char *out, size_t cap, const char *host_port, const char *path,
                    const char *query_key, const char *query_value, const char *key);
 
+/* Same, with extra header lines (each ending in CRLF) before the blank line. */
+size_t wsc_request_ext(char *out, size_t cap, const char *host_port, const char *path,
+                       const char *query_key, const char *query_value, const char *key,
+                       const char *extra_headers);
+
+/* The permessage-deflate offer of --deflate subscribers (RFC 7692). It asks
+ * for server_no_context_takeover: messages are inflated whole and
+ * independently (a per-thread decompressor), so a server that would keep
+ * its context across messages (Node ws by default) must not. */
+#define WSC_DEFLATE_OFFER \
+    "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; " \
+    "client_max_window_bits\r\n"
+
+/* True when a (checked) response head accepts permessage-deflate. */
+bool wsc_response_deflate(const char *head, size_t len);
+
 /* Length of the response head including the blank line, 0 if the head is not
  * complete within buf[0..n). */
 size_t wsc_head_len(const char *buf, size_t n);
@@ -99,6 +115,13 @@ typedef struct wsc_reader {
     uint8_t ctl_have;
     uint8_t ctl_len;
     uint8_t ctl[WSC_MAX_CONTROL];
+    /* permessage-deflate: RSV1 allowed on a message's first frame; such a
+     * message is gathered in zbuf (only while one is being read, freed
+     * after large ones) and inflated whole when it ends. */
+    bool deflate;
+    bool msg_z;
+    uint8_t *zbuf;
+    uint32_t zlen, zcap;
 } wsc_reader;
 
 enum { WSC_FEED_OK = 0, WSC_FEED_CLOSED = 1, WSC_FEED_ERROR = -1 };
@@ -108,6 +131,14 @@ void wsc_reader_init(wsc_reader *r);
 /* Keeps head_want (<= WSC_HEAD_CAP) first bytes and the last WSC_TAIL bytes:
  * for envelopes, where the payload is not at the start. */
 void wsc_reader_init_capture(wsc_reader *r, uint16_t head_want);
+
+/* Accepts compressed messages (the server accepted permessage-deflate). */
+void wsc_reader_enable_deflate(wsc_reader *r);
+/* Frees this thread's decompressor and output buffer (at a worker's exit). */
+void wsc_thread_done(void);
+
+/* Frees what a reader holds (the compressed message buffer). */
+void wsc_reader_free(wsc_reader *r);
 
 /* Consumes n bytes. Returns WSC_FEED_CLOSED once a close frame was handled
  * (later bytes are ignored) and WSC_FEED_ERROR on a protocol violation by

@@ -5,6 +5,10 @@
 //                           subscribers with the same opcode, never back.
 // Idiomatic: a Map of group -> Set of sockets, ws.send per subscriber.
 // usage: node server.js [port] [host]
+// PERMESSAGE_DEFLATE=1: accept permessage-deflate (ws's defaults: context takeover, a zlib
+// compressor per connection, so each message is compressed once per subscriber), with the
+// threshold lowered from ws's 1024 to herald's default --compression-min-size (128) so both
+// servers compress the same messages.
 const http = require('http');
 const { WebSocketServer } = require('ws');
 
@@ -36,7 +40,11 @@ const server = http.createServer((req, res) => {
   res.end();
 });
 
-const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
+const deflate = process.env.PERMESSAGE_DEFLATE === '1';
+const wss = new WebSocketServer({
+  noServer: true,
+  perMessageDeflate: deflate ? { threshold: 128 } : false,
+});
 
 server.on('upgrade', (req, socket, head) => {
   const url = new URL(req.url, 'http://x');

@@ -11,6 +11,7 @@
 #include "unwrap.h"
 #include "wsc.h"
 
+#include <libdeflate.h>
 #include <openssl/evp.h>
 
 static int unit_failures;
@@ -202,6 +203,71 @@ static void test_reader(void)
     CHECK(r.close_code == -1);
 }
 
+/* --deflate: compressed messages (RSV1 on the first frame), fragmented and
+ * fed byte by byte, inflate to the same head and length; one ending in a
+ * final block plus 0x00 (as herald sends) and one ending in a sync flush
+ * (as zlib-based servers do). RSV1 without the extension, or on a
+ * continuation, is an error. */
+static void test_reader_deflate(void)
+{
+    static uint8_t payload[40000], z[41000], wire[50000];
+    msg_head m = {MSG_FLAG_MEASURED, 3, 99, 5};
+    static const char pat[] = "{\"id\":1,\"t\":\"order shipped\"},";
+    for (size_t i = 0; i < sizeof payload; i++)
+        payload[i] = (uint8_t)pat[i % (sizeof pat - 1)];
+    msg_encode(payload, &m);
+    struct libdeflate_compressor *c = libdeflate_alloc_compressor(6);
+    size_t zn = libdeflate_deflate_compress(c, payload, sizeof payload, z, sizeof z - 1);
+    libdeflate_free_compressor(c);
+    CHECK(zn > 0 && zn < sizeof payload / 4);
+    z[zn++] = 0x00; /* what follows a final block (RFC 7692 7.2.3.4) */
+    size_t n = 0;
+    n += put_frame(wire + n, false, WSC_OP_BINARY, z, 10);
+    wire[0] |= 0x40;
+    n += put_frame(wire + n, true, WSC_OP_PING, (const uint8_t *)"p", 1);
+    n += put_frame(wire + n, true, WSC_OP_CONT, z + 10, zn - 10);
+    /* a sync-flush message: a stored block of the 24-byte head, then the
+     * empty stored block of the flush without its last 4 bytes (0x00 left) */
+    uint8_t sync[40] = {0x00, 24, 0, (uint8_t)~24, 0xff};
+    memcpy(sync + 5, payload, 24);
+    sync[29] = 0x00;
+    size_t s0 = n;
+    n += put_frame(wire + n, true, WSC_OP_BINARY, sync, 30);
+    wire[s0] |= 0x40;
+    n += put_frame(wire + n, true, WSC_OP_TEXT, (const uint8_t *)"plain", 5);
+
+    wsc_reader rd;
+    wsc_reader_init(&rd);
+    wsc_reader_enable_deflate(&rd);
+    rec r = {0};
+    for (size_t i = 0; i < n; i++)
+        CHECK(wsc_feed(&rd, wire + i, 1, &rec_handler, &r) == WSC_FEED_OK);
+    CHECK(r.messages == 3 && r.pings == 1 && r.last_total == 5 && r.op == WSC_OP_TEXT);
+    wsc_reader_free(&rd);
+    wsc_reader_init(&rd);
+    wsc_reader_enable_deflate(&rd);
+    memset(&r, 0, sizeof r);
+    CHECK(wsc_feed(&rd, wire, s0, &rec_handler, &r) == WSC_FEED_OK);
+    CHECK(r.messages == 1 && r.last_total == sizeof payload);
+    msg_head got = {0};
+    CHECK(msg_decode(r.last_head, r.last_total, &got) && got.publisher == 3 && got.seq == 99);
+    CHECK(wsc_feed(&rd, wire + s0, n - s0, &rec_handler, &r) == WSC_FEED_OK);
+    CHECK(r.messages == 3);
+    wsc_reader_free(&rd);
+
+    uint8_t bad[2][12] = {
+        {0xC2, 0x01, 0x00},                   /* RSV1 without the extension */
+        {0x42, 0x01, 0x00, 0xC0, 0x01, 0x00}, /* RSV1 on a continuation */
+    };
+    wsc_reader_init(&rd);
+    CHECK(wsc_feed(&rd, bad[0], 3, &rec_handler, &r) == WSC_FEED_ERROR);
+    wsc_reader_init(&rd);
+    wsc_reader_enable_deflate(&rd);
+    CHECK(wsc_feed(&rd, bad[1], 6, &rec_handler, &r) == WSC_FEED_ERROR);
+    wsc_reader_free(&rd);
+    wsc_thread_done();
+}
+
 /* ---- envelopes: built as herald builds them, read back through a
  * capturing reader (fragmented, byte by byte) and unwrapped ---- */
 
@@ -389,6 +455,7 @@ int main(void)
     test_hist();
     test_track();
     test_reader();
+    test_reader_deflate();
     test_unwrap();
     test_handshake();
     test_mask();

@@ -1,0 +1,204 @@
+/* Unit tests for src/deflate.c: compress-once frames and the bounded inflater.
+ * zlib's own deflate plays the client (context takeover, sync flushes). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <zlib.h>
+
+#include "deflate.h"
+#include "metrics.h"
+
+typedef struct sink_buf {
+    uint8_t *p;
+    size_t n, cap, calls;
+} sink_buf;
+
+static bool sink(void *arg, const uint8_t *p, size_t n)
+{
+    sink_buf *b = arg;
+    assert_true(n <= 16384);
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2;
+        b->p = realloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->n, p, n);
+    b->n += n;
+    b->calls++;
+    return true;
+}
+
+/* A client's compressor: RFC 7692 7.2.1 (sync flush, tail removed). */
+static size_t client_deflate(z_stream *zs, const uint8_t *in, size_t n, uint8_t *out, size_t cap)
+{
+    zs->next_in = (Bytef *)(uintptr_t)in;
+    zs->avail_in = (uInt)n;
+    zs->next_out = out;
+    zs->avail_out = (uInt)cap;
+    assert_int_equal(deflate(zs, Z_SYNC_FLUSH), Z_OK);
+    size_t z = cap - zs->avail_out;
+    assert_true(z >= 4 && memcmp(out + z - 4, "\0\0\xff\xff", 4) == 0);
+    return z - 4;
+}
+
+static void test_roundtrip_context_takeover(void **st)
+{
+    (void)st;
+    z_stream zs = {0};
+    assert_int_equal(deflateInit2(&zs, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    deflate_inflater *z = deflate_inflater_new(15, false);
+    assert_non_null(z);
+    static uint8_t out[1 << 16];
+    const char *msgs[] = {"hello hello hello world", "hello hello hello world again",
+                          "{\"a\":1,\"b\":[1,2,3]}"};
+    for (int i = 0; i < 3; i++) {
+        size_t n = client_deflate(&zs, (const uint8_t *)msgs[i], strlen(msgs[i]), out, sizeof out);
+        sink_buf b = {0};
+        /* fed byte by byte: fragments and reads split anywhere */
+        for (size_t k = 0; k < n; k++)
+            assert_int_equal(deflate_inflate(z, out + k, 1, false, 1 << 20, sink, &b), DEFLATE_OK);
+        assert_int_equal(deflate_inflate(z, NULL, 0, true, 1 << 20, sink, &b), DEFLATE_OK);
+        assert_int_equal(b.n, strlen(msgs[i]));
+        assert_memory_equal(b.p, msgs[i], b.n);
+        free(b.p);
+    }
+    deflateEnd(&zs);
+    deflate_inflater_free(z);
+}
+
+static void test_bomb_stops_at_limit(void **st)
+{
+    (void)st;
+    size_t big = 64u << 20;
+    uint8_t *zeros = calloc(1, big);
+    uLongf zcap = compressBound((uLong)big);
+    uint8_t *zbuf = malloc(zcap);
+    z_stream zs = {0};
+    assert_int_equal(deflateInit2(&zs, 9, Z_DEFLATED, -15, 9, Z_DEFAULT_STRATEGY), Z_OK);
+    size_t zn = client_deflate(&zs, zeros, big, zbuf, zcap);
+    deflateEnd(&zs);
+    free(zeros);
+    assert_true(zn < 128 * 1024); /* 64 MiB in ~64 KiB: the bomb */
+    deflate_inflater *z = deflate_inflater_new(15, true);
+    sink_buf b = {0};
+    deflate_result r = deflate_inflate(z, zbuf, zn, true, 1 << 20, sink, &b);
+    assert_int_equal(r, DEFLATE_TOO_BIG);
+    assert_true(b.n <= 1 << 20); /* nothing past the limit reached the sink */
+    free(b.p);
+    free(zbuf);
+    deflate_inflater_free(z);
+}
+
+static void test_corrupt_data(void **st)
+{
+    (void)st;
+    deflate_inflater *z = deflate_inflater_new(15, true);
+    static const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0x13, 0x37};
+    sink_buf b = {0};
+    assert_int_equal(deflate_inflate(z, junk, sizeof junk, true, 1 << 20, sink, &b),
+                     DEFLATE_CORRUPT);
+    deflate_inflater_free(z);
+    free(b.p);
+}
+
+static void test_truncated_with_context_kept(void **st)
+{
+    (void)st;
+    /* A stored block header promising bytes that never come: with the
+     * context kept, the next message would be read as its rest. */
+    deflate_inflater *z = deflate_inflater_new(15, false);
+    static const uint8_t half[] = {0x00, 0x0a, 0x00, 0xf5, 0xff, 'a'};
+    sink_buf b = {0};
+    assert_int_equal(deflate_inflate(z, half, sizeof half, true, 1 << 20, sink, &b),
+                     DEFLATE_CORRUPT);
+    deflate_inflater_free(z);
+    free(b.p);
+}
+
+static msg *published(const void *p, size_t n)
+{
+    msg *m = msg_new_frame(MSG_DATA, WS_OP_TEXT, p, n);
+    assert_non_null(m);
+    return m;
+}
+
+static void test_variant_compress_once(void **st)
+{
+    (void)st;
+    char text[4096];
+    for (size_t i = 0; i < sizeof text; i++)
+        text[i] = "{\"id\":12,\"name\":\"x\"}"[i % 20];
+    msg *m = published(text, sizeof text);
+    metrics mt = {0};
+    msg *z = deflate_variant(m, 128, &mt);
+    assert_ptr_not_equal(z, m);
+    assert_ptr_equal(deflate_variant(m, 128, &mt), z); /* cached: built once */
+    assert_int_equal(mt.deflate_messages, 1);
+    assert_int_equal(z->data[0], 0x80 | 0x40 | WS_OP_TEXT); /* FIN, RSV1, text */
+    /* what a client does: payload + 00 00 ff ff, inflate */
+    size_t hl = z->len - z->payload_len;
+    deflate_inflater *in = deflate_inflater_new(15, true);
+    sink_buf b = {0};
+    assert_int_equal(deflate_inflate(in, z->data + hl, z->payload_len, true, 1 << 20, sink, &b),
+                     DEFLATE_OK);
+    assert_int_equal(b.n, sizeof text);
+    assert_memory_equal(b.p, text, b.n);
+    free(b.p);
+    deflate_inflater_free(in);
+    msg_unref(m); /* frees the variant too (ASan would see a leak) */
+}
+
+static void test_variant_not_worth_it(void **st)
+{
+    (void)st;
+    msg *small = published("tiny", 4);
+    assert_ptr_equal(deflate_variant(small, 128, NULL), small);
+    uint8_t rnd[1000];
+    uint32_t x = 1;
+    for (size_t i = 0; i < sizeof rnd; i++) {
+        x = x * 1103515245u + 12345u;
+        rnd[i] = (uint8_t)(x >> 24);
+    }
+    msg *noise = published(rnd, sizeof rnd);
+    assert_ptr_equal(deflate_variant(noise, 128, NULL), noise); /* does not shrink */
+    assert_ptr_equal(atomic_load(&noise->deflated), noise);    /* ...and is not tried again */
+    msg_unref(small);
+    msg_unref(noise);
+    deflate_thread_done();
+}
+
+static void test_memory_counted(void **st)
+{
+    (void)st;
+    uint64_t before = deflate_memory();
+    deflate_inflater *z = deflate_inflater_new(15, false);
+    sink_buf b = {0};
+    static const uint8_t hello[] = {0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00};
+    assert_int_equal(deflate_inflate(z, hello, sizeof hello, true, 100, sink, &b), DEFLATE_OK);
+    assert_memory_equal(b.p, "Hello", 5);
+    uint64_t during = deflate_memory();
+    /* state + 32 KiB window */
+    assert_true(during - before > 32768 && during - before < 64 * 1024);
+    deflate_inflater_free(z);
+    assert_int_equal(deflate_memory(), before);
+    free(b.p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roundtrip_context_takeover),
+        cmocka_unit_test(test_bomb_stops_at_limit),
+        cmocka_unit_test(test_corrupt_data),
+        cmocka_unit_test(test_truncated_with_context_kept),
+        cmocka_unit_test(test_variant_compress_once),
+        cmocka_unit_test(test_variant_not_worth_it),
+        cmocka_unit_test(test_memory_counted),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
