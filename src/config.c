@@ -105,13 +105,13 @@ static const opt opts[] = {
     {"publish-key", OPT_LIST, OFF(publish_keys), 0, 0, NULL, true, true,
      "KEY  require Authorization: Bearer KEY on /publish (repeatable; default none)"},
     {"jwt-secret", OPT_LIST, OFF(jwt_secrets), 0, 0, NULL, true, true,
-     "SECRET  require a valid HS256/384/512 JWT on /ws, as ?token= or Authorization:\n"
-     "      Bearer (repeatable, for rotation; default none)"},
+     "SECRET  require a valid HS256/384/512 JWT on /ws and /sse, as ?token= or\n"
+     "      Authorization: Bearer (repeatable, for rotation; default none)"},
     {"jwt-leeway", OPT_SECONDS, OFF(jwt_leeway_ms), 0, 0, NULL, true, false,
      "SECONDS  clock skew allowed on exp/nbf (default 30)"},
     {"allowed-origins", OPT_LIST, OFF(allowed_origins), 0, 0, NULL, true, false,
-     "ORIGINS  comma list of browser origins allowed to open WebSockets; others: 403\n"
-     "      (default: any)"},
+     "ORIGINS  comma list of browser origins allowed to open WebSockets and /sse;\n"
+     "      others: 403 (default: any)"},
     {"history", OPT_INT, OFF(history), 0, 1000000, NULL, true, false,
      "N  messages kept per group so reconnecting clients can recover what they\n"
      "      missed (/ws?...&since=g:OFFSET&epoch=E; default 0 = none)"},
@@ -474,10 +474,12 @@ static void config_usage(FILE *out)
             "herald " HERALD_VERSION "\n"
             "usage: herald [options]\n"
             "\n"
-            "A WebSocket broadcast server. Subscribers: GET /ws?groups=a,b (WebSocket).\n"
+            "A WebSocket broadcast server. Subscribers: GET /ws?groups=a,b (WebSocket)\n"
+            "or GET /sse?groups=a,b (Server-Sent Events, same rules as /ws).\n"
             "Publishers: POST /publish?group=G (body = message) or GET /publish?group=G\n"
             "(WebSocket, every message it sends is published). Without a group: to all.\n"
-            "Also: GET /healthz, /metrics (Prometheus), /stats (JSON), / (status page).\n"
+            "Also: GET /healthz, /metrics (Prometheus), /stats (JSON), / (status page),\n"
+            "/herald-client.js (the JavaScript client).\n"
             "\n"
             "Every option can also come from the environment (HERALD_<NAME>, e.g.\n"
             "HERALD_QUEUE_LIMIT=8m) or the config file; flags win over the environment,\n"

@@ -13,10 +13,17 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "conn_sse.h"
 #include "deflate.h"
 #include "log.h"
 #include "server.h"
 #include "worker.h"
+
+/* An idle connection's size is herald's memory per client: SSE (sse) and
+ * permessage-deflate (zin, pmd bits) together must not grow it. */
+#if UINTPTR_MAX == UINT64_MAX
+_Static_assert(sizeof(conn) <= 432, "struct conn grew past 432 bytes");
+#endif
 
 #define CONN_IOV 128
 #define CONN_DRAIN_MS 2000   /* how long we wait for the peer's EOF after our close */
@@ -93,7 +100,7 @@ static void conn_account(conn *c, conn_qsnap before)
 
 /* Queues m, taking over its reference; false (reference kept by the caller)
  * when the queue cannot grow, in which case the connection is aborted. */
-static bool conn_queue(conn *c, msg *m, bool urgent)
+bool conn_queue(conn *c, msg *m, bool urgent)
 {
     if (outq_empty(&c->q))
         c->last_progress_ms = c->w->now_ms;
@@ -110,6 +117,8 @@ static bool conn_queue(conn *c, msg *m, bool urgent)
 
 bool conn_send(conn *c, msg *m, bool urgent)
 {
+    if (c->sse && m->kind == MSG_DATA)
+        return conn_sse_send(c, m); /* a replayed event: its id line goes first */
     if (conn_queue(c, m, urgent))
         return true;
     msg_unref(m);
@@ -148,6 +157,10 @@ void conn_close_after_flush(conn *c)
 
 void conn_close_ws(conn *c, unsigned code, const char *reason, bool after_data)
 {
+    if (c->sse) {
+        conn_sse_close(c, after_data); /* no close frame: the stream just ends */
+        return;
+    }
     if (c->state != CONN_WS)
         return; /* a close is already on its way */
     if (!after_data) {
@@ -176,14 +189,31 @@ void conn_shed(conn *c, const char *reason)
         conn_close_ws(c, WS_CLOSE_POLICY, reason, false);
         return;
     }
+    if (c->sse) {
+        METRIC_ADD(&c->w->m, messages_dropped, conn_sse_drop_unsent(c));
+        return;
+    }
     conn_qsnap before = conn_snap(c);
     uint32_t dropped = outq_drop_unstarted_data(&c->q);
     conn_account(c, before);
     METRIC_ADD(&c->w->m, messages_dropped, dropped);
 }
 
+uint32_t conn_drop_prefixed(conn *c, size_t room, uint8_t prefix_op)
+{
+    conn_qsnap before = conn_snap(c);
+    uint32_t n = 0;
+    while ((room == SIZE_MAX || c->q.mem + room > c->w->cfg->queue_limit) &&
+           outq_drop_oldest_data_prefixed(&c->q, prefix_op))
+        n++;
+    conn_account(c, before);
+    return n;
+}
+
 bool conn_enqueue(conn *c, msg *m)
 {
+    if (c->sse)
+        return conn_sse_enqueue(c, m);
     if (c->state != CONN_WS || c->dead)
         return false;
     const config *cfg = c->w->cfg;
@@ -214,8 +244,11 @@ static void conn_after_write(conn *c, const outq_done *done)
         c->last_progress_ms = w->now_ms;
         METRIC_ADD(&w->m, bytes_out, done->bytes);
     }
-    if (done->data_msgs)
+    if (done->data_msgs) {
         METRIC_ADD(&w->m, deliveries, done->data_msgs);
+        if (c->sse)
+            METRIC_ADD(&w->m, deliveries_sse, done->data_msgs);
+    }
 }
 
 static uint64_t conn_now_us(void)
@@ -305,7 +338,7 @@ void conn_flush(conn *c)
         outq_done done = {.lat = &c->w->m, .release = &c->w->release, .now_us = conn_now_us()};
         int rc = conn_tls_flush(c, &done);
         conn_after_write(c, &done);
-        if (done.data_msgs)
+        if (done.data_msgs && !c->sse)
             METRIC_ADD(&c->w->m, deliveries_tls, done.data_msgs);
         if (rc < 0) {
             conn_destroy(c);
@@ -447,8 +480,8 @@ void conn_process(conn *c, uint8_t *p, size_t n)
             break;
         case CONN_WS:
         case CONN_CLOSING:
-            if (c->role == ROLE_HTTP)
-                return; /* an HTTP error is on its way; ignore the rest */
+            if (c->role == ROLE_HTTP || c->sse)
+                return; /* an HTTP error is on its way, or an SSE client: ignore the rest */
             conn_ws_process(c, p + off, n - off);
             return;
         default:
@@ -617,14 +650,24 @@ void conn_tick(conn *c, uint64_t now)
         return;
     }
     uint64_t silent = now - c->last_read_ms;
-    if (silent >= cfg->idle_timeout_ms) {
+    if (c->sse) {
+        /* An SSE client never speaks after its request: no idle timeout (a
+         * dead peer fails the writes, or --write-timeout ends it); a comment
+         * every --ping-interval keeps the path open. */
+        if (now - c->last_ping_ms >= cfg->ping_interval_ms) {
+            c->last_ping_ms = now;
+            if (outq_empty(&c->q))
+                conn_sse_keepalive(c);
+        }
+    } else if (silent >= cfg->idle_timeout_ms) {
         METRIC_INC(&c->w->m, idle_timeouts);
         conn_close_ws(c, WS_CLOSE_GOING_AWAY, "idle timeout", false);
         if (!c->dead)
             c->deadline_ms = now + CONN_DRAIN_MS;
         return;
     }
-    if (silent >= cfg->ping_interval_ms && now - c->last_ping_ms >= cfg->ping_interval_ms) {
+    if (!c->sse && silent >= cfg->ping_interval_ms &&
+        now - c->last_ping_ms >= cfg->ping_interval_ms) {
         msg *m = msg_new_frame(MSG_CONTROL, WS_OP_PING, NULL, 0);
         c->last_ping_ms = now;
         if (m)
@@ -667,6 +710,8 @@ void conn_destroy(conn *c)
     }
     if (c->role == ROLE_SUB)
         METRIC_SUB(&w->m, subscribers_open, 1);
+    if (c->role == ROLE_SUB && c->sse)
+        METRIC_SUB(&w->m, sse_open, 1);
     else if (c->role == ROLE_PUB)
         METRIC_SUB(&w->m, publishers_open, 1);
     conn_unsubscribe_all(c);
@@ -691,6 +736,10 @@ void conn_free(conn *c)
     METRIC_SUB(&c->w->m, conn_memory, sizeof *c);
     free(c->subs);
     free(c->pub_group);
+    if (c->sse) {
+        free(c->sse->known);
+        free(c->sse);
+    }
     if (c->pub)
         msg_unref(c->pub);
     deflate_inflater_free(c->zin);

@@ -59,6 +59,8 @@ typedef struct conn {
     bool head_active : 1;      /* a request head (or TLS handshake) started, not complete */
     bool tls_ready : 1;        /* the first TLS handshake finished (a KeyUpdate later puts
                                 * OpenSSL "in init" again: that is no new handshake) */
+    bool cors_errors : 1;      /* /sse: refusals carry Access-Control-Allow-Origin: * so a
+                                * page on another origin can read why (401, 403, 503) */
     /* permessage-deflate (pmd.h): negotiated, the client resets its context
      * each message, and the windows (bits) each side may use. */
     bool pmd : 1;
@@ -80,8 +82,7 @@ typedef struct conn {
     struct worker *w;
     struct conn *next_dirty;
     struct conn *next_dead;
-    uint8_t *pend;         /* unparsed partial request head */
-    uint32_t pend_len;
+    uint8_t *pend;         /* unparsed partial request head (pend_len bytes, below) */
     outq q;
     conn_sub *subs;
     msg *pub;              /* message being assembled (WS publisher or POST body) */
@@ -89,7 +90,10 @@ typedef struct conn {
     uint64_t body_left;
     uint64_t rate_window_ms;
     ip_key ip;
+    uint32_t pend_len;     /* here, in the padding after ip, rather than beside pend: it
+                            * keeps the struct at 432 bytes with both sse and zin */
     SSL *ssl;              /* NULL for cleartext */
+    struct conn_sse *sse;  /* set for a Server-Sent Events subscriber: its resume position */
     struct deflate_inflater *zin; /* on the first compressed frame received; NULL before */
     ws_reader rd;
 } conn;
@@ -160,11 +164,40 @@ void conn_destroy(conn *c);
 /* Final free (graveyard). */
 void conn_free(conn *c);
 
+/* Queues m without a reference of its own (conn_enqueue's rule); false when
+ * the connection was aborted (out of memory). */
+bool conn_queue(conn *c, msg *m, bool urgent);
+
+/* Drops the oldest unsent data messages, each with its prefix item (see
+ * outq_drop_oldest_data_prefixed), until `room` more bytes fit under
+ * --queue-limit (SIZE_MAX: all of them); returns how many. */
+uint32_t conn_drop_prefixed(conn *c, size_t room, uint8_t prefix_op);
+
 /* conn_http.c */
 /* Answers an error status and closes after it. */
 void conn_http_refuse(conn *c, int status, const char *why, const char *extra_headers);
 void conn_http_process(conn *c, uint8_t *p, size_t n, size_t *used);
 void conn_http_body(conn *c, uint8_t *p, size_t n, size_t *used);
+
+/* conn_http.c checks shared with the /sse route (conn_sse.c): each answers
+ * the refusal itself and returns false. */
+struct http_request;
+void conn_http_answer(conn *c, int status, const char *ctype, const void *body, size_t blen,
+                      const char *extra_headers);
+const char *conn_groups_check(const char *list, size_t n, int max_groups);
+bool conn_origin_ok(conn *c, const struct http_request *req);
+bool conn_accept_rate_ok(conn *c);
+bool conn_jwt_ok(conn *c, const struct http_request *req, const char *list, long n);
+bool conn_groups_admit(conn *c, const char *list, long n);
+bool conn_since_for(const char *since, size_t n, const char *g, size_t glen, uint64_t *off,
+                    bool *bad);
+bool conn_since_valid(const char *since, size_t sl, const char *list, long n);
+/* Cluster: false (503 answered) during the first seconds after start while
+ * the node has not learnt the cluster's epoch, for requests that resume
+ * (since, Last-Event-ID). */
+bool conn_resume_ready(conn *c);
+/* The same condition, without answering. */
+bool conn_resume_early(const conn *c);
 
 /* conn_ws.c */
 void conn_ws_process(conn *c, uint8_t *p, size_t n);

@@ -10,6 +10,7 @@
 #include "broker.h"
 #include "chan.h"
 #include "conn.h"
+#include "conn_sse.h"
 #include "envelope.h"
 #include "http.h"
 #include "memwatch.h"
@@ -34,8 +35,9 @@ static void conn_http_respond(conn *c, int status, const char *ctype, const void
     char hdr[512];
     int h = snprintf(hdr, sizeof hdr,
                      "HTTP/1.1 %d %s\r\nServer: herald/%s\r\nContent-Type: %s\r\n"
-                     "Content-Length: %zu\r\nCache-Control: no-store\r\n%sConnection: %s\r\n\r\n",
+                     "Content-Length: %zu\r\nCache-Control: no-store\r\n%s%sConnection: %s\r\n\r\n",
                      status, http_reason(status), HERALD_VERSION, ctype, blen, extra ? extra : "",
+                     c->cors_errors && status >= 400 ? "Access-Control-Allow-Origin: *\r\n" : "",
                      close ? "close" : "keep-alive");
     if (h < 0 || (size_t)h >= sizeof hdr) {
         conn_destroy(c);
@@ -63,6 +65,12 @@ static void conn_http_respond(conn *c, int status, const char *ctype, const void
         conn_close_after_flush(c);
 }
 
+void conn_http_answer(conn *c, int status, const char *ctype, const void *body, size_t blen,
+                      const char *extra)
+{
+    conn_http_respond(c, status, ctype, body, blen, extra, false);
+}
+
 void conn_http_refuse(conn *c, int status, const char *why, const char *extra)
 {
     char body[256];
@@ -74,7 +82,7 @@ void conn_http_refuse(conn *c, int status, const char *why, const char *extra)
 
 /* Checks a comma list of group names (syntax and count). Returns NULL when
  * valid, else the reason it is not. */
-static const char *conn_groups_check(const char *list, size_t n, int max_groups)
+const char *conn_groups_check(const char *list, size_t n, int max_groups)
 {
     size_t i = 0;
     int count = 0;
@@ -342,7 +350,7 @@ static bool conn_publish_key_ok(conn *c, const http_request *req)
 
 /* Browsers send Origin; other clients usually do not, and cannot be stopped
  * by it anyway. The check defeats cross-site WebSocket hijacking. */
-static bool conn_origin_ok(conn *c, const http_request *req)
+bool conn_origin_ok(conn *c, const http_request *req)
 {
     const str_list *allowed = &c->w->cfg->allowed_origins;
     const http_str *o = http_header_get(req, "origin");
@@ -364,7 +372,7 @@ static bool conn_memory_ok(conn *c)
     return false;
 }
 
-static bool conn_accept_rate_ok(conn *c)
+bool conn_accept_rate_ok(conn *c)
 {
     if (!conn_memory_ok(c))
         return false;
@@ -376,7 +384,7 @@ static bool conn_accept_rate_ok(conn *c)
 }
 
 /* --jwt-secret: a valid token is required, and must grant every group asked. */
-static bool conn_jwt_ok(conn *c, const http_request *req, const char *list, long n)
+bool conn_jwt_ok(conn *c, const http_request *req, const char *list, long n)
 {
     const config *cfg = c->w->cfg;
     if (cfg->jwt_secrets.n == 0)
@@ -421,7 +429,7 @@ static bool conn_jwt_ok(conn *c, const http_request *req, const char *list, long
 
 /* --max-live-groups: joining a group the process does not know yet is
  * refused (503) when it knows too many. */
-static bool conn_groups_admit(conn *c, const char *list, long n)
+bool conn_groups_admit(conn *c, const char *list, long n)
 {
     int max = c->w->cfg->max_live_groups;
     for (size_t i = 0; n >= 0 && i <= (size_t)n; i++) {
@@ -449,8 +457,8 @@ static const char *conn_last_colon(const char *p, size_t n)
 
 /* Finds g's offset in a since list "a:5,b:7"; false when g is not listed.
  * *bad is set when any entry scanned is not name:digits. */
-static bool conn_since_for(const char *since, size_t n, const char *g, size_t glen,
-                           uint64_t *off, bool *bad)
+bool conn_since_for(const char *since, size_t n, const char *g, size_t glen, uint64_t *off,
+                    bool *bad)
 {
     for (size_t i = 0; i <= n; i++) { /* <= n: an empty last entry ("a:1,") is malformed */
         size_t s = i;
@@ -491,7 +499,7 @@ static bool conn_list_has(const char *list, size_t n, const char *name, size_t l
 }
 
 /* Every since entry must be well formed and name a requested group. */
-static bool conn_since_valid(const char *since, size_t sl, const char *list, long n)
+bool conn_since_valid(const char *since, size_t sl, const char *list, long n)
 {
     uint64_t off;
     bool bad = false;
@@ -507,6 +515,28 @@ static bool conn_since_valid(const char *since, size_t sl, const char *list, lon
             return false;
     }
     return true;
+}
+
+/* How long after start a node without the cluster's epoch asks resuming
+ * clients to retry: Redis answers in milliseconds when it is up; when it is
+ * down, resumes are answered as in any outage (recovery_failed "epoch"). */
+#define CONN_RESUME_GRACE_MS 5000
+
+bool conn_resume_early(const conn *c)
+{
+    /* A restarted node that has not reached Redis yet still carries its own
+     * start-up epoch: a resume would be told "epoch" (resync) although the
+     * cluster kept the history. The client is asked to come back instead. */
+    return broker_enabled() && chan_epoch_gen() <= 1 &&
+           c->w->now_ms - c->w->srv->start_ms < CONN_RESUME_GRACE_MS;
+}
+
+bool conn_resume_ready(conn *c)
+{
+    if (!conn_resume_early(c))
+        return true;
+    conn_http_refuse(c, 503, "cluster broker not reached yet, retry shortly", "Retry-After: 1\r\n");
+    return false;
 }
 
 static void conn_route_ws(conn *c, const http_request *req)
@@ -547,6 +577,8 @@ static void conn_route_ws(conn *c, const http_request *req)
         conn_http_refuse(c, 400, "since entries must be group:offset for requested groups", NULL);
         return;
     }
+    if (sl >= 0 && !conn_resume_ready(c))
+        return;
     if (!conn_ws_handshake_ok(c, req) || !conn_origin_ok(c, req) || !conn_accept_rate_ok(c) ||
         !conn_jwt_ok(c, req, list, n) || !conn_groups_admit(c, list, n))
         return;
@@ -614,6 +646,10 @@ static void conn_route(conn *c, const http_request *req)
         conn_route_ws(c, req);
         return;
     }
+    if (path.n == 4 && memcmp(path.p, "/sse", 4) == 0) {
+        conn_sse_route(c, req);
+        return;
+    }
     if (path.n == 8 && memcmp(path.p, "/publish", 8) == 0) {
         char group[MSG_GROUP_MAX + 1];
         if (!get && req->method != HTTP_POST) {
@@ -644,7 +680,8 @@ static void conn_route(conn *c, const http_request *req)
                  (path.n == 8 && memcmp(path.p, "/metrics", 8) == 0) ||
                  (path.n == 6 && memcmp(path.p, "/stats", 6) == 0) ||
                  (path.n == 1 && path.p[0] == '/') ||
-                 (path.n == 11 && memcmp(path.p, "/index.html", 11) == 0);
+                 (path.n == 11 && memcmp(path.p, "/index.html", 11) == 0) ||
+                 (path.n == 17 && memcmp(path.p, "/herald-client.js", 17) == 0);
     if (!known) {
         conn_http_refuse(c, 404, "not found", NULL);
         return;
@@ -653,7 +690,7 @@ static void conn_route(conn *c, const http_request *req)
         conn_http_refuse(c, 405, "use GET", "Allow: GET, HEAD\r\n");
         return;
     }
-    if (path.p[1] == 'h') {
+    if (path.n == 8 && path.p[1] == 'h') {
         /* Degraded still answers 200: local subscribers are served; the body
          * and /stats say the cluster is not. */
         static const char degraded[] = "degraded: cluster broker unreachable\n",
@@ -669,6 +706,10 @@ static void conn_route(conn *c, const http_request *req)
         conn_http_respond(c, 200,
                           json ? "application/json" : "text/plain; version=0.0.4; charset=utf-8",
                           buf, n, NULL, head);
+    } else if (path.n == 17) {
+        /* The client for pages on other origins too (CORS): it is public code. */
+        conn_http_respond(c, 200, "text/javascript; charset=utf-8", herald_client_js,
+                          herald_client_js_len, "Access-Control-Allow-Origin: *\r\n", head);
     } else {
         conn_http_respond(c, 200, "text/html; charset=utf-8", status_page_html,
                           status_page_html_len, NULL, head);

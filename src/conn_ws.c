@@ -7,6 +7,7 @@
 #include "broker.h"
 #include "chan.h"
 #include "conn.h"
+#include "conn_sse.h"
 #include "deflate.h"
 #include "envelope.h"
 #include "log.h"
@@ -251,7 +252,7 @@ static void conn_replay_take(void *arg, msg *m)
 msg *conn_frame(conn *c, msg *m)
 {
     msg *v = c->format ? envelope_variant(m, (msg_format)c->format) : m;
-    if (!v || !c->pmd || !conn_pmd_fits(c, v))
+    if (!v || c->format >= FORMAT_WS_COUNT || !c->pmd || !conn_pmd_fits(c, v))
         return v;
     msg *z = deflate_variant(v, c->w->cfg->compression_min_size, &c->w->m);
     if (z != v)
@@ -281,6 +282,10 @@ static void conn_recovery_failed(conn *c, const char *name, size_t len, const ch
                      "{\"type\":\"recovery_failed\",\"group\":\"%.*s\",\"reason\":\"%s\","
                      "\"epoch\":\"%s\",\"offset\":%llu}",
                      (int)len, name, reason, chan_epoch(), (unsigned long long)last);
+    if (c->sse) {
+        conn_sse_recovery_failed(c, name, len, buf, (size_t)n, last);
+        return;
+    }
     msg *m = msg_new_frame(MSG_CONTROL, WS_OP_TEXT, buf, (size_t)n);
     if (m)
         conn_send(c, m, false);

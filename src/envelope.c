@@ -1,6 +1,7 @@
 #include "envelope.h"
 
 #include "chan.h"
+#include "sse.h"
 
 #include <msgpack.h>
 #include <openssl/evp.h>
@@ -158,13 +159,74 @@ static msg *envelope_build(const msg *m, msg_format f)
     return v;
 }
 
+/* ---- SSE events (sse.h): the bytes of one event without its id line, which
+ * each stream adds itself (conn_sse.c) ------------------------------------- */
+
+static msg *envelope_build_sse(const msg *m, msg_format f)
+{
+    const uint8_t *payload = m->data + (m->len - m->payload_len);
+    bool binary = m->opcode == WS_OP_BINARY;
+    envelope_in in = {
+        .group = m->group_len ? m->group : NULL,
+        .group_len = m->group_len,
+        .offset = m->offset,
+        .epoch = m->epoch ? m->epoch : chan_epoch(),
+        .data = payload,
+        .len = m->payload_len,
+        .binary = binary,
+    };
+    bool json = f == FORMAT_SSE_JSON || f == FORMAT_SSE_JSON_ID;
+    /* One group's position is this message's: the id is the same for every
+     * stream of that one group. */
+    uint64_t off = m->offset;
+    bool known = true;
+    sse_pos pos = {in.epoch, strlen(in.epoch), &off, &known, 1};
+    size_t idcap = f >= FORMAT_SSE_RAW_ID && m->group_len
+                       ? sse_id_bound(pos.epoch_len, 1) + SSE_ID_LINE_EXTRA : 0;
+    size_t cap = idcap + (json     ? envelope_json_bound(&in) + 8
+                          : binary ? sse_binary_bound(m->payload_len)
+                                   : sse_text_bound(0, m->payload_len));
+    msg *v = msg_alloc(cap);
+    if (!v)
+        return NULL;
+    size_t idlen = idcap ? sse_id_line(msg_payload(v), idcap, &pos) : 0;
+    uint8_t *o = msg_payload(v) + idlen;
+    size_t n;
+    if (json) {
+        memcpy(o, "data: ", 6);
+        n = 6 + envelope_json(&in, o + 6, cap - 6); /* one line: JSON escapes line breaks */
+        o[n++] = '\n';
+        o[n++] = '\n';
+    } else if (binary) {
+        n = sse_encode_binary(o, payload, m->payload_len);
+    } else {
+        n = sse_encode_text(o, NULL, 0, payload, m->payload_len);
+    }
+    v->payload_len = (uint32_t)(idlen + n);
+    n = v->payload_len;
+    if (cap - n > 4096)
+        v = msg_trim(v, n);
+    /* Not a WebSocket frame: the event bytes are the whole message. */
+    v->data = msg_payload(v);
+    v->len = v->payload_len;
+    v->kind = MSG_DATA;
+    v->opcode = m->opcode;
+    v->group_len = m->group_len;
+    memcpy(v->group, m->group, (size_t)m->group_len + 1);
+    v->publish_ns = m->publish_ns;
+    v->offset = m->offset;
+    v->epoch = m->epoch;
+    v->epoch_gen = m->epoch_gen;
+    return v;
+}
+
 msg *envelope_variant(msg *m, msg_format f)
 {
     _Atomic(msg *) *slot = &m->variant[f - 1];
     msg *v = atomic_load_explicit(slot, memory_order_acquire);
     if (v)
         return v;
-    msg *built = envelope_build(m, f);
+    msg *built = f >= FORMAT_SSE_RAW ? envelope_build_sse(m, f) : envelope_build(m, f);
     if (!built)
         return NULL;
     /* Two workers may race to build it: one wins, the other frees its copy. */

@@ -106,8 +106,16 @@ static void metrics_prom_labeled(const metrics *m, char *buf, size_t cap, size_t
                    "# HELP herald_deliveries_by_transport_total Deliveries by transport\n"
                    "# TYPE herald_deliveries_by_transport_total counter\n"
                    "herald_deliveries_by_transport_total{transport=\"ws\"} %llu\n"
-                   "herald_deliveries_by_transport_total{transport=\"wss\"} %llu\n",
-                   LOAD(m->deliveries) - LOAD(m->deliveries_tls), LOAD(m->deliveries_tls));
+                   "herald_deliveries_by_transport_total{transport=\"wss\"} %llu\n"
+                   "herald_deliveries_by_transport_total{transport=\"sse\"} %llu\n",
+                   LOAD(m->deliveries) - LOAD(m->deliveries_tls) - LOAD(m->deliveries_sse),
+                   LOAD(m->deliveries_tls), LOAD(m->deliveries_sse));
+    metrics_append(buf, cap, len,
+                   "# HELP herald_subscribers_by_transport Subscribers open by transport\n"
+                   "# TYPE herald_subscribers_by_transport gauge\n"
+                   "herald_subscribers_by_transport{transport=\"ws\"} %llu\n"
+                   "herald_subscribers_by_transport{transport=\"sse\"} %llu\n",
+                   LOAD(m->subscribers_open) - LOAD(m->sse_open), LOAD(m->sse_open));
     metrics_append(buf, cap, len,
                    "# HELP herald_requests_failed_total Requests refused, by HTTP status\n"
                    "# TYPE herald_requests_failed_total counter\n");

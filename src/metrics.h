@@ -34,6 +34,8 @@
     X(published_http, counter, "Messages published by HTTP POST")                          \
     X(published_ws, counter, "Messages published by WebSocket publishers")                 \
     X(deliveries_tls, counter, "Deliveries written over TLS (wss)")                        \
+    X(deliveries_sse, counter, "Deliveries written to Server-Sent Events subscribers")     \
+    X(sse_open, gauge, "Server-Sent Events subscribers currently open")                    \
     X(rate_limited, counter, "Connections closed or refused by a rate or count limit")     \
     X(busy_ns, counter, "Nanoseconds spent outside epoll_wait")                            \
     X(pongs_coalesced, counter, "Pongs merged into one already queued (ping floods)")      \

@@ -38,8 +38,8 @@ msg *msg_alloc(size_t payload_cap)
     m->offset = 0;
     m->epoch = NULL;
     m->epoch_gen = 0;
-    atomic_init(&m->variant[0], NULL);
-    atomic_init(&m->variant[1], NULL);
+    for (int i = 0; i < MSG_VARIANTS; i++)
+        atomic_init(&m->variant[i], NULL);
     atomic_init(&m->deflated, NULL);
     m->data = msg_payload(m);
     msg_count(msg_footprint(m), 0);
@@ -142,7 +142,7 @@ msg *msg_new_close(unsigned code, const char *reason)
 
 void msg_free(msg *m)
 {
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < MSG_VARIANTS; i++) {
         msg *v = atomic_load_explicit(&m->variant[i], memory_order_acquire);
         if (v)
             msg_unref(v);

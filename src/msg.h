@@ -14,6 +14,8 @@
 #include "ws.h"
 
 #define MSG_GROUP_MAX 128
+/* Envelope variants a message can carry (envelope.h: msg_format - 1). */
+#define MSG_VARIANTS 6
 
 typedef enum msg_kind {
     MSG_DATA = 0,   /* a published text/binary frame: counts as a delivery */
@@ -34,11 +36,13 @@ typedef struct msg {
     uint64_t offset;        /* position in its group (chan.c), 0 for non-published */
     const char *epoch;      /* the epoch it was sequenced under (immutable string) */
     uint32_t epoch_gen;
-    /* The same message wrapped in an envelope (JSON, msgpack), built at most
-     * once, on first need, and shared by every subscriber using that format. */
-    _Atomic(struct msg *) variant[2];
+    /* The same message wrapped in an envelope (JSON, msgpack, and the SSE
+     * events raw and JSON), built at most once, on first need, and shared by
+     * every subscriber using that format. */
+    _Atomic(struct msg *) variant[MSG_VARIANTS];
     /* Its permessage-deflate frame (deflate.c), built at most once; m itself
-     * when compressing does not pay. */
+     * when compressing does not pay. Only WebSocket frames (raw, JSON and
+     * msgpack) are ever compressed: an SSE event never gets one. */
     _Atomic(struct msg *) deflated;
     uint8_t *data;
     char group[MSG_GROUP_MAX + 1];

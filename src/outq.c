@@ -114,6 +114,36 @@ bool outq_drop_oldest_data(outq *q)
     return true;
 }
 
+/* Removes the item at index k (not the partly written head), shifting the
+ * ones before it: items ahead of the first data message are a handful. */
+static void outq_remove_at(outq *q, uint32_t k)
+{
+    msg *m = *outq_at(q, k);
+    for (uint32_t i = k; i > 0; i--)
+        *outq_at(q, i) = *outq_at(q, i - 1);
+    q->head = (q->head + 1) & (q->cap - 1);
+    q->count--;
+    q->bytes -= m->len;
+    q->mem -= outq_cost(m);
+    msg_unref(m);
+}
+
+bool outq_drop_oldest_data_prefixed(outq *q, uint8_t prefix_op)
+{
+    uint32_t start = q->off > 0 ? 1 : 0, k = start;
+    while (k < q->count && (*outq_at(q, k))->kind != MSG_DATA)
+        k++;
+    if (k >= q->count)
+        return false;
+    outq_remove_at(q, k);
+    if (k > start) {
+        msg *p = *outq_at(q, k - 1); /* the item that was right before it */
+        if (p->kind == MSG_RAW && p->opcode == prefix_op)
+            outq_remove_at(q, k - 1);
+    }
+    return true;
+}
+
 int outq_iov(const outq *q, struct iovec *iov, int max)
 {
     int n = 0;

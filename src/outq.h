@@ -69,6 +69,12 @@ bool outq_replace_control(outq *q, uint8_t opcode, msg *m);
 /* Drops the oldest data message that has not started; false when none. */
 bool outq_drop_oldest_data(outq *q);
 
+/* Drops the oldest data message that has not started and, when the item
+ * right before it has not started either and is HTTP bytes (MSG_RAW) with
+ * opcode prefix_op, that one too (an SSE event's id line goes with its
+ * event). False when there is no data message to drop. */
+bool outq_drop_oldest_data_prefixed(outq *q, uint8_t prefix_op);
+
 /* Fills up to max iovecs from the head; returns how many. */
 int outq_iov(const outq *q, struct iovec *iov, int max);
 

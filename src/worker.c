@@ -154,20 +154,25 @@ int worker_epoll_mod(worker *w, conn *c, bool want_out)
 
 /* ---- delivery ------------------------------------------------------------ */
 
+/* Fan-out slots: one per format, then one per WebSocket format compressed
+ * (permessage-deflate is a WebSocket extension: SSE formats have none). */
+#define WORKER_SLOTS (FORMAT_COUNT + FORMAT_WS_COUNT)
+
 /* The frame a subscriber gets: its format's envelope, and that compressed
  * when it negotiated permessage-deflate (and the payload fits the window it
  * allowed us). Each is built at most once per message and shared; v[] holds
- * them per slot (format * 2 + compressed) for the whole fan-out. */
-static int worker_frame_for(worker *w, msg *m, const conn *c, msg *v[6])
+ * them per slot for the whole fan-out. */
+static int worker_frame_for(worker *w, msg *m, const conn *c, msg *v[WORKER_SLOTS])
 {
-    unsigned f = c->format, k = f * 2;
-    if (!v[k] && !(v[k] = f ? envelope_variant(m, (msg_format)f) : m))
+    unsigned f = c->format;
+    if (!v[f] && !(v[f] = f ? envelope_variant(m, (msg_format)f) : m))
         return -1;
-    if (!c->pmd || !conn_pmd_fits(c, v[k]))
-        return (int)k;
-    if (!v[k + 1])
-        v[k + 1] = deflate_variant(v[k], w->cfg->compression_min_size, &w->m);
-    return v[k + 1] != v[k] ? (int)k + 1 : (int)k;
+    if (f >= FORMAT_WS_COUNT || !c->pmd || !conn_pmd_fits(c, v[f]))
+        return (int)f;
+    unsigned k = FORMAT_COUNT + f;
+    if (!v[k])
+        v[k] = deflate_variant(v[f], w->cfg->compression_min_size, &w->m);
+    return v[k] != v[f] ? (int)k : (int)f;
 }
 
 /* The caller holds a reference for the whole loop, and nothing in it can
@@ -177,8 +182,8 @@ static int worker_frame_for(worker *w, msg *m, const conn *c, msg *v[6])
  * shared variant. */
 static void worker_fanout(worker *w, msg *m)
 {
-    msg *v[6] = {m};
-    unsigned queued[6] = {0};
+    msg *v[WORKER_SLOTS] = {m};
+    unsigned queued[WORKER_SLOTS] = {0};
     if (m->group_len == 0) { /* every subscriber, whatever its groups */
         for (uint32_t i = 0; i < w->nall; i++) {
             conn *c = w->all[i];
@@ -197,10 +202,10 @@ static void worker_fanout(worker *w, msg *m)
                 queued[k] += conn_enqueue(gm->c, v[k]);
         }
     }
-    for (int k = 0; k < 6; k++)
+    for (int k = 0; k < WORKER_SLOTS; k++)
         if (queued[k]) {
             msg_ref_n(v[k], queued[k]);
-            if (k & 1)
+            if (k >= FORMAT_COUNT)
                 METRIC_ADD(&w->m, deflate_deliveries, queued[k]);
         }
 }

@@ -13,7 +13,7 @@ Prints one markdown table (rows = metrics, columns = servers, ratio to herald)
 plus herald's worker/pinning table, the ring microbenchmark and the herald-only
 extra stages (envelope encoders, TLS vs cleartext, 2-node Redis cluster vs 1,
 envelope formats under S2-style load, 1 node vs 3 nodes on one Redis and on a Redis
-Cluster; --no-extras / --extras LIST), and writes
+Cluster, permessage-deflate, SSE vs WebSocket on S1 and S3; --no-extras / --extras LIST), and writes
 them with the machine info to bench/results/latest.md (raw runs: latest.jsonl).
 """
 import argparse
@@ -490,7 +490,7 @@ def render_table(results, servers, scen_list):
 # TLS vs cleartext, cluster (Redis broker) 2 nodes vs 1, envelope formats under S2-style load,
 # envelope encoders (build/herald-envbench): the sections of BENCHMARKS.md after the side-by-side
 # table. herald only, every server fresh on 127.0.0.1 and stopped by PID, every step time-bounded.
-EXTRAS = ["envbench", "tls", "cluster", "formats", "cluster3", "deflate"]  # run and report order (as in BENCHMARKS.md)
+EXTRAS = ["envbench", "tls", "cluster", "formats", "cluster3", "deflate", "sse"]  # run and report order (as in BENCHMARKS.md)
 DEFLATEBENCH = os.path.join(ROOT, "build", "herald-deflatebench")
 ENVBENCH = os.path.join(ROOT, "build", "herald-envbench")
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -775,6 +775,38 @@ def stage_formats(plan, ctx):
             out.append(f"| {f} | {cmd} | {failed_text(r)} | | | | |")
             continue
         out.append(f"| {f} | {cmd} | {delivery_cells(r, base)} |")
+    return out + commands_list(rows)
+
+
+def stage_sse(plan, ctx):
+    """Issue 12: S1 and S3 with Server-Sent Events subscribers against WebSocket ones, same server
+    flags, one after the other in the same run; the ratio is SSE's server CPU per delivery over
+    WebSocket's (target: within 1.5x)."""
+    out = ["\n## SSE vs WebSocket subscribers, S1 and S3 (herald --workers 2)\n",
+           "The same scenario with `herald-bench --sse` (subscribers read `GET /sse?groups=g0`; the bench "
+           "payload is binary, so each event is `event: binary` + base64) right after the WebSocket run. "
+           "Ratios: SSE to WebSocket.\n"]
+    sc = scenarios(ctx["quick"], ctx["duration"])
+    rows = []
+    for kind in ("S1", "S3"):
+        for sse in (False, True):
+            label = f"{kind} {'SSE' if sse else 'WebSocket'}"
+            rows.append((label, run_nodes("sse", label, sc[kind]["args"] + (["--sse"] if sse else []), [[]],
+                                          ctx["ports"], ctx["workdir"], ctx["threads"], ctx["runlog"], ctx["raw"])))
+    out.append("| run | herald-bench | deliveries/s | delivered | p50 / p99 | server CPU per 1k deliveries "
+               "| anomalies |")
+    out.append("| --- | --- | ---: | ---: | ---: | ---: | --- |")
+    base = {}
+    for label, r in rows:
+        kind, sse = label.split()[0], label.endswith("SSE")
+        cmd = f"`herald-bench {r['bench_args']}`"
+        if "connections_ok" not in r:
+            out.append(f"| {label} | {cmd} | {failed_text(r)} | | | | |")
+            continue
+        b = base.get(kind, {}) if sse else r
+        out.append(f"| {label} | {cmd} | {delivery_cells(r, b)} |")
+        if not sse:
+            base[kind] = r
     return out + commands_list(rows)
 
 
@@ -1064,8 +1096,8 @@ def run_extras(which, quick, duration_override, ctx):
     """Runs the selected stages in order; returns the markdown lines of their sections."""
     plan = extras_plan(quick, duration_override)
     stages = {"tls": stage_tls, "cluster": stage_cluster, "formats": stage_formats, "envbench": stage_envbench,
-              "cluster3": stage_cluster3,
-              "deflate": stage_deflate}
+              "cluster3": stage_cluster3, "deflate": stage_deflate, "sse": stage_sse}
+    ctx = dict(ctx, quick=quick, duration=duration_override)
     out = []
     for name in EXTRAS:
         if name in which:
@@ -1086,7 +1118,8 @@ def main():
     ap.add_argument("--no-ring", action="store_true", help="skip the ring microbenchmark")
     ap.add_argument("--no-workers", action="store_true", help="skip herald's S3 workers/taskset table")
     ap.add_argument("--no-extras", action="store_true",
-                    help="skip the extra herald-only stages (envelope encoders, TLS, cluster, formats, cluster3)")
+                    help="skip the extra herald-only stages (envelope encoders, TLS, cluster, formats, cluster3, "
+                    "deflate, SSE)")
     ap.add_argument("--extras", default=",".join(EXTRAS),
                     help="extra herald-only stages to run, comma list of " + ",".join(EXTRAS) +
                     " (default all; they run whenever herald is in --only, whatever --scenarios says)")

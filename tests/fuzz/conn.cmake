@@ -31,8 +31,15 @@ file(WRITE ${CMAKE_CURRENT_BINARY_DIR}/fuzz_conn_cov_ignore.txt
     "fun:worker_init\nfun:worker_cleanup\nfun:ring_init\nfun:chan_init\nfun:chan_destroy\n"
     "fun:admit_init\nfun:admit_destroy\nfun:groups_init\nfun:groups_destroy\n")
 
+add_custom_command(
+    OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/fuzz_herald_client_js.c
+    COMMAND ${CMAKE_COMMAND} -DIN=${CMAKE_SOURCE_DIR}/clients/js/src/index.js
+            -DOUT=${CMAKE_CURRENT_BINARY_DIR}/fuzz_herald_client_js.c -DNAME=herald_client_js
+            -P ${CMAKE_SOURCE_DIR}/cmake/embed.cmake
+    DEPENDS ${CMAKE_SOURCE_DIR}/clients/js/src/index.js ${CMAKE_SOURCE_DIR}/cmake/embed.cmake)
+
 add_library(herald_conn_fuzz STATIC ${HERALD_CONN_FUZZ_SRC}
-    ${CMAKE_CURRENT_BINARY_DIR}/fuzz_status_page.c)
+    ${CMAKE_CURRENT_BINARY_DIR}/fuzz_status_page.c ${CMAKE_CURRENT_BINARY_DIR}/fuzz_herald_client_js.c)
 target_include_directories(herald_conn_fuzz PUBLIC ${CMAKE_SOURCE_DIR}/src
     ${CMAKE_SOURCE_DIR}/tests/common ${MSGPACK_INCLUDE_DIR})
 target_compile_options(herald_conn_fuzz PRIVATE

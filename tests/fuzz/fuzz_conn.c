@@ -45,10 +45,13 @@
  * Invariants checked besides the sanitizers (abort on failure):
  *  - what the server writes on each connection is a sequence of well-formed
  *    HTTP/1.1 responses (Content-Length bodies; nothing after one that says
- *    Connection: close), and after a 101 only well-formed server frames: FIN
- *    set, no RSV bits but RSV1 on data frames after a 101 that accepted
- *    permessage-deflate (those must inflate, smaller than what they carry,
- *    to UTF-8 for text), unmasked, known opcode, minimal length encoding,
+ *    Connection: close); after a 200 text/event-stream (/sse) only LF-ended
+ *    comments and events that start with their id line and hold only
+ *    id/data/event fields (never compressed: no deflate on /sse); and after a
+ *    101 only well-formed server frames: FIN set, no RSV bits but RSV1 on data
+ *    frames after a 101 that accepted permessage-deflate (those must inflate,
+ *    smaller than what they carry, to UTF-8 for text), unmasked, known opcode,
+ *    minimal length encoding,
  *    control payloads <= 125, text payloads valid UTF-8, close frames with a
  *    valid code and UTF-8 reason, and nothing after the close frame;
  *  - TLS clients never fail on what the server sends (alerts aside): the
@@ -173,7 +176,7 @@ static const uint32_t fz_time_ms[16] = {1,    10,    100,   250,   1000,  2100, 
 
 /* ---- output oracle ------------------------------------------------------------ */
 
-enum { OR_HEAD, OR_BODY, OR_ENDED, OR_WS, OR_WS_CLOSED };
+enum { OR_HEAD, OR_BODY, OR_ENDED, OR_WS, OR_WS_CLOSED, OR_SSE };
 
 typedef struct oracle {
     int mode;
@@ -190,6 +193,11 @@ typedef struct oracle {
     uint64_t plen, ppos;
     uint8_t *pay;
     size_t pay_have, pay_cap;
+    /* Server-Sent Events: the start of the current line, and the event */
+    char line[16];
+    size_t line_len;
+    bool ev_open;        /* a field line seen since the last blank line */
+    bool ev_id;          /* ... and the event's first line was its id */
     bool deflate;        /* the 101 accepted permessage-deflate */
     bool rsv1;           /* the current frame is compressed */
 } oracle;
@@ -273,6 +281,15 @@ static void or_head_done(oracle *o)
     o->head_len = 0;
     if (status == 100) {
         o->mode = OR_HEAD;
+        return;
+    }
+    if (status == 200 && strstr(h, "\r\nContent-Type: text/event-stream")) {
+        /* /sse: the body is the stream, until the connection ends */
+        CHECK(!strstr(h, "\r\nContent-Length: ") && strstr(h, "\r\nConnection: close\r\n"),
+              "client %d: event stream with a length or kept alive", o->slot);
+        o->mode = OR_SSE;
+        o->line_len = 0;
+        o->ev_open = false;
         return;
     }
     const char *cl = strstr(h, "\r\nContent-Length: ");
@@ -393,6 +410,49 @@ static void or_ws(oracle *o, const uint8_t *p, size_t n)
     }
 }
 
+/* An event stream line is complete (its first bytes in o->line): herald
+ * writes LF-ended lines, comments, and events whose first line is their id
+ * followed by known fields only. */
+static void or_sse_line(oracle *o)
+{
+    const char *l = o->line;
+    size_t n = o->line_len;
+    if (n == 0) {
+        o->ev_open = false;
+        return;
+    }
+    if (l[0] == ':')
+        return; /* keep-alive comment (between events, or after an id line whose event
+                 * drop-oldest took while the line was being written) */
+    bool id = n >= 4 && memcmp(l, "id: ", 4) == 0;
+    bool data = n >= 6 && memcmp(l, "data: ", 6) == 0;
+    bool event = n >= 7 && memcmp(l, "event: ", 7) == 0;
+    if (n >= 7 && memcmp(l, "retry: ", 7) == 0 && !o->ev_open)
+        return; /* a cluster node asking to come back (conn_sse_retry_later) */
+    CHECK(id || data || event, "client %d: event stream line '%.*s'", o->slot, (int)n, l);
+    if (!o->ev_open) {
+        o->ev_open = true;
+        o->ev_id = id;
+    }
+    CHECK(o->ev_id, "client %d: an event that does not start with its id", o->slot);
+}
+
+static void or_sse(oracle *o, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        /* CR only: a text message may hold U+0000, which is data to SSE too */
+        CHECK(p[i] != '\r', "client %d: CR in the event stream", o->slot);
+        if (p[i] == '\n') {
+            or_sse_line(o);
+            o->line_len = 0;
+        } else if (o->line_len < sizeof o->line) {
+            o->line[o->line_len++] = (char)p[i];
+        } else {
+            o->line_len = sizeof o->line; /* only the start matters */
+        }
+    }
+}
+
 /* Feeds bytes the server wrote to this client. */
 static void or_feed(oracle *o, const uint8_t *p, size_t n)
 {
@@ -425,6 +485,9 @@ static void or_feed(oracle *o, const uint8_t *p, size_t n)
         case OR_ENDED:
             CHECK(0, "client %d: %zu bytes after a Connection: close response", o->slot, n - i);
             break;
+        case OR_SSE:
+            or_sse(o, p + i, n - i);
+            return;
         default:
             or_ws(o, p + i, n - i);
             return;

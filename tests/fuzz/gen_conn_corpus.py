@@ -295,6 +295,33 @@ def seeds():
                                 upgrade(b"/ws?groups=p&since=p:0&epoch=" + EPOCH) +
                                 get(b"/healthz"),
                                 upgrade(b"/ws?groups=p&since=p:2&epoch=" + EPOCH))
+    # Server-Sent Events (issue 12): streams of two groups (private id lines) and of one
+    # (shared events), text with line breaks, binary, a broadcast; Last-Event-ID resumes,
+    # a malformed one, POST and OPTIONS; then a stream that never reads (slow policy).
+    sse_pubs = (post(b"/publish?group=a", b"l1\nl2\r\nl3") +
+                post(b"/publish?group=b", b"\x00\xff", b"application/octet-stream") +
+                post(b"/publish", b"to all") + post(b"/publish?group=a", b""))
+    s["sse_events"] = seed(
+        IP_EACH, [send(0, 0), send(1, 0), sync(), send(2, 0), sync(), op(TIME, 0, T_1S),
+                  send(3, 0), sync(), op(STOP, 0, 1), sync()],
+        get(b"/sse?groups=a,b,a"),
+        get(b"/sse?groups=a&format=json", b"Origin: https://x.example\r\n"),
+        sse_pubs,
+        get(b"/sse?groups=a,b", b"Last-Event-ID: " + EPOCH + b"/1,\r\n") +
+        get(b"/sse?groups=a,b", b"Last-Event-ID: " + EPOCH + b"/1\r\n"))
+    s["sse_requests"] = seed(
+        0, [send(0, 0), sync(), send(1, 0), sync(), send(2, 0), sync()],
+        get(b"/sse?groups=a", method=b"POST") ,
+        get(b"/sse?groups=a", b"Origin: https://x.example\r\n", method=b"OPTIONS") +
+        get(b"/sse?groups=a&format=msgpack"),
+        get(b"/sse?groups=a&since=a:0&epoch=" + EPOCH, b"Last-Event-ID: x/\r\n") +
+        get(b"/sse", b"Last-Event-ID: " + EPOCH + b"/\r\n"))
+    s["sse_slow"] = seed(
+        SMALL | 1, [send(0, 0), sync(), send(1, 0), passes(4), op(TIME, 0, T_2S), send(2, 0),
+                    passes(2), op(READ, 0, 0), sync()],
+        get(b"/sse?groups=s,t"),
+        b"".join(post(b"/publish?group=s", b"y" * 900) for _ in range(8)),
+        get(b"/sse?groups=s", b"Last-Event-ID: " + EPOCH + b"/2\r\n"))
     # permessage-deflate: subscribers with and without the extension (raw and
     # JSON), a publisher sending compressed messages (fragmented text with
     # context takeover, binary, an empty one, then RSV1 on a ping: 1002), an
@@ -319,6 +346,15 @@ def seeds():
         0, [send(0, 0), send(1, 0), sync(16)],
         upgrade(b"/publish?group=b", ext) + frame(0x2, bomb, rsv=0x40),
         upgrade(b"/ws?groups=b", ext) + frame(0x2, bomb, rsv=0x40))
+    # Both transports on one group: deflate WebSocket subscribers (JSON, msgpack) beside an
+    # SSE stream of one group (shared events with their id: the highest format), one
+    # compressible JSON publish: plain, compressed and SSE frames in one fan-out.
+    s["sse_and_deflate"] = seed(
+        0, [send(0, 0), send(1, 0), send(2, 0), sync(), send(3, 0), sync(), op(READ, 0, 0),
+            op(READ, 1, 0), sync()],
+        upgrade(b"/ws?groups=m&format=json", ext), get(b"/sse?groups=m&format=json"),
+        upgrade(b"/ws?groups=m&format=msgpack", ext),
+        post(b"/publish?group=m", b'{"id":3,"title":"parcel delivered"}' * 20, b"application/json"))
     return s
 
 

@@ -39,6 +39,9 @@ void args_usage(FILE *out)
         "                            (compresses like real traffic)\n"
         "  --format raw|json|msgpack subscribers ask for ?format=: herald's JSON/msgpack\n"
         "                            envelopes are unwrapped to the payload (raw)\n"
+        "  --sse                     subscribers read Server-Sent Events (GET /sse?groups=g,\n"
+        "                            binary events in base64; --sub-path defaults to /sse;\n"
+        "                            not with --deflate or --format)\n"
         "  --threads T               event-loop threads (1)\n"
         "  --json                    one JSON line instead of text\n"
         "  --sub-path PATH           subscriber path (/ws)\n"
@@ -95,7 +98,8 @@ static int args_path(const char *opt, const char *val, char *out, size_t cap)
 enum {
     O_HOST = 256, O_PORT, O_SUBS, O_PUBS, O_GROUPS, O_SIZE, O_RATE, O_DURATION, O_SATURATE,
     O_WINDOW, O_IDLE, O_SRCIPS, O_CONCURRENCY, O_CTIMEOUT, O_PID, O_THREADS, O_JSON,
-    O_SUBPATH, O_PUBPATH, O_WARMUP, O_GRACE, O_HELP, O_PORTS, O_PUBPORTSALL, O_TLS, O_FORMAT, O_DEFLATE, O_PAYLOAD,
+    O_SUBPATH, O_PUBPATH, O_WARMUP, O_GRACE, O_HELP, O_PORTS, O_PUBPORTSALL, O_TLS, O_FORMAT, O_SSE,
+    O_DEFLATE, O_PAYLOAD,
 };
 
 static const struct option args_opts[] = {
@@ -127,6 +131,7 @@ static const struct option args_opts[] = {
     {"deflate", no_argument, 0, O_DEFLATE},
     {"payload", required_argument, 0, O_PAYLOAD},
     {"format", required_argument, 0, O_FORMAT},
+    {"sse", no_argument, 0, O_SSE},
     {0, 0, 0, 0},
 };
 
@@ -216,6 +221,7 @@ int args_parse(int argc, char **argv, bench_args *a)
             break;
         case O_PUBPORTSALL: a->pub_ports_all = true; break;
         case O_TLS: a->tls = true; break;
+        case O_SSE: a->sse = true; break;
         case O_DEFLATE: a->deflate = true; break;
         case O_PAYLOAD:
             if (!strcmp(v, "json"))
@@ -289,6 +295,17 @@ int args_parse(int argc, char **argv, bench_args *a)
         fprintf(stderr, "herald-bench: --pub-ports-all needs --ports with several ports\n");
         return ARGS_BAD;
     }
+    if (a->sse && a->format != FMT_RAW) {
+        fprintf(stderr, "herald-bench: --sse reads raw events only (no --format)\n");
+        return ARGS_BAD;
+    }
+    if (a->sse && a->deflate) {
+        fprintf(stderr, "herald-bench: --sse and --deflate exclude each other "
+                        "(permessage-deflate is a WebSocket extension; /sse is never compressed)\n");
+        return ARGS_BAD;
+    }
+    if (a->sse && strcmp(a->sub_path, "/ws") == 0)
+        strcpy(a->sub_path, "/sse");
     if (a->saturate && a->idle) {
         fprintf(stderr, "herald-bench: --saturate and --idle exclude each other\n");
         return ARGS_BAD;

@@ -39,6 +39,7 @@ typedef struct bench_args {
     int server_pids[BENCH_MAX_PIDS];    /* CPU and RSS are summed over these */
     uint32_t nserver_pids;
     bool tls;                   /* TLS without certificate verification */
+    bool sse;                   /* subscribers read Server-Sent Events (GET /sse) */
     int format;                 /* enum bench_format: what subscribers ask for */
     bool deflate;               /* subscribers offer permessage-deflate and inflate */
     bool json_payload;          /* --payload json: filler is JSON notifications */

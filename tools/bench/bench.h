@@ -15,6 +15,7 @@
 #include "args.h"
 #include "hist.h"
 #include "track.h"
+#include "ssec.h"
 #include "wsc.h"
 
 /* Phases only move forward; workers poll the current one at least every
@@ -68,6 +69,7 @@ typedef struct conn {
     SSL *ssl;               /* --tls */
     char *hbuf;             /* --tls: response head being read (handshake only) */
     wsc_reader rd;
+    ssec_reader srd;        /* --sse subscriber */
     uint8_t ctl[WSC_CTL_FRAME];
 } conn;
 

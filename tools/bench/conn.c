@@ -183,6 +183,8 @@ static size_t conn_request(worker *w, const conn *c, char *out, size_t cap)
     else
         snprintf(group, sizeof group, "g%u", c->group);
     snprintf(host_port, sizeof host_port, "%s:%u", a->host, conn_port(a, c));
+    if (!c->is_pub && a->sse)
+        return ssec_request(out, cap, host_port, a->sub_path, group);
     return wsc_request_ext(out, cap, host_port, c->is_pub ? a->pub_path : a->sub_path,
                            c->is_pub ? "group" : "groups", group, key,
                            !c->is_pub && a->deflate ? WSC_DEFLATE_OFFER : "");
@@ -320,12 +322,28 @@ static void conn_peer_closed(worker *w, conn *c, int code)
 
 /* Feeds received bytes to the frame reader; false when the connection ended
  * (close frame or protocol error). */
+/* --sse: an event's payload, decoded head and size, is delivered like a frame. */
+static void conn_sse_event(void *ctx, const uint8_t *head, uint64_t total)
+{
+    deliver_on_message(ctx, WSC_OP_BINARY, head, total);
+}
+
 static bool conn_feed(worker *w, conn *c, const uint8_t *p, size_t n)
 {
     const wsc_handler *h = c->is_pub ? &conn_pub_handler : &conn_sub_handler;
     w->now = bench_now();
     if (!c->is_pub && w->phase == PH_RUN) /* as deliveries: the measured phase only */
         STAT_ADD(w, sub_bytes, n);
+    if (!c->is_pub && w->run->a->sse) {
+        if (ssec_feed(&c->srd, p, n, conn_sse_event, c))
+            return true;
+        STAT_ADD(w, protocol_errors, 1);
+        if (c->state == CS_OPEN && w->phase < PH_CLOSE)
+            STAT_ADD(w, disconnects, 1);
+        worker_note_error(w, "subscriber %u: malformed event stream", c->index);
+        conn_close(w, c);
+        return false;
+    }
     int rc = wsc_feed(&c->rd, p, n, h, c);
     if (rc == WSC_FEED_CLOSED) {
         conn_peer_closed(w, c, conn_last_close_code);
@@ -377,7 +395,9 @@ static void conn_read(worker *w, conn *c, uint32_t events)
  * each message (the payload is not at its start). */
 static void conn_reader_init(worker *w, conn *c)
 {
-    if (!c->is_pub && w->run->a->format != FMT_RAW)
+    if (!c->is_pub && w->run->a->sse)
+        ssec_reader_init(&c->srd);
+    else if (!c->is_pub && w->run->a->format != FMT_RAW)
         wsc_reader_init_capture(&c->rd, WSC_HEAD_CAP);
     else
         wsc_reader_init(&c->rd);
@@ -389,7 +409,9 @@ static bool conn_check_head(worker *w, conn *c, const char *head, size_t hl)
 {
     char key[WSC_KEY_LEN + 1], why[160];
     conn_key(w, c, key);
-    if (!wsc_response_ok(head, hl, key, why, sizeof why)) {
+    bool ok = !c->is_pub && w->run->a->sse ? ssec_response_ok(head, hl, why, sizeof why)
+                                           : wsc_response_ok(head, hl, key, why, sizeof why);
+    if (!ok) {
         conn_fail(w, c, FAIL_HANDSHAKE, "%s", why);
         return false;
     }
@@ -638,7 +660,9 @@ void conn_event(worker *w, conn *c, uint32_t events)
 
 void conn_begin_close(worker *w, conn *c)
 {
-    if (c->state == CS_OPEN) {
+    if (c->state == CS_OPEN && !c->is_pub && w->run->a->sse) {
+        conn_close(w, c); /* an event stream just ends */
+    } else if (c->state == CS_OPEN) {
         c->state = CS_CLOSING;
         conn_send_close(w, c, 1000);
     } else if (conn_in_setup(c)) {

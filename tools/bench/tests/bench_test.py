@@ -2,7 +2,7 @@
 """Correctness tests of herald-bench itself (run by CTest).
 
   bench_test.py --bench PATH fake-clean|fake-faults|fake-groups|fake-saturate|fake-idle|args
-  bench_test.py --bench PATH --herald PATH herald|herald-tls|herald-json|herald-msgpack|herald-cluster|herald-deflate
+  bench_test.py --bench PATH --herald PATH herald|herald-tls|herald-json|herald-msgpack|herald-cluster|herald-deflate|herald-sse
 
 The fake-* cases run herald-bench against fake_server.py, which injects
 drops, duplicates and reorderings and counts exactly what it did; the test
@@ -11,8 +11,8 @@ is asserted anywhere. The herald case runs a small clean load against the
 real server and expects zero loss, duplication and reordering; the other
 herald-* cases do the same over TLS (self-signed certificate made by the
 openssl CLI), with JSON/msgpack envelopes, and against two cluster nodes
-sharing a redis-server (skipped, exit 77, when redis-server or openssl is
-missing).
+sharing a redis-server (failing, saying what to install, when redis-server or
+openssl is missing: a test that cannot run must not pass as skipped).
 """
 import argparse
 import json
@@ -30,7 +30,6 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAKE = os.path.join(HERE, "fake_server.py")
-SKIP = 77   # CTest SKIP_RETURN_CODE
 failures = []
 
 
@@ -279,16 +278,16 @@ def need_herald(a):
         sys.exit("no herald binary: %r" % a.herald)
 
 
-def skip(why):
-    print("SKIP: " + why)
-    sys.exit(SKIP)
+def cannot_run(why):
+    """A dependency is missing: fail loudly (scripts/deps.sh test installs it)."""
+    sys.exit("FAIL cannot run: " + why)
 
 
 def case_herald_tls(a):
     need_herald(a)
     openssl = shutil.which("openssl")
     if not openssl:
-        skip("no openssl command to make a test certificate")
+        cannot_run("no openssl command to make a test certificate")
     tmp = tempfile.mkdtemp(prefix="hb-tls-")
     key, cert = os.path.join(tmp, "k.pem"), os.path.join(tmp, "c.pem")
     subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
@@ -411,7 +410,7 @@ def case_herald_cluster(a):
     need_herald(a)
     redis = shutil.which("redis-server")
     if not redis:
-        skip("redis-server is not installed (apt-get install redis-server)")
+        cannot_run("redis-server is not installed (apt-get install redis-server)")
     rport = free_port()
     rproc = subprocess.Popen([redis, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "no"], stdin=subprocess.DEVNULL,
@@ -458,6 +457,36 @@ def case_herald_cluster(a):
         clean(r2, 14, " (--pub-ports-all)")
 
 
+def case_herald_sse(a):
+    """--sse against herald: every delivery counted once, in rate and saturation modes and with
+    JSON payloads, and --sse refuses envelope formats and --deflate."""
+    need_herald(a)
+    proc, port = start_server([a.herald, "--listen", "127.0.0.1:0"], r"listening on [0-9.]+:(\d+)")
+    try:
+        r = bench(a.bench, port, "--subscribers", 50, "--publishers", 2, "--groups", 2,
+                  "--rate", 200, "--duration", 2, "--server-pid", proc.pid, "--sse")
+        r2 = bench(a.bench, port, "--subscribers", 20, "--saturate", "--window", 16,
+                   "--duration", 1, "--sse")
+        r3 = bench(a.bench, port, "--subscribers", 10, "--rate", 100, "--duration", 1,
+                   "--sse", "--payload", "json")
+    finally:
+        stop(proc)
+    if r:
+        eq(r, "connections_ok", 52)
+        clean(r, 25, " (--sse)")
+    if r2:
+        clean(r2, 20, " (--sse --saturate)")
+    if r3:
+        clean(r3, 10, " (--sse --payload json)")
+    p = subprocess.run([a.bench, "--port", "1", "--sse", "--format", "json"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=10)
+    eq({"rc": p.returncode}, "rc", 2, "--sse --format json is refused")
+    p = subprocess.run([a.bench, "--port", "1", "--sse", "--deflate"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=10)
+    eq({"rc": p.returncode}, "rc", 2, "--sse --deflate is refused")
+    check("WebSocket extension" in p.stderr, "--sse --deflate says why: " + p.stderr.strip())
+
+
 CASES = {
     "fake-clean": case_fake_clean, "fake-faults": case_fake_faults,
     "fake-groups": case_fake_groups, "fake-kick": case_fake_kick, "fake-saturate": case_fake_saturate,
@@ -466,6 +495,7 @@ CASES = {
     "herald-json": lambda a: case_herald_format(a, "json"),
     "herald-msgpack": lambda a: case_herald_format(a, "msgpack"),
     "herald-deflate": case_herald_deflate,
+    "herald-sse": case_herald_sse,
 }
 
 

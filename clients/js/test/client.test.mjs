@@ -1,0 +1,316 @@
+// Unit tests of herald-client with fake transports and timers: URLs, backoff and jitter bounds,
+// resume without duplicates across reconnects, recovery_failed, fatal closes, auto fallback to SSE,
+// token refresh. Runs on Node 18 and 20 (node:test, node:assert only).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { HeraldClient, backoffDelay } from '../src/index.js';
+import { env, fakeTimers, fakeTransports, settle } from './fakes.mjs';
+
+function setup(opts = {}) {
+  const timers = fakeTimers();
+  const t = fakeTransports();
+  const c = new HeraldClient(opts.url || 'ws://h:8080', {
+    groups: ['a', 'b'],
+    WebSocket: t.FakeWS,
+    EventSource: t.FakeES,
+    fetch: opts.fetch || (async () => ({ status: 0 })),
+    setTimeout: timers.setTimeout,
+    clearTimeout: timers.clearTimeout,
+    random: opts.random || (() => 0.5),
+    transport: 'websocket',
+    ...opts.options,
+  });
+  const got = { messages: [], states: [], errors: [], failed: [], reconnects: [] };
+  c.on('message', (m) => got.messages.push(m));
+  c.on('state', (s) => got.states.push(s));
+  c.on('error', (e) => got.errors.push(e));
+  c.on('recovery_failed', (r) => got.failed.push(r));
+  c.on('reconnect', (r) => got.reconnects.push(r));
+  return { c, timers, t, got };
+}
+
+test('backoffDelay: full jitter under an exponential, bounded cap', () => {
+  const o = { initialDelayMs: 100, maxDelayMs: 5000, factor: 2 };
+  for (let n = 0; n < 20; n++) {
+    const cap = Math.min(5000, 100 * 2 ** n);
+    assert.equal(backoffDelay(n, o, () => 0), 0);
+    const hi = backoffDelay(n, o, () => 0.999999);
+    assert.ok(hi < cap && hi >= cap * 0.99, `n=${n}: ${hi} vs cap ${cap}`);
+  }
+  // many random draws stay inside [0, cap)
+  for (let i = 0; i < 1000; i++) {
+    const d = backoffDelay(3, o);
+    assert.ok(d >= 0 && d < 800);
+  }
+  assert.ok(backoffDelay(1e6, o, () => 0.5) <= 2500); // huge attempt counts do not overflow
+});
+
+test('URLs: json format, groups, since/epoch after messages, token, scheme per transport', async () => {
+  const { c, t } = setup({ options: { token: 'T.o.k' } });
+  assert.equal(c.url('websocket'), 'ws://h:8080/ws?groups=a,b&format=json&token=T.o.k');
+  assert.equal(c.url('sse'), 'http://h:8080/sse?groups=a,b&format=json&token=T.o.k');
+  c.connect();
+  await settle();
+  t.last().open();
+  t.last().send(env('x', 'a', 7));
+  assert.equal(c.url('websocket'), 'ws://h:8080/ws?groups=a,b&format=json&since=a:7&epoch=E1&token=T.o.k');
+  const s = new HeraldClient('wss://h/base/', { groups: ['x'] });
+  assert.equal(s.url('sse'), 'https://h/base/sse?groups=x&format=json');
+  assert.throws(() => new HeraldClient('ftp://h'), TypeError);
+  assert.throws(() => new HeraldClient('ws://h', { transport: 'carrier-pigeon' }), TypeError);
+});
+
+test('states, and messages delivered with group, offset, epoch; binary as bytes', async () => {
+  const { c, t, got } = setup();
+  c.connect();
+  await settle();
+  assert.deepEqual(got.states, ['connecting']);
+  t.last().open();
+  assert.deepEqual(got.states, ['connecting', 'open']);
+  t.last().send(env('hello', 'a', 1));
+  t.last().send(env('AAEC/w==', 'b', 1, 'E1', { binary: true }));
+  t.last().send(env('all', null, 3));
+  assert.equal(got.messages[0].data, 'hello');
+  assert.deepEqual(got.messages[1].data, new Uint8Array([0, 1, 2, 255]));
+  assert.equal(got.messages[2].group, null);
+  assert.deepEqual(c.positions(), { epoch: 'E1', offsets: { a: 1, b: 1 } });
+  c.close();
+  assert.deepEqual(got.states, ['connecting', 'open', 'closed']);
+  assert.ok(t.last().closed);
+});
+
+test('reconnect: backoff delays within jitter bounds, growing, reset after a stable connection', async () => {
+  const draws = [0.999, 0.999, 0.999, 0.999, 0.5];
+  let i = 0;
+  const { c, t, timers, got } = setup({ random: () => draws[i++ % draws.length], options: { initialDelayMs: 100, maxDelayMs: 1000, stableAfterMs: 5000 } });
+  c.connect();
+  await settle();
+  for (let k = 0; k < 4; k++) {
+    t.last().serverClose(1006);  // never opened
+    await settle();
+    assert.equal(c.state, 'reconnecting');
+    const cap = Math.min(1000, 100 * 2 ** k);
+    const d = got.reconnects[k].delayMs;
+    assert.ok(d < cap && d >= cap * 0.99, `attempt ${k}: ${d} vs ${cap}`);
+    timers.advance(d);
+    await settle();
+  }
+  assert.equal(t.made.length, 5);
+  // a connection that stays open resets the backoff
+  t.last().open();
+  timers.advance(5000);
+  t.last().serverClose(1012);
+  await settle();
+  assert.ok(got.reconnects[4].delayMs < 100);
+  // no reconnect storm: exactly one timer waits
+  assert.equal(timers.count(), 1);
+});
+
+test('no duplicate across reconnects: resume with since, replay overlap dropped, order kept', async () => {
+  const { c, t, timers, got } = setup();
+  c.connect();
+  await settle();
+  t.last().open();
+  for (let o = 1; o <= 3; o++) t.last().send(env(`a${o}`, 'a', o));
+  t.last().send(env('b1', 'b', 1));
+  t.last().serverClose(1006);
+  await settle();
+  timers.advance(10_000);
+  await settle();
+  const ws = t.last();
+  assert.match(ws.url, /since=a:3,b:1&epoch=E1/);
+  ws.open();
+  // a server could replay from before our position: those are not delivered again
+  ws.send(env('a2', 'a', 2));
+  ws.send(env('a3', 'a', 3));
+  ws.send(env('a4', 'a', 4));
+  ws.send(env('b1', 'b', 1));
+  ws.send(env('b2', 'b', 2));
+  assert.deepEqual(got.messages.map((m) => m.data), ['a1', 'a2', 'a3', 'b1', 'a4', 'b2']);
+});
+
+test('recovery_failed: reported, and the client continues from the server position', async () => {
+  const { c, t, timers, got } = setup();
+  c.connect();
+  await settle();
+  t.last().open();
+  t.last().send(env('a1', 'a', 1));
+  t.last().serverClose(1001);
+  await settle();
+  timers.advance(10_000);
+  await settle();
+  t.last().open();
+  t.last().send({ type: 'recovery_failed', group: 'a', reason: 'epoch', epoch: 'E2', offset: 40 });
+  assert.deepEqual(got.failed, [{ group: 'a', reason: 'epoch', epoch: 'E2', offset: 40 }]);
+  t.last().send(env('a40', 'a', 40, 'E2')); // at or before the reported position: not new
+  t.last().send(env('a41', 'a', 41, 'E2'));
+  assert.deepEqual(got.messages.map((m) => m.data), ['a1', 'a41']);
+  assert.deepEqual(c.positions(), { epoch: 'E2', offsets: { a: 41 } });
+  // a message under another epoch mid-stream: offsets restart there
+  t.last().send(env('a1-e3', 'a', 1, 'E3'));
+  assert.equal(got.messages.at(-1).data, 'a1-e3');
+});
+
+test('close codes that mean "do not retry" surface as errors, not a retry storm', async () => {
+  for (const code of [1008, 1002, 1007]) {
+    const { c, t, timers, got } = setup();
+    c.connect();
+    await settle();
+    t.last().open();
+    t.last().serverClose(code, 'slow consumer');
+    await settle();
+    assert.equal(c.state, 'closed');
+    assert.equal(got.errors.length, 1);
+    assert.equal(got.errors[0].code, code);
+    assert.equal(got.errors[0].fatal, true);
+    assert.equal(timers.count(), 0);
+    timers.advance(100_000);
+    assert.equal(t.made.length, 1);
+  }
+});
+
+test('refused before open: a 401/403 probe is fatal without getToken', async () => {
+  const probes = [];
+  const { c, t, timers, got } = setup({ fetch: async (url) => { probes.push(url); return { status: 401 }; } });
+  c.connect();
+  await settle();
+  t.last().serverClose(1006);
+  await settle();
+  assert.equal(probes.length, 1);
+  assert.match(probes[0], /^http:\/\/h:8080\/sse\?groups=a,b/);
+  assert.equal(c.state, 'closed');
+  assert.equal(got.errors[0].code, 401);
+  assert.equal(timers.count(), 0);
+});
+
+test('getToken refreshes the token before every attempt; a second refusal is fatal', async () => {
+  let n = 0;
+  const status = [401, 401];
+  const { c, t, timers, got } = setup({
+    fetch: async () => ({ status: status.shift() ?? 0 }),
+    options: { getToken: async () => `tok${++n}` },
+  });
+  c.connect();
+  await settle();
+  assert.match(t.last().url, /token=tok1$/);
+  t.last().serverClose(1006);
+  await settle();
+  assert.equal(c.state, 'reconnecting'); // one refusal: try a fresh token
+  timers.advance(10_000);
+  await settle();
+  assert.match(t.last().url, /token=tok2$/);
+  t.last().serverClose(1006);
+  await settle();
+  assert.equal(c.state, 'closed');
+  assert.equal(got.errors.at(-1).code, 401);
+});
+
+test('an expired token after a long connection is refreshed on reconnect', async () => {
+  let n = 0;
+  const { c, t, timers } = setup({ options: { getToken: () => `t${++n}` } });
+  c.connect();
+  await settle();
+  t.last().open();
+  t.last().serverClose(1006);
+  await settle();
+  timers.advance(10_000);
+  await settle();
+  assert.match(t.last().url, /token=t2$/);
+});
+
+test('auto: falls back to SSE when the WebSocket cannot connect, and keeps it', async () => {
+  const { c, t, timers, got } = setup({ options: { transport: 'auto' } });
+  c.connect();
+  await settle();
+  assert.equal(t.last().kind, 'websocket');
+  t.last().serverClose(1006);
+  await settle();
+  timers.advance(10_000);
+  await settle();
+  const es = t.last();
+  assert.equal(es.kind, 'sse');
+  assert.match(es.url, /^http:\/\/h:8080\/sse\?groups=a,b&format=json$/);
+  es.open();
+  assert.equal(c.transport, 'sse');
+  es.send(env('a1', 'a', 1));
+  es.event('recovery_failed', { type: 'recovery_failed', group: 'b', reason: 'too_old', epoch: 'E1', offset: 9 });
+  es.fail(); // the stream broke: our own reconnect, over SSE again, resuming both groups
+  await settle();
+  assert.ok(es.closed);
+  timers.advance(10_000);
+  await settle();
+  assert.equal(t.last().kind, 'sse');
+  assert.match(t.last().url, /since=a:1,b:9&epoch=E1/);
+  t.last().open();
+  t.last().send(env('a1', 'a', 1));
+  t.last().send(env('a2', 'a', 2));
+  assert.deepEqual(got.messages.map((m) => m.data), ['a1', 'a2']);
+  assert.equal(got.failed.length, 1);
+});
+
+test('auto: a WebSocket that opened once stays the transport while the server is down', async () => {
+  const { c, t, timers } = setup({ options: { transport: 'auto' } });
+  c.connect();
+  await settle();
+  t.last().open();
+  for (let k = 0; k < 3; k++) {
+    t.last().serverClose(1006);
+    await settle();
+    timers.advance(60_000);
+    await settle();
+    assert.equal(t.last().kind, 'websocket');
+  }
+});
+
+test('an attempt that hangs is abandoned after connectTimeoutMs', async () => {
+  const { c, t, timers, got } = setup({ options: { connectTimeoutMs: 1000 } });
+  c.connect();
+  await settle();
+  timers.advance(1000);
+  await settle();
+  assert.ok(t.made[0].closed);
+  assert.equal(c.state, 'reconnecting');
+  assert.equal(got.reconnects.length, 1);
+});
+
+test('close() during a backoff wait cancels the reconnect; stale events are ignored', async () => {
+  const { c, t, timers, got } = setup();
+  c.connect();
+  await settle();
+  const first = t.last();
+  first.open();
+  first.serverClose(1006);
+  await settle();
+  c.close();
+  timers.advance(100_000);
+  await settle();
+  assert.equal(t.made.length, 1);
+  first.send(env('late', 'a', 1)); // the old socket's handlers were detached
+  assert.equal(got.messages.length, 0);
+  assert.equal(c.state, 'closed');
+});
+
+test('a throwing message handler does not stop delivery', async () => {
+  const { c, t, got } = setup();
+  c.on('message', () => { throw new Error('app bug'); });
+  c.connect();
+  await settle();
+  t.last().open();
+  t.last().send(env('a1', 'a', 1));
+  t.last().send(env('a2', 'a', 2));
+  assert.equal(got.messages.length, 2);
+  assert.equal(got.errors.length, 2);
+});
+
+test('no implementation available: a clear fatal error', async () => {
+  const timers = fakeTimers();
+  const c = new HeraldClient('ws://h', { groups: ['a'], transport: 'websocket', WebSocket: undefined, setTimeout: timers.setTimeout, clearTimeout: timers.clearTimeout });
+  if (typeof globalThis.WebSocket === 'function') return; // Node 22+: a global exists
+  const errors = [];
+  c.on('error', (e) => errors.push(e));
+  c.connect();
+  await settle();
+  assert.equal(c.state, 'closed');
+  assert.match(errors[0].message, /no WebSocket implementation/);
+});
