@@ -58,6 +58,7 @@ conn *conn_new(worker *w, int fd)
             return NULL;
         }
         SSL_set_bio(c->ssl, rb, wb);
+        SSL_set_app_data(c->ssl, &c->ctl_frames); /* tls_on_message counts into it */
         SSL_set_accept_state(c->ssl);
     }
     if (!worker_add_conn(w, c)) {
@@ -520,6 +521,7 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
      * them per event, so a flood of them neither stalls the worker inside
      * OpenSSL nor crawls at one record per loop pass. */
     BIO *rb = SSL_get_rbio(c->ssl);
+    uint32_t ctl_before = c->ctl_frames;
     int r;
     for (int records = 0;; records++) {
         uint64_t got = BIO_number_read(rb);
@@ -529,6 +531,13 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
             BIO_number_read(rb) == got || records == CONN_TLS_RECORDS_PER_EVENT ||
             conn_tls_over(c, pending))
             break;
+    }
+    /* A flood of post-handshake messages (KeyUpdates: tls_on_message counts
+     * them) is a flood of requests like control frames are, whatever the
+     * connection's state. */
+    if (c->ctl_frames != ctl_before && !conn_frame_rate_ok(c)) {
+        METRIC_INC(&c->w->m, rate_limited);
+        return -2;
     }
     /* Reading can make records to send (handshake, KeyUpdate replies): they
      * wait in the write BIO, and count like queued frames. A peer that asks

@@ -56,7 +56,6 @@ static void conn_pub_finish(conn *c, uint8_t opcode)
     worker_publish(c->w, m);
 }
 
-static bool conn_frame_rate_ok(conn *c);
 
 /* permessage-deflate input: where inflated bytes go, and why a sink stopped. */
 typedef struct conn_inflate_ctx {
@@ -140,14 +139,16 @@ static bool conn_inflate(conn *c, const uint8_t *p, size_t n, bool last, uint8_t
 /* --client-frame-rate: subscribers only send control frames in normal use;
  * a flood of frames costs us CPU for nothing. Publishers send data at any
  * rate, but their control frames (pings, pongs) are limited the same way:
- * each asks something of us. Counted per one-second window. */
-static bool conn_frame_rate_ok(conn *c)
+ * each asks something of us, and so does a TLS handshake message after the
+ * handshake (a KeyUpdate: ctl_frames counts those for every connection).
+ * Counted per one-second window. */
+bool conn_frame_rate_ok(conn *c)
 {
     int rate = c->w->cfg->client_frame_rate;
     if (rate <= 0)
         return true;
     uint64_t now = c->w->now_ms;
-    uint32_t count = c->role == ROLE_SUB ? (uint32_t)c->rd.frames : c->ctl_frames;
+    uint32_t count = (c->role == ROLE_SUB ? (uint32_t)c->rd.frames : 0) + c->ctl_frames;
     if (now - c->rate_window_ms >= 1000) {
         c->rate_window_ms = now;
         c->rate_frames = count;
@@ -163,8 +164,8 @@ void conn_ws_process(conn *c, uint8_t *p, size_t n)
         ws_event ev;
         off += ws_reader_feed(&c->rd, p + off, n - off, &ev);
         bool open = c->state == CONN_WS;
-        if (ev.type == WS_EV_PING || ev.type == WS_EV_PONG)
-            c->ctl_frames++;
+        if ((ev.type == WS_EV_PING || ev.type == WS_EV_PONG) && c->role != ROLE_SUB)
+            c->ctl_frames++; /* a subscriber's are in rd.frames already */
         if (open && !conn_frame_rate_ok(c)) {
             METRIC_INC(&c->w->m, rate_limited);
             conn_close_ws(c, WS_CLOSE_POLICY, "client frame rate limit", false);

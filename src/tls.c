@@ -63,6 +63,21 @@ static void tls_log_errors(const char *what)
     }
 }
 
+/* Handshake messages a peer sends after the handshake (KeyUpdate) each ask
+ * us for work, like a ping: they are counted into the uint32_t the
+ * connection gave as the SSL's app data, which --client-frame-rate limits. */
+static void tls_on_message(int write_p, int version, int content_type, const void *buf, size_t len,
+                           SSL *ssl, void *arg)
+{
+    (void)version;
+    (void)buf;
+    (void)len;
+    (void)arg;
+    uint32_t *count = SSL_get_app_data(ssl);
+    if (!write_p && content_type == SSL3_RT_HANDSHAKE && count && SSL_is_init_finished(ssl))
+        (*count)++;
+}
+
 SSL_CTX *tls_ctx_new(const char *cert_file, const char *key_file)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -82,6 +97,7 @@ SSL_CTX *tls_ctx_new(const char *cert_file, const char *key_file)
      * until the socket is empty: one client could hold a worker inside it.
      * conn_io_read takes a bounded number per event instead. */
     SSL_CTX_clear_mode(ctx, SSL_MODE_AUTO_RETRY);
+    SSL_CTX_set_msg_callback(ctx, tls_on_message);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
         tls_log_errors(cert_file);
