@@ -177,23 +177,36 @@ static void pmd_skip_offer(pmd_cursor *c)
     }
 }
 
-static void pmd_accept(const pmd_offer *o, pmd_params *p, char out[PMD_RESPONSE_MAX])
+/* Appends to the answer; false when it would not fit (or snprintf failed). */
+static bool pmd_put(char out[PMD_RESPONSE_MAX], size_t *n, const char *fmt, int v)
+{
+    int r = snprintf(out + *n, PMD_RESPONSE_MAX - *n, fmt, v);
+    if (r < 0 || (size_t)r >= PMD_RESPONSE_MAX - *n)
+        return false;
+    *n += (size_t)r;
+    return true;
+}
+
+/* False (the offer declined) when the answer does not fit out. */
+static bool pmd_accept(const pmd_offer *o, pmd_params *p, char out[PMD_RESPONSE_MAX])
 {
     p->client_no_context_takeover = o->seen & PMD_CNCT;
     p->client_window_bits = (uint8_t)(o->client_bits > 0 ? o->client_bits : 15);
     p->server_window_bits = (uint8_t)(o->server_bits > 0 ? o->server_bits : 15);
-    int n = snprintf(out, PMD_RESPONSE_MAX, "permessage-deflate; server_no_context_takeover");
-    if (p->client_no_context_takeover)
-        n += snprintf(out + n, PMD_RESPONSE_MAX - (size_t)n, "; client_no_context_takeover");
+    size_t n = 0;
+    bool ok = pmd_put(out, &n, "permessage-deflate; server_no_context_takeover", 0);
+    if (ok && p->client_no_context_takeover)
+        ok = pmd_put(out, &n, "; client_no_context_takeover", 0);
     /* Echoing the limits the client asked for: the server one is a promise
      * we keep (see pmd_params), the client one lets it use a smaller window
      * and us allocate a smaller inflate window. */
-    if (o->server_bits > 0)
-        n += snprintf(out + n, PMD_RESPONSE_MAX - (size_t)n, "; server_max_window_bits=%d",
-                      o->server_bits);
-    if (o->client_bits > 0)
-        snprintf(out + n, PMD_RESPONSE_MAX - (size_t)n, "; client_max_window_bits=%d",
-                 o->client_bits);
+    if (ok && o->server_bits > 0)
+        ok = pmd_put(out, &n, "; server_max_window_bits=%d", o->server_bits);
+    if (ok && o->client_bits > 0)
+        ok = pmd_put(out, &n, "; client_max_window_bits=%d", o->client_bits);
+    if (!ok)
+        out[0] = '\0';
+    return ok;
 }
 
 bool pmd_negotiate(const http_str *values, size_t n, pmd_params *p, char out[PMD_RESPONSE_MAX])
@@ -203,10 +216,8 @@ bool pmd_negotiate(const http_str *values, size_t n, pmd_params *p, char out[PMD
         while (c.p < c.e) {
             pmd_offer o;
             bool ok = pmd_parse_offer(&c, &o);
-            if (ok && o.deflate && o.usable) {
-                pmd_accept(&o, p, out);
+            if (ok && o.deflate && o.usable && pmd_accept(&o, p, out))
                 return true;
-            }
             pmd_skip_offer(&c);
         }
     }

@@ -17,7 +17,10 @@
 
 #include "http.h"
 
-#define PMD_RESPONSE_MAX 128
+/* The longest answer (every parameter, two-digit window bits) is 128 bytes
+ * plus the NUL; the rest is slack. An answer that would not fit declines the
+ * offer instead of sending a truncated header. */
+#define PMD_RESPONSE_MAX 192
 
 typedef struct pmd_params {
     /* The client resets its compressor for every message: our inflater can

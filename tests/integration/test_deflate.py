@@ -227,6 +227,33 @@ def test_websockets_publisher_compressed_every_size(herald):
     assert s["memory"]["deflate"] > 0
 
 
+def test_largest_answer_websockets_every_parameter(herald):
+    """The longest negotiation answer (every parameter, two-digit window bits) reaches a compliant
+    client whole: a 128-byte buffer once cut it to "client_max_window_bits=1", and websockets then
+    refused the handshake. A compressed message round-trips through publisher and subscriber."""
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+    h = herald()
+
+    def factory():
+        return [ClientPerMessageDeflateFactory(client_no_context_takeover=True,
+                                               server_max_window_bits=15,
+                                               client_max_window_bits=15)]
+    body = json_payload(4096, 7).decode()
+
+    async def main():
+        async with ws_connect(h.port, "/ws?groups=big", extensions=factory()) as sub, \
+                ws_connect(h.port, "/publish?group=big", extensions=factory()) as pub:
+            for ws in (sub, pub):
+                assert ws.response_headers["Sec-WebSocket-Extensions"].endswith(
+                    "server_max_window_bits=15; client_max_window_bits=15")
+                assert ws.extensions, "permessage-deflate not in use"
+            await pub.send(body)
+            assert await asyncio.wait_for(sub.recv(), 10) == body
+    run(main())
+    s = stats(h.port)
+    assert s["inflate_messages"] >= 1 and s["deflate_messages"] >= 1
+
+
 def test_compress_once_per_message_and_format(herald):
     """30 deflate subscribers (10 raw, 10 json, 10 msgpack) and one publish: three compressions
     (one per format), 30 compressed deliveries."""

@@ -135,6 +135,8 @@ static void test_first_acceptable_wins(void **st)
                            "client_max_window_bits=10");
 }
 
+/* The largest answers, every parameter with two-digit window bits, come
+ * back whole (a 128-byte buffer once cut the last digit off). */
 static void test_response_fits(void **st)
 {
     (void)st;
@@ -143,6 +145,17 @@ static void test_response_fits(void **st)
                              "server_no_context_takeover; server_max_window_bits=15; "
                              "client_max_window_bits=15");
     assert_non_null(r);
+    assert_string_equal(r, "permessage-deflate; server_no_context_takeover; "
+                           "client_no_context_takeover; server_max_window_bits=15; "
+                           "client_max_window_bits=15");
+    r = neg1(&p, "permessage-deflate; client_no_context_takeover; server_max_window_bits=15; "
+                 "client_max_window_bits=15");
+    assert_non_null(r);
+    assert_string_equal(r, "permessage-deflate; server_no_context_takeover; "
+                           "client_no_context_takeover; server_max_window_bits=15; "
+                           "client_max_window_bits=15");
+    assert_int_equal(p.client_window_bits, 15);
+    assert_int_equal(p.server_window_bits, 15);
     assert_true(strlen(r) < PMD_RESPONSE_MAX);
 }
 
