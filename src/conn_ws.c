@@ -113,6 +113,13 @@ static bool conn_inflate(conn *c, const uint8_t *p, size_t n, bool last, uint8_t
     if (r == DEFLATE_OK) {
         if (last)
             METRIC_INC(&c->w->m, inflate_messages);
+        /* No context survives a message (client_no_context_takeover is in
+         * every answer): a subscriber, which rarely sends one, does not keep
+         * ~40 KiB of inflater until it leaves. Publishers keep theirs. */
+        if (last && c->role != ROLE_PUB) {
+            deflate_inflater_free(c->zin);
+            c->zin = NULL;
+        }
         return true;
     }
     unsigned code = r == DEFLATE_TOO_BIG   ? WS_CLOSE_TOO_BIG

@@ -190,12 +190,15 @@ static bool pmd_put(char out[PMD_RESPONSE_MAX], size_t *n, const char *fmt, int 
 /* False (the offer declined) when the answer does not fit out. */
 static bool pmd_accept(const pmd_offer *o, pmd_params *p, char out[PMD_RESPONSE_MAX])
 {
-    p->client_no_context_takeover = o->seen & PMD_CNCT;
+    /* Always asked of the client (RFC 7692 7.1.1.2 lets the server add it):
+     * a subscriber's inflater can then be freed after each message instead
+     * of keeping ~40 KiB of window for as long as it stays connected. */
+    p->client_no_context_takeover = true;
     p->client_window_bits = (uint8_t)(o->client_bits > 0 ? o->client_bits : 15);
     p->server_window_bits = (uint8_t)(o->server_bits > 0 ? o->server_bits : 15);
     size_t n = 0;
     bool ok = pmd_put(out, &n, "permessage-deflate; server_no_context_takeover", 0);
-    if (ok && p->client_no_context_takeover)
+    if (ok)
         ok = pmd_put(out, &n, "; client_no_context_takeover", 0);
     /* Echoing the limits the client asked for: the server one is a promise
      * we keep (see pmd_params), the client one lets it use a smaller window

@@ -4,7 +4,9 @@
  *
  * herald always answers server_no_context_takeover: every message is
  * compressed on its own, so one compressed frame can be shared by every
- * subscriber that negotiated the extension. An offer with an unknown or
+ * subscriber that negotiated the extension. It always answers
+ * client_no_context_takeover too (RFC 7692 7.1.1.2 allows it unasked): no
+ * inflate window has to outlive a message. An offer with an unknown or
  * repeated parameter or a bad value is skipped for the next one; when none
  * is usable the extension is simply not used (the handshake never fails
  * because of an offer). */
@@ -24,7 +26,8 @@
 
 typedef struct pmd_params {
     /* The client resets its compressor for every message: our inflater can
-     * start each message afresh (no window kept between messages). */
+     * start each message afresh (no window kept between messages). Always
+     * true: herald's answer asks it of every client. */
     bool client_no_context_takeover;
     /* LZ77 window the client compresses with (inflate window), 8..15. */
     uint8_t client_window_bits;

@@ -42,6 +42,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t len = strnlen(out, sizeof out);
         CHECK(len < sizeof out);
         CHECK(strncmp(out, "permessage-deflate; server_no_context_takeover", 46) == 0);
+        CHECK(strstr(out, "; client_no_context_takeover") != NULL && p.client_no_context_takeover);
         CHECK(p.client_window_bits >= 8 && p.client_window_bits <= 15);
         CHECK(p.server_window_bits >= 8 && p.server_window_bits <= 15);
         pmd_params q;

@@ -130,15 +130,16 @@ def stats(port):
 
 # ---------------------------------------------------------------- negotiation
 
+A = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+
+
 @pytest.mark.parametrize("offer,answer", [
-    ("permessage-deflate", "permessage-deflate; server_no_context_takeover"),
-    ("permessage-deflate; client_max_window_bits", "permessage-deflate; server_no_context_takeover"),
-    ("permessage-deflate; server_no_context_takeover; client_no_context_takeover",
-     "permessage-deflate; server_no_context_takeover; client_no_context_takeover"),
+    ("permessage-deflate", A),
+    ("permessage-deflate; client_max_window_bits", A),
+    ("permessage-deflate; server_no_context_takeover; client_no_context_takeover", A),
     ("permessage-deflate; server_max_window_bits=10; client_max_window_bits=12",
-     "permessage-deflate; server_no_context_takeover; server_max_window_bits=10; client_max_window_bits=12"),
-    ("permessage-deflate; foo, permessage-deflate; server_max_window_bits=99, permessage-deflate",
-     "permessage-deflate; server_no_context_takeover"),
+     A + "; server_max_window_bits=10; client_max_window_bits=12"),
+    ("permessage-deflate; foo, permessage-deflate; server_max_window_bits=99, permessage-deflate", A),
     ("permessage-deflate; foo=1", None),
     ("permessage-deflate; server_max_window_bits", None),
     ("permessage-deflate; client_no_context_takeover; client_no_context_takeover", None),
@@ -318,15 +319,16 @@ def test_server_max_window_bits_honoured(herald):
 
 # ---------------------------------------------------------------- inflating what clients send
 
-def test_fragmented_compressed_publish_with_context_takeover(herald):
-    """RSV1 on the first frame only; the publisher keeps its compression context across messages
-    (no client_no_context_takeover), so herald's inflater must keep its window too."""
+def test_fragmented_compressed_publish(herald):
+    """RSV1 on the first frame only; each message compressed on its own (herald's answer always
+    carries client_no_context_takeover)."""
     h = herald()
     sub = PmdRaw.open(h.port, "/ws?groups=f", offer=None)
     pub = PmdRaw.open(h.port, "/publish?group=f")
-    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    assert "client_no_context_takeover" in pub.ext
     msgs = [json_payload(3000, 1), json_payload(3000, 1), json_payload(100, 2), b"", b"x"]
     for m in msgs:
+        c = zlib.compressobj(6, zlib.DEFLATED, -15)
         z = c.compress(m) + c.flush(zlib.Z_SYNC_FLUSH)
         z = z[:-4]
         cuts = [0, len(z) // 3, 2 * len(z) // 3, len(z)]
@@ -339,19 +341,34 @@ def test_fragmented_compressed_publish_with_context_takeover(herald):
     sub.close()
 
 
+def test_context_takeover_refused_by_the_answer(herald):
+    """A client that keeps its compression context although the answer said
+    client_no_context_takeover: its second message reaches back into the first, which herald no
+    longer holds: 1007, never a wrong message."""
+    h = herald()
+    sub = PmdRaw.open(h.port, "/ws?groups=k", offer=None)
+    pub = PmdRaw.open(h.port, "/publish?group=k")
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    m = json_payload(3000, 1)
+    pub.send_frame(OP_TEXT, (c.compress(m) + c.flush(zlib.Z_SYNC_FLUSH))[:-4], rsv=4)
+    assert sub.recv_msg()[3] == m
+    pub.send_frame(OP_TEXT, (c.compress(m) + c.flush(zlib.Z_SYNC_FLUSH))[:-4], rsv=4)
+    pub.expect_close(1007)
+    sub.close()
+
+
 def test_empty_compressed_payload_is_an_empty_message(herald):
     """RSV1 on a zero-length payload (not what zlib produces for an empty message, 0x00, but seen in
-    the wild): an empty message, and a kept compression context is not disturbed."""
+    the wild): an empty message."""
     h = herald()
     sub = PmdRaw.open(h.port, "/ws?groups=e", offer=None)
     pub = PmdRaw.open(h.port, "/publish?group=e")
-    c = zlib.compressobj(6, zlib.DEFLATED, -15)
     for m in (b"first message", None, b"first message again"):
         if m is None:
             pub.send_frame(OP_TEXT, b"", rsv=4)
             assert sub.recv_msg()[3] == b""
             continue
-        pub.send_frame(OP_TEXT, (c.compress(m) + c.flush(zlib.Z_SYNC_FLUSH))[:-4], rsv=4)
+        pub.send_frame(OP_TEXT, deflate_raw(m), rsv=4)
         assert sub.recv_msg()[3] == m
     pub.close()
     sub.close()
@@ -372,6 +389,29 @@ def test_client_no_context_takeover_and_bfinal(herald):
         assert sub.recv_msg()[3] == body
     pub.close()
     sub.close()
+
+
+def test_subscriber_inflaters_freed_after_each_message(herald):
+    """200 subscribers each send one compressed message: their inflaters (~40 KiB each) are freed
+    when the message ends, so the deflate memory kind is back at its baseline (the workers'
+    compressors), not 200 windows higher, while they all stay connected."""
+    h = herald()
+    base = stats(h.port)["memory"]["deflate"]
+    subs = []
+    try:
+        for i in range(200):
+            s = PmdRaw.open(h.port, "/ws?groups=m")
+            assert "client_no_context_takeover" in s.ext
+            s.send_frame(OP_TEXT, deflate_raw(json_payload(2000, i)), rsv=4)
+            subs.append(s)
+        for s in subs:
+            s.ping_roundtrip()  # after its message: inflated and checked
+        st = stats(h.port)
+        assert st["inflate_messages"] >= 200
+        assert st["memory"]["deflate"] <= base + 64 * 1024, (base, st["memory"]["deflate"])
+    finally:
+        for s in subs:
+            s.close()
 
 
 def test_subscriber_compressed_messages_read_and_ignored(herald):
@@ -476,8 +516,7 @@ def test_subscriber_bomb_large_limit_rss_flat(herald):
     assert grown < 4 * 1024, f"RSS grew {grown} KiB"
     st = stats(h.port)
     assert st["inflate_bytes_out"] == 64 << 20
-    # the inflater's memory is in the memory view, and goes with the connection
-    assert 32 * 1024 < st["memory"]["deflate"]
+    # a subscriber's inflater goes when its message ends (client_no_context_takeover)
+    assert st["memory"]["deflate"] == 0
     s.send_close(1000)
     s.expect_close(1000)
-    wait_until(lambda: stats(h.port)["memory"]["deflate"] == 0, what="inflater freed on close")

@@ -61,12 +61,14 @@ def test_rfc_sample_key_accept(srv):
 
 def test_deflate_negotiated_subprotocols_not(srv):
     """permessage-deflate is accepted (always with server_no_context_takeover: one compressed frame
-    is shared by every subscriber); an unknown extension and subprotocols are not."""
+    is shared by every subscriber, and client_no_context_takeover: no inflate window outlives a
+    message); an unknown extension and subprotocols are not."""
     s, resp, _ = handshake(srv, extra=[("Sec-WebSocket-Extensions", "x-unknown, permessage-deflate; client_max_window_bits"),
                                        ("Sec-WebSocket-Protocol", "chat, superchat")])
     try:
         upgrade_ok(resp)
-        assert resp.header("sec-websocket-extensions") == "permessage-deflate; server_no_context_takeover"
+        assert resp.header("sec-websocket-extensions") == \
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
         proto = resp.header("sec-websocket-protocol")
         assert proto is None or proto in ("chat", "superchat")
     finally:

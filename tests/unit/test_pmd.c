@@ -31,8 +31,10 @@ static void test_plain_offer(void **st)
     pmd_params p;
     const char *r = neg1(&p, "permessage-deflate");
     assert_non_null(r);
-    assert_string_equal(r, "permessage-deflate; server_no_context_takeover");
-    assert_false(p.client_no_context_takeover);
+    /* client_no_context_takeover is always added (RFC 7692 7.1.1.2). */
+    assert_string_equal(r, "permessage-deflate; server_no_context_takeover; "
+                           "client_no_context_takeover");
+    assert_true(p.client_no_context_takeover);
     assert_int_equal(p.client_window_bits, 15);
     assert_int_equal(p.server_window_bits, 15);
 }
@@ -43,7 +45,8 @@ static void test_browser_offer(void **st)
     pmd_params p;
     /* Chromium and Firefox send exactly this. */
     const char *r = neg1(&p, "permessage-deflate; client_max_window_bits");
-    assert_string_equal(r, "permessage-deflate; server_no_context_takeover");
+    assert_string_equal(r, "permessage-deflate; server_no_context_takeover; "
+                           "client_no_context_takeover");
     assert_int_equal(p.client_window_bits, 15);
 }
 
@@ -122,7 +125,7 @@ static void test_offers_across_headers(void **st)
                                     "permessage-deflate; server_max_window_bits=12"};
     const char *r = neg(&p, 3, v);
     assert_string_equal(r, "permessage-deflate; server_no_context_takeover; "
-                           "server_max_window_bits=12");
+                           "client_no_context_takeover; server_max_window_bits=12");
     assert_int_equal(p.server_window_bits, 12);
 }
 
@@ -132,7 +135,7 @@ static void test_first_acceptable_wins(void **st)
     pmd_params p;
     const char *r = neg1(&p, "permessage-deflate; client_max_window_bits=10, permessage-deflate");
     assert_string_equal(r, "permessage-deflate; server_no_context_takeover; "
-                           "client_max_window_bits=10");
+                           "client_no_context_takeover; client_max_window_bits=10");
 }
 
 /* The largest answers, every parameter with two-digit window bits, come
@@ -148,8 +151,7 @@ static void test_response_fits(void **st)
     assert_string_equal(r, "permessage-deflate; server_no_context_takeover; "
                            "client_no_context_takeover; server_max_window_bits=15; "
                            "client_max_window_bits=15");
-    r = neg1(&p, "permessage-deflate; client_no_context_takeover; server_max_window_bits=15; "
-                 "client_max_window_bits=15");
+    r = neg1(&p, "permessage-deflate; server_max_window_bits=15; client_max_window_bits=15");
     assert_non_null(r);
     assert_string_equal(r, "permessage-deflate; server_no_context_takeover; "
                            "client_no_context_takeover; server_max_window_bits=15; "
