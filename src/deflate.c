@@ -136,7 +136,32 @@ struct deflate_inflater {
     uint64_t msg_in;       /* compressed bytes of the current message */
     bool fresh;            /* reset after every message */
     bool ended;            /* the stream ended (BFINAL) before the message did */
+    uint8_t trail_n;       /* bytes after the stream's end (payload rest and tail) */
+    uint8_t trail[5];      /* ...which may only be [00] 00 00 ff ff */
 };
+
+/* Keeps what follows a final block, for deflate_trail_ok; more than an empty
+ * stored block's 5 bytes can never be right. */
+static bool deflate_trail(deflate_inflater *z, const uint8_t *p, size_t n)
+{
+    if (n > sizeof z->trail - z->trail_n)
+        return false;
+    if (n) /* p is NULL for a message's end */
+        memcpy(z->trail + z->trail_n, p, n);
+    z->trail_n = (uint8_t)(z->trail_n + n);
+    return true;
+}
+
+/* After a final block RFC 7692 7.2.3.4 allows only the empty stored block
+ * whose 00 00 ff ff the sender removed (and we appended): its header byte
+ * 00 may precede the tail, or be left out with the block. Anything else is
+ * data the sender thinks we read: refused, never silently dropped. */
+static bool deflate_trail_ok(const deflate_inflater *z)
+{
+    static const uint8_t block[5] = {0x00, 0x00, 0x00, 0xff, 0xff};
+    return (z->trail_n == 5 && memcmp(z->trail, block, 5) == 0) ||
+           (z->trail_n == 4 && memcmp(z->trail, block + 1, 4) == 0);
+}
 
 deflate_inflater *deflate_inflater_new(int window_bits, bool fresh_each_message)
 {
@@ -178,6 +203,8 @@ static deflate_result deflate_run(deflate_inflater *z, const uint8_t *in, size_t
                                   uint64_t limit, deflate_sink sink, void *arg)
 {
     uint8_t out[DEFLATE_CHUNK];
+    if (z->ended)
+        return deflate_trail(z, in, n) ? DEFLATE_OK : DEFLATE_CORRUPT;
     while (n > 0 && !z->ended) {
         unsigned take = n > (1u << 30) ? (1u << 30) : (unsigned)n; /* zlib counts in 32 bits */
         z->zs.next_in = (Bytef *)(uintptr_t)in;
@@ -199,8 +226,10 @@ static deflate_result deflate_run(deflate_inflater *z, const uint8_t *in, size_t
             if (got && !sink(arg, out, got))
                 return DEFLATE_STOPPED;
             if (rc == Z_STREAM_END) {
-                z->ended = true; /* what follows a final block is the tail: ignored */
-                break;
+                z->ended = true; /* what follows a final block is checked at the end */
+                if (!deflate_trail(z, z->zs.next_in, z->zs.avail_in + (n - take)))
+                    return DEFLATE_CORRUPT;
+                return DEFLATE_OK;
             }
             if (rc == Z_BUF_ERROR || (z->zs.avail_in == 0 && z->zs.avail_out > 0))
                 break; /* input used up and all output handed over */
@@ -231,9 +260,12 @@ deflate_result deflate_inflate(deflate_inflater *z, const uint8_t *in, size_t n,
      * would be read as the rest of this block. */
     if (!z->fresh && !z->ended && !(z->zs.data_type & 128))
         return DEFLATE_CORRUPT;
+    if (z->ended && !deflate_trail_ok(z))
+        return DEFLATE_CORRUPT;
     if (z->fresh || z->ended) {
         /* A stream that ended keeps no usable context either. */
         z->ended = false;
+        z->trail_n = 0;
         if (inflateReset(&z->zs) != Z_OK)
             return DEFLATE_CORRUPT;
     }

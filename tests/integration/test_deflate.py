@@ -426,6 +426,7 @@ def test_subscriber_compressed_messages_read_and_ignored(herald):
 @pytest.mark.parametrize("case,code", [
     ("rsv1_ping", 1002), ("rsv1_continuation", 1002), ("rsv2", 1002), ("bad_utf8", 1007),
     ("bad_utf8_split", 1007), ("corrupt", 1007), ("truncated_utf8", 1007),
+    ("garbage_after_final_block", 1007), ("garbage_after_final_block_split", 1007),
 ])
 def test_bad_compressed_input(herald, case, code):
     h = herald()
@@ -447,6 +448,15 @@ def test_bad_compressed_input(herald, case, code):
         ws.send_frame(OP_BINARY, b"\xff\xff\xff\xff\x13\x37", rsv=4)
     elif case == "truncated_utf8":
         ws.send_frame(OP_TEXT, deflate_raw("caf\u00e9".encode()[:-1]), rsv=4)
+    elif case.startswith("garbage_after_final_block"):
+        # a whole message in a final block, then bytes herald would otherwise have dropped
+        c = zlib.compressobj(6, zlib.DEFLATED, -15)
+        z = c.compress(b"the message") + c.flush()
+        if case.endswith("split"):
+            ws.send_frame(OP_BINARY, z + b"\x00", fin=False, rsv=4)
+            ws.send_frame(OP_CONT, b"more data")
+        else:
+            ws.send_frame(OP_BINARY, z + b"\x00more data", rsv=4)
     ws.expect_close(code)
 
 

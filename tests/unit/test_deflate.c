@@ -120,6 +120,68 @@ static void test_truncated_with_context_kept(void **st)
     free(b.p);
 }
 
+/* A message ending with a final block (BFINAL=1, RFC 7692 7.2.3.4): only
+ * the empty stored block's 00 (or nothing) may follow it before the tail we
+ * append; other bytes after the stream's end are refused, whether they come
+ * with the last block or in a later fragment. */
+static void test_after_final_block(void **st)
+{
+    (void)st;
+    static const char body[] = "a final block, then only the empty block";
+    uint8_t zb[256];
+    z_stream zs = {0};
+    assert_int_equal(deflateInit2(&zs, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    zs.next_in = (Bytef *)(uintptr_t)body;
+    zs.avail_in = sizeof body - 1;
+    zs.next_out = zb;
+    zs.avail_out = sizeof zb - 8;
+    assert_int_equal(deflate(&zs, Z_FINISH), Z_STREAM_END);
+    size_t zn = sizeof zb - 8 - zs.avail_out;
+    deflateEnd(&zs);
+    static const struct {
+        const char *extra;
+        size_t n;
+        bool split; /* the extra bytes in a fragment of their own */
+        deflate_result want;
+    } cases[] = {
+        {"", 0, false, DEFLATE_OK},
+        {"\x00", 1, false, DEFLATE_OK},
+        {"\x00", 1, true, DEFLATE_OK},
+        {"\x00garbage", 8, false, DEFLATE_CORRUPT},
+        {"garbage", 7, true, DEFLATE_CORRUPT},
+        {"\x01", 1, false, DEFLATE_CORRUPT},
+        {"\x00\x00", 2, false, DEFLATE_CORRUPT},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        deflate_inflater *z = deflate_inflater_new(15, true);
+        uint8_t in[300];
+        memcpy(in, zb, zn);
+        memcpy(in + zn, cases[i].extra, cases[i].n);
+        sink_buf b = {0};
+        deflate_result r;
+        if (cases[i].split) {
+            r = deflate_inflate(z, in, zn, false, 1 << 20, sink, &b);
+            assert_int_equal(r, DEFLATE_OK);
+            r = deflate_inflate(z, in + zn, cases[i].n, true, 1 << 20, sink, &b);
+        } else {
+            r = deflate_inflate(z, in, zn + cases[i].n, true, 1 << 20, sink, &b);
+        }
+        if (r != cases[i].want)
+            fail_msg("case %zu: %d, want %d", i, (int)r, (int)cases[i].want);
+        if (r == DEFLATE_OK) {
+            assert_int_equal(b.n, sizeof body - 1);
+            assert_memory_equal(b.p, body, b.n);
+            /* and the next message starts afresh */
+            free(b.p);
+            b = (sink_buf){0};
+            assert_int_equal(deflate_inflate(z, in, zn, true, 1 << 20, sink, &b), DEFLATE_OK);
+            assert_int_equal(b.n, sizeof body - 1);
+        }
+        free(b.p);
+        deflate_inflater_free(z);
+    }
+}
+
 static msg *published(const void *p, size_t n)
 {
     msg *m = msg_new_frame(MSG_DATA, WS_OP_TEXT, p, n);
@@ -196,6 +258,7 @@ int main(void)
         cmocka_unit_test(test_bomb_stops_at_limit),
         cmocka_unit_test(test_corrupt_data),
         cmocka_unit_test(test_truncated_with_context_kept),
+        cmocka_unit_test(test_after_final_block),
         cmocka_unit_test(test_variant_compress_once),
         cmocka_unit_test(test_variant_not_worth_it),
         cmocka_unit_test(test_memory_counted),
