@@ -120,7 +120,9 @@ msg *deflate_variant(msg *m, size_t min_size, struct metrics *mt)
             msg_unref(built);
         return v;
     }
-    if (mt) {
+    if (mt && built == m) {
+        METRIC_INC(mt, deflate_not_smaller); /* tried, kept plain: no compression to count */
+    } else if (mt) {
         METRIC_INC(mt, deflate_messages);
         METRIC_ADD(mt, deflate_bytes_in, m->payload_len);
         METRIC_ADD(mt, deflate_bytes_out, built->payload_len);

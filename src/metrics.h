@@ -46,6 +46,7 @@
     X(deflate_messages, counter, "Frames compressed for permessage-deflate (once per message and format)") \
     X(deflate_bytes_in, counter, "Payload bytes before compression (of deflate_messages)")  \
     X(deflate_bytes_out, counter, "Payload bytes after compression (of deflate_messages)")  \
+    X(deflate_not_smaller, counter, "Frames that did not shrink when compressed (sent plain, not in deflate_messages)") \
     X(deflate_deliveries, counter, "Compressed frames queued to subscribers")              \
     X(inflate_messages, counter, "Compressed messages received and inflated")             \
     X(inflate_bytes_in, counter, "Compressed payload bytes received")                      \

@@ -227,8 +227,15 @@ static void test_variant_not_worth_it(void **st)
         rnd[i] = (uint8_t)(x >> 24);
     }
     msg *noise = published(rnd, sizeof rnd);
-    assert_ptr_equal(deflate_variant(noise, 128, NULL), noise); /* does not shrink */
+    metrics mt = {0};
+    assert_ptr_equal(deflate_variant(noise, 128, &mt), noise); /* does not shrink */
     assert_ptr_equal(atomic_load(&noise->deflated), noise);    /* ...and is not tried again */
+    assert_ptr_equal(deflate_variant(noise, 128, &mt), noise);
+    /* counted apart: herald_deflate_messages_total and its bytes are real compressions only */
+    assert_int_equal(mt.deflate_messages, 0);
+    assert_int_equal(mt.deflate_bytes_in, 0);
+    assert_int_equal(mt.deflate_bytes_out, 0);
+    assert_int_equal(mt.deflate_not_smaller, 1);
     msg_unref(small);
     msg_unref(noise);
     deflate_thread_done();
