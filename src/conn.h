@@ -95,6 +95,7 @@ typedef struct conn {
     SSL *ssl;              /* NULL for cleartext */
     struct conn_sse *sse;  /* set for a Server-Sent Events subscriber: its resume position */
     struct deflate_inflater *zin; /* on the first compressed frame received; NULL before */
+    uint32_t zin_charge;   /* subscriber: inflated bytes not yet charged as a frame (< 16 KiB) */
     ws_reader rd;
 } conn;
 

@@ -513,6 +513,19 @@ def test_subscriber_bombs_count_against_the_frame_rate(herald):
     assert stats(h.port)["inflate_bytes_out"] <= 2 * (1 << 20) + 16384 * 40
 
 
+def test_subscriber_partial_chunks_add_up_against_the_frame_rate(herald):
+    """Messages that each inflate to just under 16 KiB are charged too: the inflated bytes add up
+    per connection (80 messages x 16,000 bytes = 80 frames + 78 charged > 100/s: 1008). Counting
+    only full 16 KiB chunks per data event charged them nothing."""
+    h = herald()
+    s = PmdRaw.open(h.port, "/ws?groups=partial")
+    z = deflate_raw(bytes(16000), level=9)
+    s.sock.sendall(b"".join(build_frame(OP_BINARY, z, rsv=4) for _ in range(80)))
+    s.expect_close(1008)
+    st = stats(h.port)
+    assert st["rate_limited"] >= 1
+
+
 def test_subscriber_bomb_large_limit_rss_flat(herald):
     """With --max-message-size 128m (and no frame rate limit) a subscriber's 64 MiB-inflating
     message is legal: it is inflated in 16 KiB steps, checked and dropped, so memory stays flat."""
