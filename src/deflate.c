@@ -106,20 +106,28 @@ static msg *deflate_build(const msg *m, size_t payload_off)
 msg *deflate_variant(msg *m, size_t min_size, struct metrics *mt)
 {
     msg *v = atomic_load_explicit(&m->deflated, memory_order_acquire);
+    if (v == MSG_DEFLATE_BUILDING)
+        goto busy;
     if (v)
         return v;
     if (m->payload_len < min_size || m->payload_len < 2)
         return m;
-    msg *built = deflate_build(m, m->len - m->payload_len);
-    if (!built)
-        return m; /* out of memory: plain delivery now, another try later */
-    /* Two workers may race to build it: one wins, the other frees its copy. */
-    if (!atomic_compare_exchange_strong_explicit(&m->deflated, &v, built, memory_order_acq_rel,
-                                                 memory_order_acquire)) {
-        if (built != m)
-            msg_unref(built);
+    /* Claim the build before compressing: workers fanning out the same
+     * message at once would otherwise each compress it and all but one throw
+     * their copy away. One that finds the claim sends this delivery plain
+     * (RSV1 clear is always legal) rather than compress again or wait. */
+    if (!atomic_compare_exchange_strong_explicit(&m->deflated, &v, MSG_DEFLATE_BUILDING,
+                                                 memory_order_acq_rel, memory_order_acquire)) {
+        if (v == MSG_DEFLATE_BUILDING)
+            goto busy;
         return v;
     }
+    /* Our caller holds m, so it cannot be freed while the claim is ours
+     * (msg_free would skip the marker anyway); only we replace the marker. */
+    msg *built = deflate_build(m, m->len - m->payload_len);
+    atomic_store_explicit(&m->deflated, built, memory_order_release);
+    if (!built)
+        return m; /* out of memory: plain delivery now, another try later */
     if (mt && built == m) {
         METRIC_INC(mt, deflate_not_smaller); /* tried, kept plain: no compression to count */
     } else if (mt) {
@@ -128,6 +136,10 @@ msg *deflate_variant(msg *m, size_t min_size, struct metrics *mt)
         METRIC_ADD(mt, deflate_bytes_out, built->payload_len);
     }
     return built;
+busy:
+    if (mt)
+        METRIC_INC(mt, deflate_busy);
+    return m;
 }
 
 /* ---- inflate ------------------------------------------------------------- */

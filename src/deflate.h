@@ -26,9 +26,11 @@ struct metrics;
 #define DEFLATE_LEVEL 6
 
 /* The compressed frame of m (RSV1 set), built on first use and cached in m
- * (thread-safe); m itself when its payload is shorter than min_size, does not
- * shrink, or memory is short. The caller does not own a reference. Counts
- * the compression in mt (may be NULL) when this call built it. */
+ * (thread-safe, never twice); m itself when its payload is shorter than
+ * min_size, does not shrink, memory is short, or another thread is building
+ * it right now. The caller holds a reference to m and does not own one to
+ * the result. Counts the compression in mt (may be NULL) when this call
+ * built it, and a plain answer while another thread builds (deflate_busy). */
 msg *deflate_variant(msg *m, size_t min_size, struct metrics *mt);
 
 /* Frees this thread's compressor (a worker's at exit). */

@@ -48,6 +48,7 @@
     X(deflate_bytes_out, counter, "Payload bytes after compression (of deflate_messages)")  \
     X(deflate_not_smaller, counter, "Frames that did not shrink when compressed (sent plain, not in deflate_messages)") \
     X(deflate_deliveries, counter, "Compressed frames queued to subscribers")              \
+    X(deflate_busy, counter, "Frames sent plain because another worker was compressing them") \
     X(inflate_messages, counter, "Compressed messages received and inflated")             \
     X(inflate_bytes_in, counter, "Compressed payload bytes received")                      \
     X(inflate_bytes_out, counter, "Payload bytes after inflating")

@@ -10,6 +10,8 @@ static _Atomic uint64_t msg_live_bytes;
 
 uint64_t msg_memory(void) { return atomic_load_explicit(&msg_live_bytes, memory_order_relaxed); }
 
+struct msg msg_deflate_building; /* only its address is used */
+
 static void msg_count(size_t add, size_t sub)
 {
     if (add > sub)
@@ -148,7 +150,7 @@ void msg_free(msg *m)
             msg_unref(v);
     }
     msg *z = atomic_load_explicit(&m->deflated, memory_order_acquire);
-    if (z && z != m)
+    if (z && z != m && z != MSG_DEFLATE_BUILDING)
         msg_unref(z);
     msg_count(0, msg_footprint(m));
     free(m);

@@ -41,14 +41,19 @@ typedef struct msg {
      * every subscriber using that format. */
     _Atomic(struct msg *) variant[MSG_VARIANTS];
     /* Its permessage-deflate frame (deflate.c), built at most once; m itself
-     * when compressing does not pay. Only WebSocket frames (raw, JSON and
-     * msgpack) are ever compressed: an SSE event never gets one. */
+     * when compressing does not pay; MSG_DEFLATE_BUILDING while a worker
+     * compresses it. Only WebSocket frames (raw, JSON and msgpack) are ever
+     * compressed: an SSE event never gets one. */
     _Atomic(struct msg *) deflated;
     uint8_t *data;
     char group[MSG_GROUP_MAX + 1];
     /* WS_MAX_SERVER_HEADER bytes of room, then the payload */
     uint8_t buf[];
 } msg;
+
+/* A marker, never a message: msg.deflated while its frame is being built. */
+extern struct msg msg_deflate_building;
+#define MSG_DEFLATE_BUILDING (&msg_deflate_building)
 
 /* A message whose payload is filled by the caller (msg_payload) and then
  * framed by msg_finish; NULL on allocation failure. */

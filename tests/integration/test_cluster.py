@@ -1192,4 +1192,6 @@ def test_deflate_compressed_once_per_node_after_the_broker(herald, redis):
     run(main())
     sa, sb = stats(a.port), stats(b.port)
     assert sa["deflate_messages"] == 1 and sb["deflate_messages"] == 1, (sa, sb)
-    assert sa["deflate_deliveries"] == 1 and sb["deflate_deliveries"] == 2, (sa, sb)
+    assert sa["deflate_deliveries"] == 1, (sa, sb)
+    # B's two subscribers may sit on two workers racing for the build: the loser sends plain
+    assert sb["deflate_deliveries"] == 2 or sb["deflate_deliveries"] == 1 and sb["deflate_busy"] == 1, sb

@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <pthread.h>
+#include <sched.h>
+
 #include <cmocka.h>
 #include <zlib.h>
 
@@ -241,6 +244,66 @@ static void test_variant_not_worth_it(void **st)
     deflate_thread_done();
 }
 
+/* Two workers fanning out the same message at once: the first claims the
+ * build, the other gets the plain frame at once (counted as busy) instead of
+ * compressing the same bytes a second time; once built, everyone gets it. */
+typedef struct build_arg {
+    msg *m;
+    msg *z;
+    metrics mt;
+} build_arg;
+
+static void *build_thread(void *p)
+{
+    build_arg *a = p;
+    a->z = deflate_variant(a->m, 128, &a->mt);
+    deflate_thread_done();
+    return NULL;
+}
+
+static void test_variant_built_once_under_concurrency(void **st)
+{
+    (void)st;
+    /* 8 MiB of word salad: compressing it takes long enough to look at the
+     * claim from this thread. */
+    static const char *const words[] = {"order", "shipped", "payment", "received", "build",
+                                        "{\"id\":", "\"user\":", "42,", "7}", " "};
+    size_t n = 8u << 20;
+    char *text = malloc(n);
+    uint32_t x = 7;
+    for (size_t i = 0; i < n;) {
+        x = x * 1103515245u + 12345u;
+        const char *w = words[(x >> 16) % 10];
+        for (; *w && i < n; w++)
+            text[i++] = *w;
+    }
+    msg *m = published(text, n);
+    free(text);
+    build_arg a = {.m = m};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, build_thread, &a), 0);
+    msg *seen;
+    while (!(seen = atomic_load(&m->deflated)))
+        sched_yield();
+    metrics mt = {0};
+    msg *mine = deflate_variant(m, 128, &mt);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_ptr_equal(seen, MSG_DEFLATE_BUILDING); /* claimed before compressing */
+    assert_ptr_equal(mine, m);                    /* plain, not a second build */
+    assert_int_equal(mt.deflate_messages, 0);
+    assert_int_equal(mt.deflate_busy, 1);
+    assert_int_equal(a.mt.deflate_messages, 1);
+    assert_ptr_not_equal(a.z, m);
+    assert_ptr_equal(deflate_variant(m, 128, &mt), a.z); /* published for everyone */
+    msg_unref(m);
+
+    /* A message freed with the claim still in place neither frees the
+     * marker nor leaks (ASan). */
+    msg *c = published("claimed", 7);
+    atomic_store(&c->deflated, MSG_DEFLATE_BUILDING);
+    msg_unref(c);
+}
+
 static void test_memory_counted(void **st)
 {
     (void)st;
@@ -268,6 +331,7 @@ int main(void)
         cmocka_unit_test(test_after_final_block),
         cmocka_unit_test(test_variant_compress_once),
         cmocka_unit_test(test_variant_not_worth_it),
+        cmocka_unit_test(test_variant_built_once_under_concurrency),
         cmocka_unit_test(test_memory_counted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
