@@ -397,6 +397,10 @@ static void conn_flush_done(conn *c)
         size_t n = conn_take_pending(c, c->w->scratch);
         if (n)
             conn_process(c, c->w->scratch, n);
+        /* TLS may hold decrypted bytes epoll cannot see (reading stopped on
+         * an inflate budget, conn_ws_yield): read them now. */
+        if (!c->dead && !c->read_paused && c->ssl && SSL_pending(c->ssl) > 0)
+            conn_on_readable(c);
         return;
     }
     if (c->want_out && worker_epoll_mod(c->w, c, false) == 0)
@@ -604,7 +608,7 @@ void conn_on_readable(conn *c)
         c->last_read_ms = w->now_ms;
         conn_process(c, w->scratch, have + (size_t)r);
         /* TLS may hold decrypted bytes epoll cannot see: read them now. */
-    } while (!c->dead && c->ssl && SSL_pending(c->ssl) > 0);
+    } while (!c->dead && !c->read_paused && c->ssl && SSL_pending(c->ssl) > 0);
 }
 
 /* HTTP timers: while we owe answers (reading paused) only write progress

@@ -14,6 +14,11 @@
 #include "worker.h"
 
 #define CONN_PUB_MIN_CAP 4096
+/* Inflated bytes one read event may cost (a few ms of zlib): past it the
+ * rest of the read waits for the next loop pass, so a flood of small
+ * compressed messages that inflate a thousandfold cannot hold up every other
+ * connection of the worker (/healthz included) for the whole read. */
+#define CONN_INFLATE_BUDGET (4u << 20)
 
 /* Appends a chunk of a publisher's message. The buffer grows by doubling but
  * never beyond --max-message-size (the reader has already refused larger
@@ -63,12 +68,14 @@ typedef struct conn_inflate_ctx {
     bool text;
     bool keep;        /* a publisher's message: appended to c->pub */
     unsigned fail;    /* close code when the sink stopped */
+    uint64_t out;     /* bytes inflated by this call */
 } conn_inflate_ctx;
 
 static bool conn_inflate_sink(void *arg, const uint8_t *p, size_t n)
 {
     conn_inflate_ctx *x = arg;
     METRIC_ADD(&x->c->w->m, inflate_bytes_out, n);
+    x->out += n;
     /* The reader leaves a compressed message's UTF-8 to us: it is checked on
      * the inflated text, failing fast like uncompressed text. */
     if (x->text && !utf8_feed(&x->c->rd.utf8, p, n)) {
@@ -95,19 +102,22 @@ static bool conn_inflate_sink(void *arg, const uint8_t *p, size_t n)
     return true;
 }
 
-/* Inflates a chunk of a compressed message (last: its end). Subscribers'
- * messages are inflated only to be validated, then dropped, so they cost no
- * memory beyond the inflater. False after closing the connection. */
-static bool conn_inflate(conn *c, const uint8_t *p, size_t n, bool last, uint8_t opcode)
+/* Inflates a chunk of a compressed message (last: its end), adding the bytes
+ * inflated to *spent. Subscribers' messages are inflated only to be
+ * validated, then dropped, so they cost no memory beyond the inflater. False
+ * after closing the connection. */
+static bool conn_inflate(conn *c, const uint8_t *p, size_t n, bool last, uint8_t opcode,
+                         uint64_t *spent)
 {
     if (!c->zin && !(c->zin = deflate_inflater_new(c->pmd_client_bits, c->pmd_fresh))) {
         conn_close_ws(c, WS_CLOSE_INTERNAL, "out of memory", false);
         return false;
     }
     METRIC_ADD(&c->w->m, inflate_bytes_in, n);
-    conn_inflate_ctx x = {c, opcode == WS_OP_TEXT, c->role == ROLE_PUB, 0};
+    conn_inflate_ctx x = {c, opcode == WS_OP_TEXT, c->role == ROLE_PUB, 0, 0};
     deflate_result r =
         deflate_inflate(c->zin, p, n, last, c->w->cfg->max_message_size, conn_inflate_sink, &x);
+    *spent += x.out;
     if (r == DEFLATE_OK && last && x.text && !utf8_complete(&c->rd.utf8)) {
         r = DEFLATE_STOPPED;
         x.fail = WS_CLOSE_BAD_DATA;
@@ -166,10 +176,36 @@ bool conn_frame_rate_ok(conn *c)
     return (uint32_t)(count - c->rate_frames) <= (uint32_t)rate; /* mod 2^32: wrap-safe */
 }
 
+/* The read's inflate budget is spent: the unread rest waits aside with
+ * reading paused, the way pipelined HTTP requests wait for a flush, and
+ * conn_flush_done takes it up again. Asking for writability (level
+ * triggered: at once when the socket has room) brings that on the next loop
+ * pass, after the worker's other events, with no new socket data needed. */
+static void conn_ws_yield(conn *c, const uint8_t *p, size_t n)
+{
+    if (!conn_keep_pending(c, p, n)) {
+        conn_close_ws(c, WS_CLOSE_INTERNAL, "out of memory", false);
+        return;
+    }
+    c->read_paused = true;
+    if (worker_epoll_mod(c->w, c, true) != 0) {
+        c->read_paused = false;
+        conn_take_pending(c, NULL);
+        conn_close_ws(c, WS_CLOSE_INTERNAL, "internal error", false);
+        return;
+    }
+    c->want_out = true;
+}
+
 void conn_ws_process(conn *c, uint8_t *p, size_t n)
 {
     size_t off = 0;
+    uint64_t spent = 0; /* inflated by this read */
     while (!c->dead) {
+        if (spent >= CONN_INFLATE_BUDGET && off < n) {
+            conn_ws_yield(c, p + off, n - off);
+            return;
+        }
         ws_event ev;
         off += ws_reader_feed(&c->rd, p + off, n - off, &ev);
         bool open = c->state == CONN_WS;
@@ -187,7 +223,7 @@ void conn_ws_process(conn *c, uint8_t *p, size_t n)
             break;
         case WS_EV_DATA:
             if (ev.compressed) {
-                if (open && !conn_inflate(c, ev.data, ev.len, false, ev.opcode))
+                if (open && !conn_inflate(c, ev.data, ev.len, false, ev.opcode, &spent))
                     return;
                 break;
             }
@@ -199,7 +235,7 @@ void conn_ws_process(conn *c, uint8_t *p, size_t n)
             }
             break;
         case WS_EV_MESSAGE_END:
-            if (open && ev.compressed && !conn_inflate(c, NULL, 0, true, ev.opcode))
+            if (open && ev.compressed && !conn_inflate(c, NULL, 0, true, ev.opcode, &spent))
                 return;
             if (open && c->role == ROLE_PUB)
                 conn_pub_finish(c, ev.opcode);

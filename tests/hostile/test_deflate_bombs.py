@@ -18,8 +18,9 @@ import threading
 import time
 import zlib
 
-from herald_helpers import OP_BINARY, RawWS, publish, run, ws_connect
-from hostile_helpers import SANITIZED, SMALL_QUARANTINE, HealthProbe, RssWatch, metric, scaled, slack
+from herald_helpers import OP_BINARY, RawWS, build_frame, publish, run, ws_connect
+from hostile_helpers import (SANITIZED, SMALL_QUARANTINE, HealthProbe, RssWatch, healthz_seconds, metric,
+                             scaled, slack)
 
 EXT = ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")
 
@@ -90,3 +91,38 @@ def test_bombs_from_publishers_and_subscribers(herald):
     rss.assert_growth_below((2 * (n // 2) + 8) * (3 if SANITIZED else 1), "compression bombs")
     probe.assert_fast(slack(1.0), "compression bombs")
     assert metric(h.port, "herald_messages_published_total") == 20
+
+
+def test_publisher_inflate_flood_keeps_the_worker_responsive(herald):
+    """docs/security.md item 10: a publisher sends 1,000 legal messages of ~1 KiB that each inflate
+    to 1 MiB (--max-message-size) in one burst. Without a per-read bound one read of 64 KiB meant
+    ~60 MiB of inflating before the worker looked at anything else (/healthz took ~0.5 s); with
+    4 MiB of inflated output per read event the rest of the read waits for the next loop pass, so
+    /healthz on the same (only) worker stays fast while the flood is worked through, and every
+    message is still published."""
+    h = herald("--workers", "1", env_extra=SMALL_QUARANTINE)
+    z = bomb(1 << 20)
+    assert len(z) < 2048
+    n = 1000
+    pub = RawWS.connect(h.port, "/publish?group=flood", extra=[EXT])
+    flood = b"".join(build_frame(OP_BINARY, z, rsv=4) for _ in range(n))
+    sender = threading.Thread(target=pub.sock.sendall, args=(flood,), daemon=True)
+    sender.start()
+    while metric(h.port, "herald_inflate_messages_total") < 10:  # the flood is being inflated
+        time.sleep(0.005)
+    probes = []
+    for _ in range(20):
+        probes.append(healthz_seconds(h.port, 10))
+        time.sleep(0.01)
+    done_during = metric(h.port, "herald_inflate_messages_total")
+    deadline = time.monotonic() + slack(20)
+    while metric(h.port, "herald_inflate_messages_total") < n:
+        assert time.monotonic() < deadline, "the flood was not worked through"
+        time.sleep(0.05)
+    sender.join(5)
+    assert done_during < n, "the flood ended before the probes did: nothing was measured"
+    worst = max(probes)
+    assert worst < slack(0.1), f"GET /healthz took {worst * 1000:.0f} ms during the inflate flood"
+    assert metric(h.port, "herald_published_ws_total") == n
+    pub.send_close(1000)
+    pub.expect_close(1000)
