@@ -536,3 +536,28 @@ def test_deflate_over_tls(tls_herald):
     s = json.loads(data)
     assert s["deflate_messages"] == 1 and s["deflate_bytes_out"] < len(body) / 2, s
     assert s["inflate_messages"] == 1, s
+
+
+def test_deflate_inflate_budget_over_tls(tls_herald):
+    """A wss publisher's burst of compressed messages that each inflate to 1 MiB: past the 4 MiB
+    inflate budget of a read the rest waits for the next loop pass (reading paused); over TLS the
+    resume also has to pick up what OpenSSL already decrypted. Every message is published, and
+    /healthz answers meanwhile."""
+    srv = tls_herald(workers=1)
+    n = 200
+
+    async def main():
+        async with srv.wss("/publish?group=tb", compression="deflate") as pub:
+            for _ in range(n):
+                await pub.send(bytes(1 << 20))
+            st, _, body = srv.https("GET", "/healthz")
+            assert st == 200 and body == b"ok\n"
+            deadline = time.monotonic() + 30
+            while True:
+                s = json.loads(srv.https("GET", "/stats")[2])
+                if s["inflate_messages"] >= n:
+                    break
+                assert time.monotonic() < deadline, f"the burst stalled: {s['inflate_messages']} of {n}"
+                await asyncio.sleep(0.05)
+            assert s["published_ws"] == n, s
+    run(main(), timeout=60)
