@@ -87,7 +87,10 @@ typedef struct conn {
     conn_sub *subs;
     msg *pub;              /* message being assembled (WS publisher or POST body) */
     char *pub_group;       /* WS publisher's target group; NULL: everyone */
-    uint64_t body_left;
+    union {
+        uint64_t body_left;  /* HTTP: body bytes still to come */
+        uint64_t zin_charge; /* WebSocket subscriber: inflated bytes not yet charged as a frame */
+    };
     uint64_t rate_window_ms;
     ip_key ip;
     uint32_t pend_len;     /* here, in the padding after ip, rather than beside pend: it
@@ -95,7 +98,6 @@ typedef struct conn {
     SSL *ssl;              /* NULL for cleartext */
     struct conn_sse *sse;  /* set for a Server-Sent Events subscriber: its resume position */
     struct deflate_inflater *zin; /* on the first compressed frame received; NULL before */
-    uint32_t zin_charge;   /* subscriber: inflated bytes not yet charged as a frame (< 16 KiB) */
     ws_reader rd;
 } conn;
 

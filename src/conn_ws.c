@@ -91,7 +91,7 @@ static bool conn_inflate_sink(void *arg, const uint8_t *p, size_t n)
      * as one more frame against --client-frame-rate, so a stream of bombs
      * costs us no more CPU than a stream of frames. The bytes add up across
      * chunks and messages: many messages just under 16 KiB are charged too. */
-    if (x->c->role == ROLE_SUB && (x->c->zin_charge += (uint32_t)n) >= DEFLATE_CHUNK) {
+    if (x->c->role == ROLE_SUB && (x->c->zin_charge += n) >= DEFLATE_CHUNK) {
         x->c->rd.frames += x->c->zin_charge / DEFLATE_CHUNK;
         x->c->zin_charge %= DEFLATE_CHUNK;
         if (!conn_frame_rate_ok(x->c)) {
