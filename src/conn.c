@@ -211,6 +211,14 @@ uint32_t conn_drop_prefixed(conn *c, size_t room, uint8_t prefix_op)
     return n;
 }
 
+uint32_t conn_cut_prefixed(conn *c, uint8_t prefix_op)
+{
+    conn_qsnap before = conn_snap(c);
+    uint32_t n = outq_cut_at_unstarted_data(&c->q, prefix_op);
+    conn_account(c, before);
+    return n;
+}
+
 bool conn_enqueue(conn *c, msg *m)
 {
     if (c->sse)

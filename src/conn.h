@@ -176,6 +176,10 @@ bool conn_queue(conn *c, msg *m, bool urgent);
  * --queue-limit (SIZE_MAX: all of them); returns how many. */
 uint32_t conn_drop_prefixed(conn *c, size_t room, uint8_t prefix_op);
 
+/* Cuts the queue at the first unsent data message, its prefix and all
+ * after it (outq_cut_at_unstarted_data); returns the data messages cut. */
+uint32_t conn_cut_prefixed(conn *c, uint8_t prefix_op);
+
 /* conn_http.c */
 /* Answers an error status and closes after it. */
 void conn_http_refuse(conn *c, int status, const char *why, const char *extra_headers);

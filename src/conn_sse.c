@@ -167,7 +167,10 @@ void conn_sse_close(conn *c, bool after_data)
     if (c->state != CONN_WS)
         return;
     if (!after_data) {
-        uint32_t dropped = conn_sse_drop_unsent(c);
+        /* Not just the data: an id that a later control event carries
+         * (the first event, recovery_failed) covers the events cut here, and
+         * a resume from it would skip them silently. */
+        uint32_t dropped = conn_cut_prefixed(c, CONN_SSE_ID_OP);
         if (dropped && c->w->cfg->slow_policy == SLOW_DROP_OLDEST)
             METRIC_ADD(&c->w->m, messages_dropped, dropped);
     }

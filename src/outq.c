@@ -144,6 +144,29 @@ bool outq_drop_oldest_data_prefixed(outq *q, uint8_t prefix_op)
     return true;
 }
 
+uint32_t outq_cut_at_unstarted_data(outq *q, uint8_t prefix_op)
+{
+    uint32_t start = q->off > 0 ? 1 : 0, k = start, dropped = 0;
+    while (k < q->count && (*outq_at(q, k))->kind != MSG_DATA)
+        k++;
+    if (k >= q->count)
+        return 0;
+    if (k > start) {
+        msg *p = *outq_at(q, k - 1);
+        if (p->kind == MSG_RAW && p->opcode == prefix_op)
+            k--;
+    }
+    for (uint32_t i = k; i < q->count; i++) {
+        msg *m = *outq_at(q, i);
+        dropped += m->kind == MSG_DATA;
+        q->bytes -= m->len;
+        q->mem -= outq_cost(m);
+        msg_unref(m);
+    }
+    q->count = k;
+    return dropped;
+}
+
 int outq_iov(const outq *q, struct iovec *iov, int max)
 {
     int n = 0;

@@ -75,6 +75,14 @@ bool outq_drop_oldest_data(outq *q);
  * event). False when there is no data message to drop. */
 bool outq_drop_oldest_data_prefixed(outq *q, uint8_t prefix_op);
 
+/* Cuts the queue at the first data message that has not started: it and
+ * everything after it go, control items included, and so does its prefix
+ * (an unstarted MSG_RAW with opcode prefix_op right before it). The partly
+ * written head stays. For an SSE stream that ends: its ids are cumulative,
+ * so an id-carrying control left behind a dropped event would claim it.
+ * Returns the number of data messages dropped. */
+uint32_t outq_cut_at_unstarted_data(outq *q, uint8_t prefix_op);
+
 /* Fills up to max iovecs from the head; returns how many. */
 int outq_iov(const outq *q, struct iovec *iov, int max);
 

@@ -280,6 +280,38 @@ def test_slow_consumer_close(herald):
     fast.close()
 
 
+def test_slow_consumer_close_last_id_covers_only_whole_events(herald):
+    """A slow stream closed with events still queued: the replay's first event (and any other
+    id-carrying control queued behind them) goes with them, since an id is cumulative and would
+    claim the cut events. Resuming from the last id the client saw gives exactly what it missed."""
+    srv = herald("--queue-limit", "65536", "--slow-policy", "close", "--history", "100")
+    p = Publisher(srv.port)
+    blob = "z" * 32000
+    for i in range(100):
+        p.publish(blob, group="s", content_type="text/plain")
+    probe = open_stream(srv.port, "/sse?groups=other")
+    ep = epoch_of(probe)
+    probe.close()
+    stuck = SSEStream(srv.port, f"/sse?groups=s&since=s:0&epoch={ep}", rcvbuf=4096)
+    assert stuck.status == 200
+    time.sleep(0.3)  # the replay fills the socket; the rest waits in the queue
+    p.publish("live", group="s", content_type="text/plain")
+    wait_until(lambda: metrics(srv.port)["herald_slow_consumer_closes_total"] >= 1, what="slow close")
+    got = stuck.read_until_eof()
+    stuck.close()
+    assert got and len(got) < 100
+    offs = [int(e["id"].split("/")[1]) for e in got]
+    assert offs == list(range(1, len(got) + 1))
+    assert stuck.last_id == f"{ep}/{len(got)}"  # no id past the last whole event
+    r = SSEStream(srv.port, "/sse?groups=s", headers=[("Last-Event-ID", stuck.last_id)])
+    rest = r.events(101 - len(got), timeout=10)
+    assert [int(e["id"].split("/")[1]) for e in rest] == list(range(len(got) + 1, 102))
+    assert rest[-1]["data"] == "live" and all(e["data"] == blob for e in rest[:-1])
+    r.silence(0.3)
+    r.close()
+    p.close()
+
+
 def test_slow_consumer_drop_oldest(herald):
     srv = herald("--queue-limit", "65536", "--slow-policy", "drop-oldest")
     stuck = open_stream(srv.port, "/sse?groups=s&format=json", rcvbuf=4096)

@@ -102,6 +102,33 @@ static void test_close_keeps_101_and_control(void **state)
     outq_clear(&q);
 }
 
+static void test_cut_at_unstarted_data(void **state)
+{
+    (void)state;
+    outq q = {0};
+    msg *id1 = raw("id: 1\n"), *id2 = raw("id: 2\n");
+    id1->opcode = id2->opcode = 0x7f;
+    msg *a = data("a");
+    assert_true(outq_push(&q, a)); /* partly written: stays */
+    assert_true(outq_push(&q, id1));
+    assert_true(outq_push(&q, data("b")));
+    assert_true(outq_push(&q, id2));
+    assert_true(outq_push(&q, data("c")));
+    assert_true(outq_push(&q, pong("p"))); /* an id-carrying control behind b and c */
+    outq_done done = {0};
+    outq_consume(&q, 1, &done);
+    assert_int_equal(outq_cut_at_unstarted_data(&q, 0x7f), 2);
+    expect(&q, "D");
+    assert_int_equal(q.count, 1);
+    assert_int_equal(q.bytes, a->len - 1);
+    assert_int_equal(q.mem, outq_cost(a));
+    /* nothing but controls: nothing cut */
+    assert_true(outq_push(&q, pong("q")));
+    assert_int_equal(outq_cut_at_unstarted_data(&q, 0x7f), 0);
+    expect(&q, "DP");
+    outq_clear(&q);
+}
+
 static void test_memory_charge(void **state)
 {
     (void)state;
@@ -132,6 +159,7 @@ int main(void)
         cmocka_unit_test(test_pongs_coalesce),
         cmocka_unit_test(test_started_pong_is_not_replaced),
         cmocka_unit_test(test_close_keeps_101_and_control),
+        cmocka_unit_test(test_cut_at_unstarted_data),
         cmocka_unit_test(test_memory_charge),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
