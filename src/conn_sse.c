@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker.h"
 #include "chan.h"
 #include "conn.h"
 #include "envelope.h"
@@ -289,6 +290,55 @@ static void conn_sse_retry_later(conn *c, const http_request *req)
         conn_destroy(c);
 }
 
+/* A fresh group starts at its last offset before the join: everything after
+ * arrives live. In a cluster that offset means something only once this
+ * node follows the group (confirmed and filled from Redis): a record made by
+ * this lookup, or one left from an earlier subscription, says 0 or an old
+ * offset, and an id built from it would replay or refuse on resume. */
+static bool conn_sse_fresh_position(conn_sse *s, size_t k, const char *name, size_t len)
+{
+    chan *ch = chan_lock(name, len);
+    if (!ch)
+        return true; /* out of memory: the entry stays empty, a resume reports it */
+    bool ok = !broker_enabled() || chan_ready(ch);
+    if (ok) {
+        s->off[k] = chan_last_offset(ch);
+        s->known[k] = true;
+    }
+    chan_unlock(ch);
+    return ok;
+}
+
+void conn_sse_begin(conn *c)
+{
+    conn_sse *s = c->sse;
+    if (!s || s->first_sent || c->state != CONN_WS || c->dead)
+        return;
+    s->first_sent = true;
+    const char *cur = chan_epoch();
+    if (cur != s->epoch && strcmp(cur, s->epoch) != 0) {
+        s->epoch = cur; /* the cluster's epoch arrived meanwhile: no old offset holds under it */
+        memset(s->known, 0, s->n * sizeof *s->known);
+    }
+    for (uint16_t k = 0; k < s->n && k < c->nsubs; k++) {
+        /* a live message during the hold set the position already */
+        if (s->pending[k] && !s->known[k]) {
+            const group *g = c->subs[k].g;
+            conn_sse_fresh_position(s, k, g->name, g->name_len);
+        }
+        s->pending[k] = false;
+    }
+    /* An event with an id and no data: the client's Last-Event-ID is set
+     * before any message arrives, so even a stream cut before its first
+     * event resumes where it began. */
+    msg *first = conn_sse_id(c, "\n", 1, MSG_CONTROL);
+    if (!first) {
+        conn_abort(c);
+        return;
+    }
+    conn_send(c, first, false);
+}
+
 void conn_sse_route(conn *c, const http_request *req)
 {
     static _Thread_local char list[CONN_SSE_LIST_MAX], since[CONN_SSE_LIST_MAX];
@@ -363,7 +413,7 @@ void conn_sse_route(conn *c, const http_request *req)
         !conn_groups_admit(c, list, n))
         return;
     conn_sse *s = calloc(1, sizeof *s + ng * sizeof *s->off);
-    bool *known = calloc(ng ? ng : 1, sizeof *known);
+    bool *known = calloc(ng ? 2 * ng : 1, sizeof *known); /* known, then pending */
     if (!s || !known) {
         free(s);
         free(known);
@@ -374,6 +424,7 @@ void conn_sse_route(conn *c, const http_request *req)
     s->epoch = cur;
     s->n = (uint16_t)ng;
     s->known = known;
+    s->pending = known + ng;
     c->sse = s;
     if (!conn_sse_start(c, req, format, ng) || c->dead)
         return;
@@ -383,7 +434,7 @@ void conn_sse_route(conn *c, const http_request *req)
      * queued while later groups join never claims a position for them that
      * the stream has not covered. A fresh group starts at its last offset
      * before the join: everything after arrives live. */
-    bool recover[256], group_epoch_ok[256];
+    bool recover[256], group_epoch_ok[256], wait = false;
     uint64_t from[256];
     for (size_t k = 0; k < ng; k++) {
         uint64_t off = 0;
@@ -400,13 +451,9 @@ void conn_sse_route(conn *c, const http_request *req)
         if (recover[k]) {
             known[k] = group_epoch_ok[k];
             s->off[k] = from[k];
-        } else {
-            chan *ch = chan_lock(names[k], lens[k]);
-            if (ch) {
-                s->off[k] = chan_last_offset(ch);
-                known[k] = true;
-                chan_unlock(ch);
-            }
+        } else if (!conn_sse_fresh_position(s, k, names[k], lens[k])) {
+            s->pending[k] = true;
+            wait = true;
         }
     }
     bool ok = worker_add_all(c->w, c);
@@ -416,13 +463,11 @@ void conn_sse_route(conn *c, const http_request *req)
         conn_sse_close(c, false);
         return;
     }
-    /* An event with an id and no data: the client's Last-Event-ID is set
-     * before any message arrives, so even a stream cut before its first
-     * event resumes where it began. */
-    msg *first = conn_sse_id(c, "\n", 1, MSG_CONTROL);
-    if (!first) {
-        conn_abort(c);
-        return;
-    }
-    conn_send(c, first, false);
+    /* Cluster: a group this node does not follow yet has no position to
+     * give until the broker confirmed and filled it; the answer waits like a
+     * /ws subscriber's 101 does (worker_check_held calls conn_sse_begin). */
+    if (wait && !c->hold && broker_enabled() && broker_up() && worker_hold(c->w, c))
+        c->hold = true;
+    if (!c->hold)
+        conn_sse_begin(c);
 }

@@ -30,11 +30,19 @@ typedef struct conn_sse {
     const char *epoch; /* an interned epoch string (chan_epoch), never freed while running */
     uint16_t n;
     bool *known;
+    bool *pending;     /* fresh groups whose join position waits for the cluster (in known's block) */
+    bool first_sent;   /* the stream's first event (its starting id) is queued */
     uint64_t off[];
 } conn_sse;
 
 /* GET /sse (and its CORS preflight): validates, answers 200 and subscribes. */
 void conn_sse_route(struct conn *c, const http_request *req);
+
+/* The stream's start once the cluster hold is over (worker_check_held) or
+ * was never needed: a fresh group's position is its last offset only when
+ * this node follows the group (chan_ready), else it stays unknown; then the
+ * first event carries the stream's starting id. Once per stream. */
+void conn_sse_begin(struct conn *c);
 
 /* Fan-out: queues an SSE variant with its id line, applying --queue-limit and
  * the slow policy. Takes no reference (the caller adds one per true). */

@@ -15,6 +15,7 @@
 #include "broker.h"
 #include "chan.h"
 #include "conn.h"
+#include "conn_sse.h"
 #include "deflate.h"
 #include "envelope.h"
 #include "log.h"
@@ -354,6 +355,8 @@ static void worker_check_held(worker *w)
             c->hold = false;
             if (!c->dead)
                 conn_finish_recoveries(c);
+            if (!c->dead && c->sse)
+                conn_sse_begin(c);
             worker_mark_dirty(w, c);
             w->held[i] = w->held[--w->nheld];
         }

@@ -1195,3 +1195,27 @@ def test_deflate_compressed_once_per_node_after_the_broker(herald, redis):
     assert sa["deflate_deliveries"] == 1, (sa, sb)
     # B's two subscribers may sit on two workers racing for the build: the loser sends plain
     assert sb["deflate_deliveries"] == 2 or sb["deflate_deliveries"] == 1 and sb["deflate_busy"] == 1, sb
+
+
+def test_fresh_sse_stream_on_a_node_not_following_the_group_starts_at_the_cluster_offset(
+        redis, herald):
+    """A fresh /sse join on a node that does not follow the group yet: its record there says 0
+    (or an old offset), so the stream's first id waits for the broker's confirmation and fill,
+    like a /ws 101 does, and is the cluster's last offset. Resuming from it loses nothing and
+    replays nothing."""
+    from sse_client import open_stream
+    a, b = start_nodes(herald, redis, 2, extra=("--history", "3"))
+    g = fresh("ssefresh")
+    publish_all(a.port, g, [f"m{k}" for k in range(1, 6)])
+    epoch = redis_epoch(redis)
+    s = open_stream(b.port, f"/sse?groups={g}")
+    assert s.last_id == f"{epoch}/5", s.raw[:300]
+    s.silence(0.3)  # nothing from before the join arrives as new
+    s.close()
+    time.sleep(0.3)  # B leaves the group once its only subscriber is gone
+    r = open_stream(b.port, f"/sse?groups={g}", headers=[("Last-Event-ID", f"{epoch}/5")])
+    r.silence(0.3)  # no recovery_failed, no replay
+    publish_all(a.port, g, ["m6"])
+    ev = r.events(1)
+    assert ev == [{"event": "message", "data": "m6", "id": f"{epoch}/6"}]
+    r.close()
