@@ -402,6 +402,10 @@ void conn_sse_route(conn *c, const http_request *req)
             return;
         }
     }
+    if (!conn_origin_ok(c, req) || !conn_accept_rate_ok(c) || !conn_jwt_ok(c, req, list, n))
+        return;
+    /* After the origin, rate and token checks: a refused client learns that
+     * it is refused, not that it may come back. */
     if ((use_lei || sl >= 0) && conn_resume_early(c)) {
         /* An EventSource gives up on any status but 200; an empty stream
          * with a retry time makes it come back (with the same Last-Event-ID)
@@ -409,8 +413,7 @@ void conn_sse_route(conn *c, const http_request *req)
         conn_sse_retry_later(c, req);
         return;
     }
-    if (!conn_origin_ok(c, req) || !conn_accept_rate_ok(c) || !conn_jwt_ok(c, req, list, n) ||
-        !conn_groups_admit(c, list, n))
+    if (!conn_groups_admit(c, list, n))
         return;
     conn_sse *s = calloc(1, sizeof *s + ng * sizeof *s->off);
     bool *known = calloc(ng ? 2 * ng : 1, sizeof *known); /* known, then pending */

@@ -439,6 +439,30 @@ def test_resume_waits_for_the_cluster_epoch(herald):
         silent.close()
 
 
+def test_resume_in_the_cluster_window_is_still_checked_first(herald):
+    """The come-back-later answer is for clients that would be served: a refused origin or a
+    missing token gets its refusal during the cluster's first seconds too."""
+    import socket
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        srv = herald("--broker", f"redis://127.0.0.1:{silent.getsockname()[1]}",
+                     "--allowed-origins", "https://app.example", "--jwt-secret", "s3cret")
+        for path, hdrs in [("/sse?groups=a&since=a:1&epoch=e", []),
+                           ("/sse?groups=a", [("Last-Event-ID", "e/1")])]:
+            st, h, body = refused(srv.port, path, headers=hdrs + [("Origin", "https://evil.example")])
+            assert st == 403 and body["error"] == "origin not allowed", (st, body)
+            st, h, body = refused(srv.port, path, headers=hdrs)
+            assert st == 401, (st, body)
+        tok = make_jwt("s3cret", {"exp": int(time.time()) + 60, "groups": ["a"]})
+        s = SSEStream(srv.port, "/sse?groups=a&since=a:1&epoch=e", [("Authorization", f"Bearer {tok}")])
+        assert s.status == 200 and s.read_until_eof() == [] and s.raw.endswith(b"retry: 1000\n\n")
+        s.close()
+    finally:
+        silent.close()
+
+
 from test_tls import certs, tls_herald  # noqa: E402,F401  (fixtures: a TLS herald)
 
 
