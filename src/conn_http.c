@@ -577,10 +577,13 @@ static void conn_route_ws(conn *c, const http_request *req)
         conn_http_refuse(c, 400, "since entries must be group:offset for requested groups", NULL);
         return;
     }
+    if (!conn_ws_handshake_ok(c, req) || !conn_origin_ok(c, req) || !conn_accept_rate_ok(c) ||
+        !conn_jwt_ok(c, req, list, n))
+        return;
+    /* After the checks: a refused client learns that, not "retry shortly". */
     if (sl >= 0 && !conn_resume_ready(c))
         return;
-    if (!conn_ws_handshake_ok(c, req) || !conn_origin_ok(c, req) || !conn_accept_rate_ok(c) ||
-        !conn_jwt_ok(c, req, list, n) || !conn_groups_admit(c, list, n))
+    if (!conn_groups_admit(c, list, n))
         return;
     c->format = (uint8_t)format;
     conn_ws_accept(c, req, ROLE_SUB); /* the 101 is queued first, replays after it */

@@ -441,7 +441,7 @@ def test_resume_waits_for_the_cluster_epoch(herald):
 
 def test_resume_in_the_cluster_window_is_still_checked_first(herald):
     """The come-back-later answer is for clients that would be served: a refused origin or a
-    missing token gets its refusal during the cluster's first seconds too."""
+    missing token gets its refusal during the cluster's first seconds too (/sse and /ws)."""
     import socket
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
@@ -455,10 +455,19 @@ def test_resume_in_the_cluster_window_is_still_checked_first(herald):
             assert st == 403 and body["error"] == "origin not allowed", (st, body)
             st, h, body = refused(srv.port, path, headers=hdrs)
             assert st == 401, (st, body)
+        ws = {"Upgrade": "websocket", "Connection": "Upgrade",
+              "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"}
+        st, _, _ = http_call(srv.port, "GET", "/ws?groups=a&since=a:1&epoch=e",
+                             headers=dict(ws, Origin="https://evil.example"))
+        assert st == 403
+        st, _, _ = http_call(srv.port, "GET", "/ws?groups=a&since=a:1&epoch=e", headers=ws)
+        assert st == 401
         tok = make_jwt("s3cret", {"exp": int(time.time()) + 60, "groups": ["a"]})
         s = SSEStream(srv.port, "/sse?groups=a&since=a:1&epoch=e", [("Authorization", f"Bearer {tok}")])
         assert s.status == 200 and s.read_until_eof() == [] and s.raw.endswith(b"retry: 1000\n\n")
         s.close()
+        st, h, _ = http_call(srv.port, "GET", f"/ws?groups=a&since=a:1&epoch=e&token={tok}", headers=ws)
+        assert st == 503 and h["Retry-After"] == "1"
     finally:
         silent.close()
 
