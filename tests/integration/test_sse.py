@@ -52,6 +52,10 @@ def test_headers_and_text_events(herald):
     assert ev[2]["data"] == "to all" and ev[2]["id"] == f"{ep}/1,1"  # a broadcast keeps the position
     # byte-exact: one data line per line, then a blank line
     assert b"data: l1\ndata: l2\ndata: l3\ndata: l4\ndata: \n\n" in s.raw
+    # an empty text: one empty data line, which an EventSource dispatches with data ""
+    publish(srv.port, "", group="a", content_type="text/plain")
+    assert s.events(1)[0]["data"] == ""
+    assert s.raw.endswith(b"\ndata: \n\n")
     s.close()
 
 
