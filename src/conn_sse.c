@@ -1,9 +1,13 @@
 #include "conn_sse.h"
 
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "broker.h"
 #include "chan.h"
@@ -240,6 +244,19 @@ static size_t conn_sse_distinct(const char *list, long n, const char **names, si
     return k;
 }
 
+/* A vanished peer (power loss, a dropped NAT mapping) never acknowledges
+ * the keep-alive comments, yet 2 bytes never fill the socket buffer, so
+ * --write-timeout (which times data stuck in our queue) cannot see it, and
+ * --idle-timeout does not apply to a client that never sends. The kernel
+ * can: data unacknowledged for this long fails the socket (ETIMEDOUT). Best
+ * effort: without it the stream only lives on. */
+static void conn_sse_user_timeout(const conn *c)
+{
+    uint64_t ms = c->w->cfg->write_timeout_ms;
+    unsigned int t = ms > UINT_MAX ? UINT_MAX : (unsigned int)ms;
+    (void)setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &t, sizeof t);
+}
+
 static bool conn_sse_start(conn *c, const http_request *req, msg_format format, size_t ng)
 {
     char cors[640], head[1024];
@@ -259,6 +276,7 @@ static bool conn_sse_start(conn *c, const http_request *req, msg_format format, 
     c->keepalive = false;
     c->state = CONN_WS;
     c->role = ROLE_SUB;
+    conn_sse_user_timeout(c);
     /* One group: its events (id included) are shared whole. */
     if (ng == 1)
         format = format == FORMAT_SSE_JSON ? FORMAT_SSE_JSON_ID : FORMAT_SSE_RAW_ID;

@@ -352,6 +352,53 @@ def test_keepalive_comments_and_no_idle_timeout(herald):
     s.close()
 
 
+def server_socket_option(pid, peer, level, opt):
+    """An option of herald's socket whose peer is `peer`, read from a copy of its fd
+    (pidfd_getfd(2): herald is our child, so we may)."""
+    import ctypes
+    import os
+    import socket
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        for name in os.listdir(f"/proc/{pid}/fd"):
+            if not os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"):
+                continue
+            fd = libc.syscall(438, pidfd, int(name), 0)  # SYS_pidfd_getfd
+            assert fd >= 0, f"pidfd_getfd: {os.strerror(ctypes.get_errno())}"
+            sk = socket.socket(fileno=fd)
+            try:
+                if sk.family == socket.AF_INET and sk.type == socket.SOCK_STREAM and \
+                        sk.getpeername() == peer:
+                    return sk.getsockopt(level, opt)
+            except OSError:
+                pass  # a listening socket has no peer
+            finally:
+                sk.close()
+    finally:
+        os.close(pidfd)
+    raise AssertionError(f"no herald socket with peer {peer}")
+
+
+def test_vanished_peer_is_timed_out_by_the_kernel(herald):
+    """Keep-alive comments never fill the socket buffer, so --write-timeout cannot see a peer that
+    vanished: the stream's socket gets TCP_USER_TIMEOUT = --write-timeout instead (unacknowledged
+    data that old fails the socket). Another HTTP connection keeps the kernel default."""
+    import socket
+    TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
+    srv = herald("--write-timeout", "7")
+    s = open_stream(srv.port, "/sse?groups=v")
+    peer = s.sock.getsockname()
+    assert server_socket_option(srv.pid, peer, socket.IPPROTO_TCP, TCP_USER_TIMEOUT) == 7000
+    s.close()
+    h = SSEStream(srv.port, "/healthz")  # any other HTTP connection: untouched
+    try:
+        assert server_socket_option(srv.pid, h.sock.getsockname(), socket.IPPROTO_TCP,
+                                    TCP_USER_TIMEOUT) == 0
+    finally:
+        h.close()
+
+
 def test_drain_on_sigterm(herald):
     srv = herald("--drain-window", "0.2")
     s = open_stream(srv.port, "/sse?groups=d")
