@@ -36,6 +36,7 @@ typedef struct conn_sub {
     group *g;
     uint32_t slot;
     bool recovering;  /* cluster: the replay waits until the group's record is filled */
+    bool joined;      /* ?joined=1 plain join: the position notice is owed (sent at release) */
     uint64_t since;
 } conn_sub;
 
@@ -228,10 +229,17 @@ msg *conn_frame(conn *c, msg *m);
  * continues exactly after the replay. */
 bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_t since,
                     bool epoch_ok);
+/* conn_subscribe for /ws?joined=1: a plain join (no recover) first queues a
+ * {"type":"joined"} notice with the offset it joins after, so the client
+ * knows a quiet group's position; in a cluster, once the group's record is
+ * filled (at release of the hold). */
+bool conn_subscribe_joined(conn *c, const char *name, size_t len, bool recover, uint64_t since,
+                           bool epoch_ok);
 void conn_unsubscribe_all(conn *c);
 
 /* Cluster: a held subscriber goes live; first replays what its deferred
- * recoveries ask, from the now filled records (or says too_old). */
+ * recoveries ask, from the now filled records (or says too_old), and sends
+ * the joined notices it owes. */
 void conn_finish_recoveries(conn *c);
 
 #endif

@@ -542,7 +542,7 @@ bool conn_resume_ready(conn *c)
 static void conn_route_ws(conn *c, const http_request *req)
 {
     static _Thread_local char list[CONN_GROUP_LIST_MAX], since[CONN_GROUP_LIST_MAX];
-    char fmt[16], epoch[64];
+    char fmt[16], epoch[64], jv[4];
     long n = http_query_get(req->query, "groups", list, sizeof list);
     if (n == -2) {
         conn_http_refuse(c, 400, "malformed groups parameter", NULL);
@@ -565,6 +565,19 @@ static void conn_route_ws(conn *c, const http_request *req)
         format = FORMAT_MSGPACK;
     else if (fl != -1 && !(fl == 3 && !memcmp(fmt, "raw", 3))) {
         conn_http_refuse(c, 400, "format must be raw, json or msgpack", NULL);
+        return;
+    }
+    /* joined=1: a position notice per plainly joined group. It is JSON, like
+     * the envelopes it sits among: the raw and msgpack formats have no place
+     * for it. */
+    long jl = http_query_get(req->query, "joined", jv, sizeof jv);
+    bool joined = jl == 1 && jv[0] == '1';
+    if (jl != -1 && !joined && !(jl == 1 && jv[0] == '0')) {
+        conn_http_refuse(c, 400, "joined must be 0 or 1", NULL);
+        return;
+    }
+    if (joined && format != FORMAT_JSON) {
+        conn_http_refuse(c, 400, "joined=1 needs format=json", NULL);
         return;
     }
     long sl = http_query_get(req->query, "since", since, sizeof since);
@@ -599,7 +612,8 @@ static void conn_route_ws(conn *c, const http_request *req)
         uint64_t off = 0;
         bool bad = false;
         bool recover = sl >= 0 && conn_since_for(since, (size_t)sl, list + s, i - s, &off, &bad);
-        ok = conn_subscribe(c, list + s, i - s, recover, off, epoch_ok);
+        ok = joined ? conn_subscribe_joined(c, list + s, i - s, recover, off, epoch_ok)
+                    : conn_subscribe(c, list + s, i - s, recover, off, epoch_ok);
     }
     if (!ok)
         conn_close_ws(c, WS_CLOSE_INTERNAL, "out of memory", false);

@@ -337,6 +337,19 @@ static void conn_recovery_failed(conn *c, const char *name, size_t len, const ch
         conn_send(c, m, false);
 }
 
+/* ?joined=1: where a plain join starts, so a client can later resume a group
+ * that has delivered nothing to it yet. Same shape as recovery_failed. */
+static void conn_joined_notice(conn *c, const char *name, size_t len, uint64_t last)
+{
+    char buf[256];
+    int n = snprintf(buf, sizeof buf,
+                     "{\"type\":\"joined\",\"group\":\"%.*s\",\"offset\":%llu,\"epoch\":\"%s\"}",
+                     (int)len, name, (unsigned long long)last, chan_epoch());
+    msg *m = msg_new_frame(MSG_CONTROL, WS_OP_TEXT, buf, (size_t)n);
+    if (m)
+        conn_send(c, m, false);
+}
+
 /* Leaves a group's process-wide record: the last local subscriber lets the
  * group be forgotten later (chan_sweep) and, in a cluster, unsubscribes the
  * node at the broker. */
@@ -354,8 +367,8 @@ static void conn_chan_leave(const char *name, size_t len)
     chan_unlock(ch);
 }
 
-bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_t since,
-                    bool epoch_ok)
+static bool conn_subscribe_at(conn *c, const char *name, size_t len, bool recover,
+                              uint64_t since, bool epoch_ok, bool joined)
 {
     for (uint16_t i = 0; i < c->nsubs; i++) {
         group *g = c->subs[i].g;
@@ -394,7 +407,12 @@ bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_
      * (no 101) and skips every live message; the replay runs at release
      * (conn_finish_recoveries) and the join point moves to its end. */
     bool defer = recover && epoch_ok && broker_enabled() && broker_up() && !chan_ready(ch);
-    if (defer)
+    /* A joined notice needs a position Redis agrees with: an unfilled record
+     * is held and skips live messages the same way, and the notice (with the
+     * join point) is sent at release. */
+    joined = joined && !recover;
+    bool defer_joined = joined && broker_enabled() && broker_up() && !chan_ready(ch);
+    if (defer || defer_joined)
         after = UINT64_MAX;
     if (recover && epoch_ok && !defer) {
         chan_history_cfg hc = worker_history_cfg(c->w);
@@ -404,7 +422,11 @@ bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_
     if (rp.oom)
         r = CHAN_REPLAY_TOO_OLD; /* a partial replay would be a silent gap */
     conn_replay_finish(c, &rp, !rp.oom);
-    if (!recover)
+    if (joined && !defer_joined)
+        conn_joined_notice(c, name, len, after); /* before any live message: same thread */
+    if (joined)
+        ; /* joins after `after` (the notice above), or decided at release */
+    else if (!recover)
         after = 0; /* a plain join: every message still in the inbox counts */
     else if (defer)
         ; /* decided at release */
@@ -414,19 +436,33 @@ bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_
         conn_recovery_failed(c, name, len, "too_old", after);
     else if (r == CHAN_REPLAY_FUTURE)
         conn_recovery_failed(c, name, len, "unknown_offset", after);
-    long slot = groups_add(g, c, after, recover ? after_gen : 0);
+    /* A joined notice promises offsets above `after` only, so the inbox's
+     * older ones are skipped as after a replay. */
+    long slot = groups_add(g, c, after, recover || joined ? after_gen : 0);
     if (slot < 0) {
         conn_chan_leave(name, len);
         groups_release_if_empty(&c->w->groups, g);
         return false;
     }
-    s[c->nsubs++] = (conn_sub){g, (uint32_t)slot, defer, since};
-    if (broker_enabled() && (!confirmed || defer) && broker_up() && !c->hold &&
+    s[c->nsubs++] = (conn_sub){g, (uint32_t)slot, defer || defer_joined, defer_joined, since};
+    if (broker_enabled() && (!confirmed || defer || defer_joined) && broker_up() && !c->hold &&
         worker_hold(c->w, c))
         c->hold = true; /* the 101 waits for the broker's SUBSCRIBE (cluster) */
-    if (defer && !c->hold)
+    if ((defer || defer_joined) && !c->hold)
         conn_finish_recoveries(c); /* cannot wait (out of memory): say too_old now */
     return true;
+}
+
+bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_t since,
+                    bool epoch_ok)
+{
+    return conn_subscribe_at(c, name, len, recover, since, epoch_ok, false);
+}
+
+bool conn_subscribe_joined(conn *c, const char *name, size_t len, bool recover, uint64_t since,
+                           bool epoch_ok)
+{
+    return conn_subscribe_at(c, name, len, recover, since, epoch_ok, true);
 }
 
 void conn_finish_recoveries(conn *c)
@@ -438,6 +474,19 @@ void conn_finish_recoveries(conn *c)
         s->recovering = false;
         group *g = s->g;
         chan *ch = chan_lock(g->name, g->name_len);
+        if (s->joined) {
+            /* A plain join waited for the record: it starts at its last offset
+             * (released unfilled, by timeout or a broker outage, it is the
+             * best known; a resume from it then answers too_old, not a gap). */
+            uint64_t last = ch ? chan_last_offset(ch) : 0;
+            g->members[s->slot].after = last;
+            g->members[s->slot].after_gen = chan_epoch_gen();
+            if (ch)
+                chan_unlock(ch);
+            s->joined = false;
+            conn_joined_notice(c, g->name, g->name_len, last);
+            continue;
+        }
         if (!ch) {
             g->members[s->slot].after = 0; /* live from here; the gap is reported */
             conn_recovery_failed(c, g->name, g->name_len, "too_old", 0);
