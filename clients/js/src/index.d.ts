@@ -18,9 +18,12 @@ export interface HeraldRecoveryFailed {
   group: string;
   /** epoch (server lost its history lineage), too_old (fell out of --history), unknown_offset. */
   reason: 'epoch' | 'too_old' | 'unknown_offset' | string;
+  /** The epoch the client continues under. */
   epoch: string;
-  /** The group's last offset on the server: the client continues from here. */
-  offset: number;
+  /** The group's last offset on the server: the client continues from here. null when the
+   *  client saw the epoch change itself (a message or notice under a new epoch) before the
+   *  server said where this group stands. */
+  offset: number | null;
 }
 
 export interface HeraldReconnect {
@@ -82,7 +85,8 @@ export declare class HeraldClient {
   off<K extends keyof HeraldEvents>(event: K, fn: (arg: HeraldEvents[K]) => void): void;
   connect(): void;
   close(): void;
-  /** The epoch and each group's last delivered offset. */
+  /** The epoch and each group's position: its last delivered offset, or, while it has delivered
+   *  nothing, the offset it joined after (a WebSocket joined notice, an SSE event id). */
   positions(): { epoch: string | null; offsets: Record<string, number> };
   /** The URL the next attempt over this transport would use. */
   url(transport: HeraldTransport): string;

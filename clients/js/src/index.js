@@ -78,7 +78,10 @@ export class HeraldClient {
     this._listeners = new Map();
     this._state = 'closed';
     this._epoch = null;            // epoch of the offsets below
-    this._offsets = new Map();     // group -> last offset delivered to the app
+    // group -> last offset the app has covered: its last delivered message, or where it joined
+    // (the server's joined notice, an SSE event id) while the group was quiet
+    this._offsets = new Map();
+    this._epochReported = new Set(); // groups already told recovery_failed 'epoch' for _epoch
     this._attempt = 0;             // consecutive attempts without a stable connection
     this._sock = null;             // current transport object
     this._transport = null;        // 'websocket' | 'sse' for the current/last attempt
@@ -94,7 +97,8 @@ export class HeraldClient {
   get state() { return this._state; }
   get transport() { return this._transport; }
 
-  /** Where the client stands: the epoch and each group's last delivered offset. */
+  /** Where the client stands: the epoch and each group's position (last delivered offset, or
+   *  the offset it joined after while nothing has been delivered). */
   positions() {
     return { epoch: this._epoch, offsets: Object.fromEntries(this._offsets) };
   }
@@ -159,10 +163,13 @@ export class HeraldClient {
     try { s.close(); } catch { /* already closed */ }
   }
 
-  _query() {
+  _query(transport) {
     const q = [];
     if (this.groups.length) q.push('groups=' + this.groups.map(encodeURIComponent).join(','));
     q.push('format=json');
+    // WebSocket: herald tells where each group without a since entry starts (a joined notice),
+    // so a group that stays quiet can still be resumed. SSE carries that in its event ids.
+    if (transport !== 'sse') q.push('joined=1');
     const since = this.groups.filter((g) => this._offsets.has(g))
       .map((g) => `${encodeURIComponent(g)}:${this._offsets.get(g)}`);
     if (this._epoch !== null && since.length) {
@@ -174,7 +181,7 @@ export class HeraldClient {
 
   url(transport) {
     const scheme = transport === 'sse' ? (this._secure ? 'https' : 'http') : (this._secure ? 'wss' : 'ws');
-    return `${scheme}://${this._hostPath}/${transport === 'sse' ? 'sse' : 'ws'}?${this._query()}`;
+    return `${scheme}://${this._hostPath}/${transport === 'sse' ? 'sse' : 'ws'}?${this._query(transport)}`;
   }
 
   _nextTransport() {
@@ -237,8 +244,13 @@ export class HeraldClient {
       }, this.options.stableAfterMs);
     };
     if (transport === 'sse') {
-      sock.onmessage = (ev) => { if (gen === this._generation) this._onEnvelope(ev.data); };
-      sock.addEventListener('recovery_failed', (ev) => { if (gen === this._generation) this._onEnvelope(ev.data); });
+      const onEvent = (ev) => {
+        if (gen !== this._generation) return;
+        this._onEnvelope(ev.data);
+        if (gen === this._generation && ev.lastEventId) this._onEventId(ev.lastEventId);
+      };
+      sock.onmessage = onEvent;
+      sock.addEventListener('recovery_failed', onEvent);
       // EventSource would reconnect by itself (with Last-Event-ID); we reconnect ourselves instead,
       // with our own backoff and since/epoch, so both transports behave the same.
       sock.onerror = () => { if (gen === this._generation) this._lost(gen, opened, undefined); };
@@ -263,15 +275,25 @@ export class HeraldClient {
     }
     if (m && m.type === 'recovery_failed') {
       // The server could not replay what we missed: the app resyncs; we continue from its position.
-      if (m.epoch !== this._epoch) this._resetEpoch(m.epoch);
+      if (m.epoch !== this._epoch) this._changeEpoch(m.epoch, m.group);
       if (typeof m.offset === 'number') this._offsets.set(m.group, m.offset);
+      // An epoch change already reported for this group (by us) is not reported twice.
+      if (m.reason === 'epoch' && this._epochReported.has(m.group)) return;
+      if (m.reason === 'epoch') this._epochReported.add(m.group);
       this._emit('recovery_failed', { group: m.group, reason: m.reason, epoch: m.epoch, offset: m.offset });
+      return;
+    }
+    if (m && m.type === 'joined') {
+      // Where a group without a since entry starts: every later message is above it.
+      if (typeof m.group !== 'string' || typeof m.offset !== 'number') return;
+      if (m.epoch !== this._epoch) this._changeEpoch(m.epoch, null);
+      if (!this._offsets.has(m.group)) this._offsets.set(m.group, m.offset);
       return;
     }
     if (!m || typeof m !== 'object' || !('data' in m)) return;
     const group = m.group;
     if (group !== null && group !== undefined) {
-      if (m.epoch !== this._epoch) this._resetEpoch(m.epoch);
+      if (m.epoch !== this._epoch) this._changeEpoch(m.epoch, null);
       const last = this._offsets.get(group);
       if (last !== undefined && m.offset <= last) return; // already delivered (replay overlap)
       this._offsets.set(group, m.offset);
@@ -280,10 +302,36 @@ export class HeraldClient {
     this._emit('message', { group: group ?? null, offset: m.offset, epoch: m.epoch, data });
   }
 
-  _resetEpoch(epoch) {
-    // Offsets of another epoch say nothing about this one.
+  /** SSE: an event's id, `<epoch>/<o1>,<o2>,...` (one entry per group, in the order of the groups
+   *  parameter, empty when none), gives the position of groups that delivered nothing yet. */
+  _onEventId(id) {
+    const slash = id.lastIndexOf('/');
+    if (slash <= 0) return;
+    const epoch = id.slice(0, slash);
+    const entries = id.slice(slash + 1).split(',');
+    if (entries.length !== this.groups.length || (this.groups.length === 0 && entries[0] !== '')) return;
+    if (epoch !== this._epoch) {
+      if (this._epoch !== null) return; // the envelope of this event decides an epoch change
+      this._changeEpoch(epoch, null);
+    }
+    this.groups.forEach((g, i) => {
+      if (/^[0-9]{1,20}$/.test(entries[i]) && !this._offsets.has(g)) this._offsets.set(g, Number(entries[i]));
+    });
+  }
+
+  /** Offsets of another epoch say nothing about this one: every group that had a position under
+   *  the old epoch may have missed messages, and the app hears so (except `skip`, which the
+   *  server's own recovery_failed reports). */
+  _changeEpoch(epoch, skip) {
+    const old = this._epoch === null ? [] : [...this._offsets.keys()];
     this._epoch = epoch;
     this._offsets.clear();
+    this._epochReported = new Set();
+    for (const group of old) {
+      if (group === skip) continue;
+      this._epochReported.add(group);
+      this._emit('recovery_failed', { group, reason: 'epoch', epoch, offset: null });
+    }
   }
 
   _lost(gen, opened, code, reason) {
@@ -304,7 +352,7 @@ export class HeraldClient {
     if (neverOpened && this._fetch) {
       // A browser does not tell why a WebSocket or EventSource was refused. Ask once over plain
       // HTTP: 401/403 (bad token, group not granted, origin refused) will not get better by retrying.
-      const status = await this._probe();
+      const { status } = await this._probe();
       if (gen !== this._generation) return;
       const refused = status === 401 || status === 403;
       if (refused) this._authRefusals = (this._authRefusals || 0) + 1;
@@ -332,9 +380,9 @@ export class HeraldClient {
       const r = await this._fetch(this.url('sse'), { signal: ctl ? ctl.signal : undefined, headers: { Accept: 'text/event-stream' } });
       const st = r.status;
       if (ctl) ctl.abort(); // a 200 is a live stream: we only wanted the status
-      return st;
+      return { status: st };
     } catch {
-      return 0; // unreachable: a plain retry
+      return { status: 0 }; // unreachable: a plain retry
     }
   }
 

@@ -48,13 +48,14 @@ test('backoffDelay: full jitter under an exponential, bounded cap', () => {
 
 test('URLs: json format, groups, since/epoch after messages, token, scheme per transport', async () => {
   const { c, t } = setup({ options: { token: 'T.o.k' } });
-  assert.equal(c.url('websocket'), 'ws://h:8080/ws?groups=a,b&format=json&token=T.o.k');
+  // WebSocket asks for joined notices (the position of groups that stay quiet); SSE has event ids
+  assert.equal(c.url('websocket'), 'ws://h:8080/ws?groups=a,b&format=json&joined=1&token=T.o.k');
   assert.equal(c.url('sse'), 'http://h:8080/sse?groups=a,b&format=json&token=T.o.k');
   c.connect();
   await settle();
   t.last().open();
   t.last().send(env('x', 'a', 7));
-  assert.equal(c.url('websocket'), 'ws://h:8080/ws?groups=a,b&format=json&since=a:7&epoch=E1&token=T.o.k');
+  assert.equal(c.url('websocket'), 'ws://h:8080/ws?groups=a,b&format=json&joined=1&since=a:7&epoch=E1&token=T.o.k');
   const s = new HeraldClient('wss://h/base/', { groups: ['x'] });
   assert.equal(s.url('sse'), 'https://h/base/sse?groups=x&format=json');
   assert.throws(() => new HeraldClient('ftp://h'), TypeError);
@@ -147,9 +148,101 @@ test('recovery_failed: reported, and the client continues from the server positi
   t.last().send(env('a41', 'a', 41, 'E2'));
   assert.deepEqual(got.messages.map((m) => m.data), ['a1', 'a41']);
   assert.deepEqual(c.positions(), { epoch: 'E2', offsets: { a: 41 } });
-  // a message under another epoch mid-stream: offsets restart there
+  // a message under another epoch mid-stream: offsets restart there, and the app hears that the
+  // group's position from the old epoch is lost
   t.last().send(env('a1-e3', 'a', 1, 'E3'));
   assert.equal(got.messages.at(-1).data, 'a1-e3');
+  assert.deepEqual(got.failed.at(-1), { group: 'a', reason: 'epoch', epoch: 'E3', offset: null });
+  assert.equal(got.failed.length, 2);
+});
+
+/** Runs the backoff wait before the next attempt, and no further (its connect timer waits). */
+async function reconnectNow(timers, got) {
+  await settle();
+  timers.advance(got.reconnects.at(-1).delayMs);
+  await settle();
+}
+
+test('a quiet group is resumed from its joined notice: no message lost across a reconnect', async () => {
+  const { c, t, timers, got } = setup({ options: { groups: ['user:42', 'global'] } });
+  c.connect();
+  await settle();
+  const ws = t.last();
+  assert.match(ws.url, /joined=1/);
+  ws.open();
+  ws.send({ type: 'joined', group: 'user:42', offset: 0, epoch: 'E1' });
+  ws.send({ type: 'joined', group: 'global', offset: 10, epoch: 'E1' });
+  for (let o = 11; o <= 13; o++) ws.send(env(`g${o}`, 'global', o));
+  assert.deepEqual(c.positions(), { epoch: 'E1', offsets: { 'user:42': 0, global: 13 } });
+  ws.serverClose(1006); // the network drops; user:42 gets a message meanwhile
+  await reconnectNow(timers, got);
+  const ws2 = t.last();
+  assert.match(ws2.url, /since=user%3A42:0,global:13&epoch=E1/);
+  ws2.open();
+  ws2.send(env('u1', 'user:42', 1)); // the server's replay
+  ws2.send(env('u1', 'user:42', 1)); // an overlap is still dropped
+  ws2.send(env('g14', 'global', 14));
+  assert.deepEqual(got.messages.map((m) => m.data), ['g11', 'g12', 'g13', 'u1', 'g14']);
+  assert.deepEqual(got.failed, []);
+});
+
+test('SSE: the event id gives the position of groups that delivered nothing yet', async () => {
+  const { c, t, timers, got } = setup({ options: { groups: ['user:42', 'global'], transport: 'sse' } });
+  c.connect();
+  await settle();
+  const es = t.last();
+  assert.equal(es.kind, 'sse');
+  assert.doesNotMatch(es.url, /joined/);
+  es.open();
+  es.send(env('g11', 'global', 11), 'E1/0,11');
+  es.send(env('g12', 'global', 12), 'E1/0,12');
+  assert.deepEqual(c.positions(), { epoch: 'E1', offsets: { 'user:42': 0, global: 12 } });
+  es.fail();
+  await reconnectNow(timers, got);
+  assert.match(t.last().url, /since=user%3A42:0,global:12&epoch=E1/);
+  // malformed or foreign ids are ignored
+  const c2 = setup({ options: { groups: ['a', 'b'], transport: 'sse' } });
+  c2.c.connect();
+  await settle();
+  c2.t.last().open();
+  c2.t.last().send(env('a1', 'a', 1), 'E1/1');        // wrong entry count
+  c2.t.last().send(env('a2', 'a', 2), 'nonsense');
+  c2.t.last().send(env('a3', 'a', 3), 'E9/3,5');      // another epoch than the envelope's
+  assert.deepEqual(c2.c.positions(), { epoch: 'E1', offsets: { a: 3 } });
+  assert.equal(got.errors.length, 0);
+});
+
+test('epoch change on reconnect: recovery_failed once for every group of the old epoch', async () => {
+  const { c, t, timers, got } = setup({ options: { groups: ['a', 'b', 'q'] } });
+  c.connect();
+  await settle();
+  t.last().open();
+  t.last().send({ type: 'joined', group: 'q', offset: 0, epoch: 'E1' });
+  t.last().send(env('a1', 'a', 1));
+  t.last().send(env('b1', 'b', 1));
+  t.last().serverClose(1012); // the server restarts with a new epoch
+  await reconnectNow(timers, got);
+  assert.match(t.last().url, /since=a:1,b:1,q:0&epoch=E1/);
+  t.last().open();
+  // herald answers every since entry with recovery_failed 'epoch'
+  t.last().send({ type: 'recovery_failed', group: 'a', reason: 'epoch', epoch: 'E2', offset: 0 });
+  t.last().send({ type: 'recovery_failed', group: 'b', reason: 'epoch', epoch: 'E2', offset: 3 });
+  t.last().send({ type: 'recovery_failed', group: 'q', reason: 'epoch', epoch: 'E2', offset: 0 });
+  assert.deepEqual(got.failed.map((f) => [f.group, f.reason, f.epoch]).sort(),
+    [['a', 'epoch', 'E2'], ['b', 'epoch', 'E2'], ['q', 'epoch', 'E2']]);
+  assert.deepEqual(c.positions(), { epoch: 'E2', offsets: { a: 0, b: 3, q: 0 } });
+  t.last().send(env('b4', 'b', 4, 'E2'));
+  assert.equal(got.messages.at(-1).data, 'b4');
+
+  // a joined notice under a new epoch (no since was sent for it) also reports the old positions
+  const s2 = setup({ options: { groups: ['a', 'q'] } });
+  s2.c.connect();
+  await settle();
+  s2.t.last().open();
+  s2.t.last().send(env('a1', 'a', 1));
+  s2.t.last().send({ type: 'joined', group: 'q', offset: 5, epoch: 'E7' });
+  assert.deepEqual(s2.got.failed, [{ group: 'a', reason: 'epoch', epoch: 'E7', offset: null }]);
+  assert.deepEqual(s2.c.positions(), { epoch: 'E7', offsets: { q: 5 } });
 });
 
 test('close codes that mean "do not retry" surface as errors, not a retry storm', async () => {

@@ -62,8 +62,11 @@ export function fakeTransports() {
     addEventListener(type, fn) { (this.listeners[type] ||= []).push(fn); }
     close() { this.closed = true; }
     open() { this.onopen && this.onopen({}); }
-    send(obj) { this.onmessage && this.onmessage({ data: JSON.stringify(obj) }); }
-    event(type, obj) { for (const fn of this.listeners[type] || []) fn({ data: JSON.stringify(obj) }); }
+    /** An event; lastEventId is what the browser reports: the id of this event or an earlier one. */
+    send(obj, lastEventId = '') { this.onmessage && this.onmessage({ data: JSON.stringify(obj), lastEventId }); }
+    event(type, obj, lastEventId = '') {
+      for (const fn of this.listeners[type] || []) fn({ data: JSON.stringify(obj), lastEventId });
+    }
     fail() { this.onerror && this.onerror({}); }
   }
   return { made, FakeWS, FakeES, last: () => made[made.length - 1] };
