@@ -54,7 +54,8 @@ export interface HeraldClientOptions {
   factor?: number;
   /** A connection open this long (10 s) resets the backoff. */
   stableAfterMs?: number;
-  /** An attempt not open after this long (10 s) is abandoned and retried. */
+  /** An attempt not open after this long (10 s) is abandoned and retried; the status probe of a
+   *  refused attempt is abandoned after this long too. */
   connectTimeoutMs?: number;
   /** Implementations for platforms without the globals (Node: e.g. the `ws` package). */
   WebSocket?: any;
@@ -88,8 +89,9 @@ export declare class HeraldClient {
   /** The epoch and each group's position: its last delivered offset, or, while it has delivered
    *  nothing, the offset it joined after (a WebSocket joined notice, an SSE event id). */
   positions(): { epoch: string | null; offsets: Record<string, number> };
-  /** The URL the next attempt over this transport would use. */
-  url(transport: HeraldTransport): string;
+  /** The URL the next attempt over this transport would use (resume: false leaves since/epoch
+   *  out, as the status probe does). */
+  url(transport: HeraldTransport, opts?: { resume?: boolean }): string;
 }
 
 /** Full-jitter backoff: a random delay in [0, min(maxDelayMs, initialDelayMs * factor^n)). */

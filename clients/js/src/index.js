@@ -163,7 +163,7 @@ export class HeraldClient {
     try { s.close(); } catch { /* already closed */ }
   }
 
-  _query(transport) {
+  _query(transport, resume = true) {
     const q = [];
     if (this.groups.length) q.push('groups=' + this.groups.map(encodeURIComponent).join(','));
     q.push('format=json');
@@ -172,16 +172,16 @@ export class HeraldClient {
     if (transport !== 'sse') q.push('joined=1');
     const since = this.groups.filter((g) => this._offsets.has(g))
       .map((g) => `${encodeURIComponent(g)}:${this._offsets.get(g)}`);
-    if (this._epoch !== null && since.length) {
+    if (resume && this._epoch !== null && since.length) {
       q.push('since=' + since.join(','), 'epoch=' + encodeURIComponent(this._epoch));
     }
     if (this._token) q.push('token=' + encodeURIComponent(this._token));
     return q.join('&');
   }
 
-  url(transport) {
+  url(transport, { resume = true } = {}) {
     const scheme = transport === 'sse' ? (this._secure ? 'https' : 'http') : (this._secure ? 'wss' : 'ws');
-    return `${scheme}://${this._hostPath}/${transport === 'sse' ? 'sse' : 'ws'}?${this._query(transport)}`;
+    return `${scheme}://${this._hostPath}/${transport === 'sse' ? 'sse' : 'ws'}?${this._query(transport, resume)}`;
   }
 
   _nextTransport() {
@@ -373,16 +373,25 @@ export class HeraldClient {
     }, delay);
   }
 
+  /** The HTTP status (0: none). Without since: a 200 would
+   *  start a full replay we do not want. Bounded by connectTimeoutMs: a black-holed server
+   *  would leave the fetch pending forever. */
   async _probe() {
-    let ctl = null;
+    const ctl = typeof AbortController === 'function' ? new AbortController() : null;
+    let timer = null;
+    const timeout = new Promise((resolve) => {
+      timer = this._setTimeout(() => { timer = null; resolve({ status: 0 }); }, this.options.connectTimeoutMs);
+    });
+    const ask = (async () => {
+      const r = await this._fetch(this.url('sse', { resume: false }),
+        { signal: ctl ? ctl.signal : undefined, headers: { Accept: 'text/event-stream' } });
+      return { status: r.status };
+    })().catch(() => ({ status: 0 })); // unreachable: a plain retry
     try {
-      ctl = typeof AbortController === 'function' ? new AbortController() : null;
-      const r = await this._fetch(this.url('sse'), { signal: ctl ? ctl.signal : undefined, headers: { Accept: 'text/event-stream' } });
-      const st = r.status;
+      return await Promise.race([ask, timeout]);
+    } finally {
+      if (timer !== null) this._clearTimeout(timer);
       if (ctl) ctl.abort(); // a 200 is a live stream: we only wanted the status
-      return { status: st };
-    } catch {
-      return { status: 0 }; // unreachable: a plain retry
     }
   }
 

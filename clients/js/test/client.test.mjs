@@ -56,6 +56,7 @@ test('URLs: json format, groups, since/epoch after messages, token, scheme per t
   t.last().open();
   t.last().send(env('x', 'a', 7));
   assert.equal(c.url('websocket'), 'ws://h:8080/ws?groups=a,b&format=json&joined=1&since=a:7&epoch=E1&token=T.o.k');
+  assert.equal(c.url('sse', { resume: false }), 'http://h:8080/sse?groups=a,b&format=json&token=T.o.k');
   const s = new HeraldClient('wss://h/base/', { groups: ['x'] });
   assert.equal(s.url('sse'), 'https://h/base/sse?groups=x&format=json');
   assert.throws(() => new HeraldClient('ftp://h'), TypeError);
@@ -243,6 +244,36 @@ test('epoch change on reconnect: recovery_failed once for every group of the old
   s2.t.last().send({ type: 'joined', group: 'q', offset: 5, epoch: 'E7' });
   assert.deepEqual(s2.got.failed, [{ group: 'a', reason: 'epoch', epoch: 'E7', offset: null }]);
   assert.deepEqual(s2.c.positions(), { epoch: 'E7', offsets: { q: 5 } });
+});
+
+test('the status probe carries no since and is abandoned after connectTimeoutMs', async () => {
+  const probes = [];
+  const { c, t, timers, got } = setup({
+    options: { connectTimeoutMs: 1000 },
+    fetch: (url, init) => {
+      probes.push({ url, init });
+      return new Promise(() => {}); // a black-holed server: never answers
+    },
+  });
+  c.connect();
+  await settle();
+  t.last().open();
+  t.last().send(env('a1', 'a', 1));
+  t.last().serverClose(1006);
+  await reconnectNow(timers, got);
+  t.last().serverClose(1006); // refused before open: probe
+  await settle();
+  assert.equal(probes.length, 1);
+  assert.doesNotMatch(probes[0].url, /since|epoch=/);
+  assert.equal(c.state, 'reconnecting');
+  const made = t.made.length;
+  timers.advance(1000); // the probe times out
+  await settle();
+  assert.equal(probes[0].init.signal.aborted, true);
+  assert.equal(got.reconnects.length, 2);
+  timers.advance(60_000);
+  await settle();
+  assert.equal(t.made.length, made + 1);
 });
 
 test('close codes that mean "do not retry" surface as errors, not a retry storm', async () => {
