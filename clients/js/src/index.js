@@ -351,9 +351,15 @@ export class HeraldClient {
   async _retry(gen, neverOpened) {
     if (neverOpened && this._fetch) {
       // A browser does not tell why a WebSocket or EventSource was refused. Ask once over plain
-      // HTTP: 401/403 (bad token, group not granted, origin refused) will not get better by retrying.
-      const { status } = await this._probe();
+      // HTTP: 401/403 (bad token, group not granted, origin refused) will not get better by
+      // retrying, nor will 400 (bad group name, too many groups) or 404 (wrong URL).
+      const { status, reason } = await this._probe();
       if (gen !== this._generation) return;
+      if (status === 400 || status === 404) {
+        this._fail(new HeraldError(`server refused the subscription (HTTP ${status}${reason ? ': ' + reason : ''})`,
+          { code: status, fatal: true, transport: this._transport }));
+        return;
+      }
       const refused = status === 401 || status === 403;
       if (refused) this._authRefusals = (this._authRefusals || 0) + 1;
       // Without getToken() a refusal is final; with it, one fresh token gets one more try.
@@ -373,7 +379,7 @@ export class HeraldClient {
     }, delay);
   }
 
-  /** The HTTP status (0: none). Without since: a 200 would
+  /** The HTTP status (0: none) and, for a refusal, herald's reason. Without since: a 200 would
    *  start a full replay we do not want. Bounded by connectTimeoutMs: a black-holed server
    *  would leave the fetch pending forever. */
   async _probe() {
@@ -385,7 +391,15 @@ export class HeraldClient {
     const ask = (async () => {
       const r = await this._fetch(this.url('sse', { resume: false }),
         { signal: ctl ? ctl.signal : undefined, headers: { Accept: 'text/event-stream' } });
-      return { status: r.status };
+      const status = r.status;
+      let reason;
+      if (status >= 400 && typeof r.text === 'function') {
+        try {
+          const body = await r.text();
+          try { reason = JSON.parse(body).error; } catch { reason = String(body).trim().slice(0, 200); }
+        } catch { /* no body */ }
+      }
+      return { status, reason };
     })().catch(() => ({ status: 0 })); // unreachable: a plain retry
     try {
       return await Promise.race([ask, timeout]);

@@ -276,6 +276,24 @@ test('the status probe carries no since and is abandoned after connectTimeoutMs'
   assert.equal(t.made.length, made + 1);
 });
 
+test('400 and 404 refusals are fatal, with the server\'s reason', async () => {
+  for (const [status, body] of [[400, '{"ok":false,"status":400,"error":"too many groups"}\n'],
+    [404, '{"ok":false,"status":404,"error":"not found"}\n']]) {
+    const { c, t, timers, got } = setup({ fetch: async () => ({ status, text: async () => body }) });
+    c.connect();
+    await settle();
+    t.last().serverClose(1006);
+    await settle();
+    assert.equal(c.state, 'closed');
+    assert.equal(got.errors.length, 1);
+    assert.equal(got.errors[0].code, status);
+    assert.equal(got.errors[0].fatal, true);
+    assert.match(got.errors[0].message, new RegExp(`HTTP ${status}: ${JSON.parse(body).error}`));
+    timers.advance(100_000);
+    assert.equal(t.made.length, 1);
+  }
+});
+
 test('close codes that mean "do not retry" surface as errors, not a retry storm', async () => {
   for (const code of [1008, 1002, 1007]) {
     const { c, t, timers, got } = setup();
