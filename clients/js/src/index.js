@@ -74,7 +74,6 @@ export class HeraldClient {
     this._setTimeout = this.options.setTimeout || globalThis.setTimeout.bind(globalThis);
     this._clearTimeout = this.options.clearTimeout || globalThis.clearTimeout.bind(globalThis);
     this._random = this.options.random || Math.random;
-    this._now = this.options.now || (() => Date.now());
     this._listeners = new Map();
     this._state = 'closed';
     this._epoch = null;            // epoch of the offsets below
