@@ -2,7 +2,9 @@
 // headless Debian chromium driven by playwright-core: two herald nodes on a real redis-server (so
 // the cluster's epoch and history survive a node), a page subscribed to node A, messages published
 // on node B while node A is killed (SIGKILL) and restarted on the same port mid-stream. The page
-// must receive every message exactly once, in order -- over WebSocket, then with SSE forced.
+// must receive every message exactly once, in order -- over WebSocket, then with SSE forced. The
+// page also follows a quiet group that gets its only message while node A is down: the client
+// knows that group's position from the start (joined notice / event id), so it arrives once.
 //
 //   HERALD_BIN, HERALD_CHROMIUM, REDIS_SERVER (default /usr/bin/redis-server)
 //
@@ -175,21 +177,23 @@ let restartA = null;  // the restart of node A, once started
 
 async function run(transport, group) {
   const portA = nodes.A.port;
-  await page.evaluate(async ({ portA, transport, group }) => {
+  const quiet = `${group}-quiet`;
+  await page.evaluate(async ({ portA, transport, group, quiet }) => {
     const { HeraldClient } = await import('/herald-client.js');
     const got = [];
+    const quietGot = [];
     const states = [];
     const errors = [];
     const c = new HeraldClient(`ws://127.0.0.1:${portA}`, {
-      groups: [group], transport, initialDelayMs: 100, maxDelayMs: 800, connectTimeoutMs: 3000,
+      groups: [quiet, group], transport, initialDelayMs: 100, maxDelayMs: 800, connectTimeoutMs: 3000,
     });
-    c.on('message', (m) => got.push(m.data));
+    c.on('message', (m) => (m.group === quiet ? quietGot : got).push(m.data));
     c.on('state', (s) => states.push(s));
     c.on('error', (e) => errors.push(String(e && e.message)));
     c.on('recovery_failed', (r) => errors.push(`recovery_failed ${JSON.stringify(r)}`));
-    window.__run = { c, got, states, errors };
+    window.__run = { c, got, quietGot, states, errors };
     c.connect();
-  }, { portA, transport, group });
+  }, { portA, transport, group, quiet });
   await page.waitForFunction(() => window.__run.c.state === 'open', null, { timeout: 10_000 });
   assert.equal(await page.evaluate(() => window.__run.c.transport), transport);
 
@@ -203,6 +207,7 @@ async function run(transport, group) {
     if (i === KILL_AT) {
       const r = await stopNode('A', 'SIGKILL');
       assert.equal(r.signal, 'SIGKILL');
+      await publishB(quiet, `${transport}-quiet`); // the quiet group's first message, A down
       setTimeout(() => { restartA = startNode('A', portA); }, DOWN_MS);
     }
     await sleep(5);
@@ -212,10 +217,14 @@ async function run(transport, group) {
   restartA = null;
   await page.waitForFunction((n) => window.__run.got.length >= n, N, { timeout: 30_000 })
     .catch(() => {});
+  await page.waitForFunction(() => window.__run.quietGot.length >= 1, null, { timeout: 10_000 })
+    .catch(() => {});
   const res = await page.evaluate(() => ({
     got: window.__run.got, states: window.__run.states, errors: window.__run.errors, state: window.__run.c.state,
+    quietGot: window.__run.quietGot,
   }));
   assert.deepEqual(res.errors, [], 'no error and no recovery_failed');
+  assert.deepEqual(res.quietGot, [`${transport}-quiet`], 'the quiet group\'s message, once');
   assert.equal(res.got.length, N, `received ${res.got.length} of ${N}; states ${res.states}`);
   assert.deepEqual(res.got, want, 'every message exactly once, in order');
   assert.ok(res.states.includes('reconnecting'), `the client reconnected: ${res.states}`);
@@ -223,6 +232,7 @@ async function run(transport, group) {
   // nothing more arrives (no duplicate after the fact)
   await sleep(300);
   assert.equal(await page.evaluate(() => window.__run.got.length), N);
+  assert.equal(await page.evaluate(() => window.__run.quietGot.length), 1);
   await page.evaluate(() => window.__run.c.close());
 }
 
