@@ -346,10 +346,13 @@ void conn_sse_begin(conn *c)
         }
         s->pending[k] = false;
     }
-    /* An event with an id and no data: the client's Last-Event-ID is set
-     * before any message arrives, so even a stream cut before its first
-     * event resumes where it began. */
-    msg *first = conn_sse_id(c, "\n", 1, MSG_CONTROL);
+    /* A "joined" event with the id and empty data: the client's
+     * Last-Event-ID is set before any message arrives, so even a stream cut
+     * before its first message resumes where it began, and an EventSource
+     * dispatches it (as type "joined", never "message"): a client learns
+     * every group's position at once, quiet groups included. */
+    static const char joined[] = "event: joined\ndata: \n\n";
+    msg *first = conn_sse_id(c, joined, sizeof joined - 1, MSG_CONTROL);
     if (!first) {
         conn_abort(c);
         return;

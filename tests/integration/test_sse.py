@@ -42,6 +42,10 @@ def test_headers_and_text_events(herald):
     assert "content-length" not in s.headers and "transfer-encoding" not in s.headers
     ep = epoch_of(s)
     first = s.last_id
+    # the first event: type "joined", every group's position in its id, empty data (dispatched by
+    # an EventSource, never as a "message")
+    assert s.joined == [{"event": "joined", "data": "", "id": first}], s.joined
+    assert s.raw.startswith(f"id: {first}\nevent: joined\ndata: \n\n".encode()), s.raw[:120]
     publish(srv.port, "hello", group="a", content_type="text/plain")
     publish(srv.port, "l1\nl2\r\nl3\rl4\n", group="b", content_type="text/plain")
     publish(srv.port, "to all", content_type="text/plain")

@@ -250,6 +250,10 @@ export class HeraldClient {
       };
       sock.onmessage = onEvent;
       sock.addEventListener('recovery_failed', onEvent);
+      // herald's first event: no message, only every group's position (in its id)
+      sock.addEventListener('joined', (ev) => {
+        if (gen === this._generation && ev.lastEventId) this._onEventId(ev.lastEventId);
+      });
       // EventSource would reconnect by itself (with Last-Event-ID); we reconnect ourselves instead,
       // with our own backoff and since/epoch, so both transports behave the same.
       sock.onerror = () => { if (gen === this._generation) this._lost(gen, opened, undefined); };

@@ -187,6 +187,20 @@ test('a quiet group is resumed from its joined notice: no message lost across a 
   assert.deepEqual(got.failed, []);
 });
 
+test('SSE: the joined event that starts a stream gives every group\'s position at once', async () => {
+  const { c, t, timers, got } = setup({ options: { groups: ['quiet', 'busy'], transport: 'sse' } });
+  c.connect();
+  await settle();
+  const es = t.last();
+  es.open();
+  es.event('joined', '', 'E1/4,9'); // herald's first event: no message, the positions in its id
+  assert.deepEqual(c.positions(), { epoch: 'E1', offsets: { quiet: 4, busy: 9 } });
+  assert.equal(got.messages.length, 0);
+  es.fail(); // dropped before any message
+  await reconnectNow(timers, got);
+  assert.match(t.last().url, /since=quiet:4,busy:9&epoch=E1/);
+});
+
 test('SSE: the event id gives the position of groups that delivered nothing yet', async () => {
   const { c, t, timers, got } = setup({ options: { groups: ['user:42', 'global'], transport: 'sse' } });
   c.connect();
