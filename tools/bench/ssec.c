@@ -52,6 +52,10 @@ static bool ssec_dispatch(ssec_reader *r, void (*on_event)(void *, const uint8_t
 {
     if (!r->has_data)
         return true;
+    if (r->data_len == 0) { /* herald's "joined" event (or any empty one): no message of ours */
+        r->has_data = false;
+        return true;
+    }
     uint64_t len = r->data_len;
     if (len % 4 != 0)
         return false;
