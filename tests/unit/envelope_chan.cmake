@@ -1,4 +1,4 @@
-# Unit tests for issue 5 (envelopes and history): src/envelope.c and
+# Unit tests for the envelopes and the group records (src/envelope.c,
 # src/chan.c; include()d from tests/unit/CMakeLists.txt (after CMOCKA is
 # found). herald_core carries chan.c, envelope.c, msg.c and links msgpack-c
 # and jansson; test_envelope decodes with both directly, and test_envelope
