@@ -94,26 +94,6 @@ uint32_t outq_drop_unstarted_data(outq *q)
     return dropped;
 }
 
-bool outq_drop_oldest_data(outq *q)
-{
-    uint32_t k = q->off > 0 ? 1 : 0;
-    /* Control frames sit at the front; the first data frame is a few slots in
-     * at most, so this stays O(1) in practice. */
-    while (k < q->count && (*outq_at(q, k))->kind != MSG_DATA)
-        k++;
-    if (k >= q->count)
-        return false;
-    msg *m = *outq_at(q, k);
-    for (uint32_t i = k; i > 0; i--)
-        *outq_at(q, i) = *outq_at(q, i - 1);
-    q->head = (q->head + 1) & (q->cap - 1);
-    q->count--;
-    q->bytes -= m->len;
-    q->mem -= outq_cost(m);
-    msg_unref(m);
-    return true;
-}
-
 /* Removes the item at index k (not the partly written head), shifting the
  * ones before it: items ahead of the first data message are a handful. */
 static void outq_remove_at(outq *q, uint32_t k)
@@ -126,6 +106,19 @@ static void outq_remove_at(outq *q, uint32_t k)
     q->bytes -= m->len;
     q->mem -= outq_cost(m);
     msg_unref(m);
+}
+
+bool outq_drop_oldest_data(outq *q)
+{
+    uint32_t k = q->off > 0 ? 1 : 0;
+    /* Control frames sit at the front; the first data frame is a few slots in
+     * at most, so this stays O(1) in practice. */
+    while (k < q->count && (*outq_at(q, k))->kind != MSG_DATA)
+        k++;
+    if (k >= q->count)
+        return false;
+    outq_remove_at(q, k);
+    return true;
 }
 
 bool outq_drop_oldest_data_prefixed(outq *q, uint8_t prefix_op)
