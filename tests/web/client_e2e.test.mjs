@@ -19,6 +19,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { withTimeout } from './herald_proc.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const HERALD_BIN = path.resolve(process.env.HERALD_BIN || path.join(HERE, '..', '..', 'build', 'herald'));
@@ -49,14 +50,6 @@ const watchdog = setTimeout(() => {
   process.exit(1);
 }, WATCHDOG_MS);
 watchdog.unref();
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  const t = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, t]).finally(() => clearTimeout(timer));
-}
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
