@@ -201,7 +201,8 @@ bool conn_jwt_ok(conn *c, const struct http_request *req, const char *list, long
 bool conn_groups_admit(conn *c, const char *list, long n);
 bool conn_since_for(const char *since, size_t n, const char *g, size_t glen, uint64_t *off,
                     bool *bad);
-bool conn_since_valid(const char *since, size_t sl, const char *list, long n);
+bool conn_since_params(conn *c, const struct http_request *req, const char *list, long n, char *since,
+                       size_t since_cap, char *epoch, size_t epoch_cap, long *sl, long *el);
 /* Cluster: false (503 answered) during the first seconds after start while
  * the node has not learnt the cluster's epoch, for requests that resume
  * (since, Last-Event-ID). */

@@ -499,7 +499,7 @@ static bool conn_list_has(const char *list, size_t n, const char *name, size_t l
 }
 
 /* Every since entry must be well formed and name a requested group. */
-bool conn_since_valid(const char *since, size_t sl, const char *list, long n)
+static bool conn_since_valid(const char *since, size_t sl, const char *list, long n)
 {
     uint64_t off;
     bool bad = false;
@@ -513,6 +513,25 @@ bool conn_since_valid(const char *since, size_t sl, const char *list, long n)
         const char *colon = conn_last_colon(since + s, i - s);
         if (!conn_list_has(list, (size_t)n, since + s, (size_t)(colon - since - s)))
             return false;
+    }
+    return true;
+}
+
+/* since= and epoch= of /ws and /sse: both well formed, and since naming only
+ * requested groups; false once refused (400). *sl, *el: their lengths, -1
+ * when absent. */
+bool conn_since_params(conn *c, const http_request *req, const char *list, long n, char *since,
+                       size_t since_cap, char *epoch, size_t epoch_cap, long *sl, long *el)
+{
+    *sl = http_query_get(req->query, "since", since, since_cap);
+    *el = http_query_get(req->query, "epoch", epoch, epoch_cap);
+    if (*sl == -2 || *el == -2) {
+        conn_http_refuse(c, 400, "malformed since or epoch parameter", NULL);
+        return false;
+    }
+    if (*sl >= 0 && !conn_since_valid(since, (size_t)*sl, list, n)) {
+        conn_http_refuse(c, 400, "since entries must be group:offset for requested groups", NULL);
+        return false;
     }
     return true;
 }
@@ -580,16 +599,9 @@ static void conn_route_ws(conn *c, const http_request *req)
         conn_http_refuse(c, 400, "joined=1 needs format=json", NULL);
         return;
     }
-    long sl = http_query_get(req->query, "since", since, sizeof since);
-    long el = http_query_get(req->query, "epoch", epoch, sizeof epoch);
-    if (sl == -2 || el == -2) {
-        conn_http_refuse(c, 400, "malformed since or epoch parameter", NULL);
+    long sl, el;
+    if (!conn_since_params(c, req, list, n, since, sizeof since, epoch, sizeof epoch, &sl, &el))
         return;
-    }
-    if (sl >= 0 && !conn_since_valid(since, (size_t)sl, list, n)) {
-        conn_http_refuse(c, 400, "since entries must be group:offset for requested groups", NULL);
-        return;
-    }
     if (!conn_ws_handshake_ok(c, req) || !conn_origin_ok(c, req) || !conn_accept_rate_ok(c) ||
         !conn_jwt_ok(c, req, list, n))
         return;

@@ -257,18 +257,24 @@ static void conn_sse_user_timeout(const conn *c)
     (void)setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &t, sizeof t);
 }
 
-static bool conn_sse_start(conn *c, const http_request *req, msg_format format, size_t ng)
+/* The 200 of an event stream, with the CORS lines the request calls for,
+ * extra header lines and the start of the body; NULL when out of memory. */
+static msg *conn_sse_head(const http_request *req, const char *extra, const char *body)
 {
     char cors[640], head[1024];
     size_t cl = conn_sse_cors(req, cors, sizeof cors);
-    /* No Content-Length: the body is the stream and ends with the connection. */
     int h = snprintf(head, sizeof head,
                      "HTTP/1.1 200 OK\r\nServer: herald/%s\r\n"
                      "Content-Type: text/event-stream; charset=utf-8\r\n"
-                     "Cache-Control: no-store\r\nX-Accel-Buffering: no\r\n%.*s"
-                     "Connection: close\r\n\r\n",
-                     HERALD_VERSION, (int)cl, cors);
-    msg *m = h > 0 && (size_t)h < sizeof head ? msg_new_raw(head, (size_t)h) : NULL;
+                     "Cache-Control: no-store\r\n%s%.*sConnection: close\r\n\r\n%s",
+                     HERALD_VERSION, extra, (int)cl, cors, body);
+    return h > 0 && (size_t)h < sizeof head ? msg_new_raw(head, (size_t)h) : NULL;
+}
+
+static bool conn_sse_start(conn *c, const http_request *req, msg_format format, size_t ng)
+{
+    /* No Content-Length: the body is the stream and ends with the connection. */
+    msg *m = conn_sse_head(req, "X-Accel-Buffering: no\r\n", "");
     if (!m) {
         conn_http_refuse(c, 503, "out of memory", NULL);
         return false;
@@ -291,15 +297,7 @@ static bool conn_sse_start(conn *c, const http_request *req, msg_format format, 
 /* 200, "retry: 1000", end of stream. */
 static void conn_sse_retry_later(conn *c, const http_request *req)
 {
-    char cors[640], head[1024];
-    size_t cl = conn_sse_cors(req, cors, sizeof cors);
-    int h = snprintf(head, sizeof head,
-                     "HTTP/1.1 200 OK\r\nServer: herald/%s\r\n"
-                     "Content-Type: text/event-stream; charset=utf-8\r\n"
-                     "Cache-Control: no-store\r\n%.*sConnection: close\r\n\r\n"
-                     ": cluster broker not reached yet\nretry: 1000\n\n",
-                     HERALD_VERSION, (int)cl, cors);
-    msg *m = h > 0 && (size_t)h < sizeof head ? msg_new_raw(head, (size_t)h) : NULL;
+    msg *m = conn_sse_head(req, "", ": cluster broker not reached yet\nretry: 1000\n\n");
     c->keepalive = false;
     METRIC_INC(&c->w->m, http_requests);
     if (m && conn_send(c, m, false))
@@ -398,16 +396,9 @@ void conn_sse_route(conn *c, const http_request *req)
         conn_http_refuse(c, 400, "format must be raw or json for /sse", NULL);
         return;
     }
-    long sl = http_query_get(req->query, "since", since, sizeof since);
-    long el = http_query_get(req->query, "epoch", epoch, sizeof epoch);
-    if (sl == -2 || el == -2) {
-        conn_http_refuse(c, 400, "malformed since or epoch parameter", NULL);
+    long sl, el;
+    if (!conn_since_params(c, req, list, n, since, sizeof since, epoch, sizeof epoch, &sl, &el))
         return;
-    }
-    if (sl >= 0 && !conn_since_valid(since, (size_t)sl, list, n)) {
-        conn_http_refuse(c, 400, "since entries must be group:offset for requested groups", NULL);
-        return;
-    }
     size_t ng = conn_sse_distinct(list, n, names, lens, 256);
     /* The browser's own resume: its Last-Event-ID wins over the URL's since
      * (which stays what the page first asked for). */
