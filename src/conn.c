@@ -544,10 +544,14 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
             conn_tls_over(c, pending))
             break;
     }
+    if (!c->tls_ready && SSL_is_init_finished(c->ssl)) {
+        c->tls_ready = true;
+        c->ctl_frames = 0; /* the handshake's own messages ask nothing extra */
+    }
     /* A flood of post-handshake messages (KeyUpdates: tls_on_message counts
      * them) is a flood of requests like control frames are, whatever the
      * connection's state. */
-    if (c->ctl_frames != ctl_before && !conn_frame_rate_ok(c)) {
+    if (c->tls_ready && c->ctl_frames != ctl_before && !conn_frame_rate_ok(c)) {
         METRIC_INC(&c->w->m, rate_limited);
         return -2;
     }
@@ -559,8 +563,6 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
         c->last_progress_ms = c->w->now_ms;
     /* The handshake is part of the first request head: --header-timeout
      * runs from its first byte, so a trickled handshake ends too. */
-    if (!c->tls_ready && SSL_is_init_finished(c->ssl))
-        c->tls_ready = true;
     if (c->state == CONN_HTTP) {
         if (!c->tls_ready) {
             if (!c->head_active) {

@@ -65,7 +65,11 @@ static void tls_log_errors(const char *what)
 
 /* Handshake messages a peer sends after the handshake (KeyUpdate) each ask
  * us for work, like a ping: they are counted into the uint32_t the
- * connection gave as the SSL's app data, which --client-frame-rate limits. */
+ * connection gave as the SSL's app data, which --client-frame-rate limits.
+ * Every received handshake message is counted: OpenSSL re-enters its
+ * handshake state to read a post-handshake one, so SSL_is_init_finished is
+ * false here just when it matters. The connection zeroes the count once
+ * its handshake is done (conn_io_read), which leaves the later ones. */
 static void tls_on_message(int write_p, int version, int content_type, const void *buf, size_t len,
                            SSL *ssl, void *arg)
 {
@@ -74,7 +78,7 @@ static void tls_on_message(int write_p, int version, int content_type, const voi
     (void)len;
     (void)arg;
     uint32_t *count = SSL_get_app_data(ssl);
-    if (!write_p && content_type == SSL3_RT_HANDSHAKE && count && SSL_is_init_finished(ssl))
+    if (!write_p && content_type == SSL3_RT_HANDSHAKE && count)
         (*count)++;
 }
 
