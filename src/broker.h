@@ -59,8 +59,6 @@ bool broker_up(void);
  * commands) and for events on the broker's descriptors. */
 void broker_attach(struct worker *w0);
 void broker_poll(uint64_t now_ms);
-bool broker_owns(const void *tag);
-void broker_on_event(void *tag, uint32_t events);
 
 /* Any thread. Takes over the reference to m. */
 void broker_publish(msg *m);

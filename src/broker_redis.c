@@ -170,13 +170,6 @@ bool broker_enabled(void) { return B.enabled; }
 bool broker_up(void) { return atomic_load_explicit(&B.up, memory_order_acquire); }
 
 /* Every descriptor the broker registers is a resp_conn inside B. */
-bool broker_owns(const void *tag)
-{
-    return (const char *)tag >= (const char *)&B && (const char *)tag < (const char *)(&B + 1);
-}
-
-void broker_on_event(void *tag, uint32_t events) { resp_on_io(tag, events); }
-
 static uint64_t broker_now_ns(void)
 {
     struct timespec ts;
@@ -357,7 +350,7 @@ static void broker_local_epoch(void)
 {
     uint64_t rnd = 0;
     if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
-        rnd = (uint64_t)getpid() ^ B.w->now_ms;
+        rnd = (uint64_t)getpid() ^ B.w->loop.now_ms;
     char e[40];
     snprintf(e, sizeof e, "local-%016llx", (unsigned long long)rnd);
     chan_set_epoch(e);
@@ -372,7 +365,7 @@ static void broker_unconfirm(chan *c, void *arg)
 static void broker_set_phase(broker_phase ph)
 {
     B.phase = ph;
-    B.phase_ms = B.w ? B.w->now_ms : 0;
+    B.phase_ms = B.w ? B.w->loop.now_ms : 0;
     B.links_dirty = true;
 }
 
@@ -413,7 +406,7 @@ static void broker_went_down(const char *why)
     } else {
         log_msg(LOG_DEBUG, "broker: %s", why);
     }
-    B.retry_at_ms = B.w->now_ms + B.backoff_ms;
+    B.retry_at_ms = B.w->loop.now_ms + B.backoff_ms;
     B.backoff_ms = B.backoff_ms * 2 > BROKER_BACKOFF_MAX_MS ? BROKER_BACKOFF_MAX_MS : B.backoff_ms * 2;
 }
 
@@ -464,8 +457,8 @@ static void broker_on_epoch(resp_conn *rc, redisReply *reply, void *priv)
     resp_commandf(&B.node[B.all_node].sub, NULL, NULL, "SUBSCRIBE %s", B.all_channel);
     B.all_prev = -1;
     B.ping_sent_ms = 0;
-    B.ping_due_ms = B.w->now_ms + BROKER_PING_EVERY_MS;
-    B.refresh_due_ms = B.w->now_ms + BROKER_REFRESH_EVERY_MS;
+    B.ping_due_ms = B.w->loop.now_ms + BROKER_PING_EVERY_MS;
+    B.refresh_due_ms = B.w->loop.now_ms + BROKER_REFRESH_EVERY_MS;
     chan_foreach(broker_resubscribe, NULL);
     B.backoff_ms = BROKER_BACKOFF_MIN_MS;
     broker_set_phase(PH_UP);
@@ -473,7 +466,7 @@ static void broker_on_epoch(resp_conn *rc, redisReply *reply, void *priv)
     METRIC_INC(&B.w->m, broker_reconnects);
     log_msg(LOG_INFO, "broker %s:%d connected (epoch %s%s)", B.node[0].cmd.host, B.node[0].cmd.port, e,
             broker_cluster() ? ", Redis Cluster" : B.url.kind == BROKER_SENTINEL ? ", via Sentinel" : "");
-    worker_release_held_all(B.w->srv);
+    delivery_release_held_all(B.w->dl.hub);
 }
 
 /* Sentinel mode: a master that Sentinel still names while a failover is
@@ -494,7 +487,7 @@ static void broker_start_epoch(void)
     char e[17];
     uint64_t rnd = 0;
     if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
-        rnd = (uint64_t)getpid() ^ B.w->now_ms;
+        rnd = (uint64_t)getpid() ^ B.w->loop.now_ms;
     snprintf(e, sizeof e, "%016llx", (unsigned long long)rnd);
     B.epoch_node = broker_cluster() ? B.slot_node[redis_key_slot("herald:epoch", 12)] : 0;
     resp_conn *c = &B.node[B.epoch_node].cmd;
@@ -508,8 +501,8 @@ static void broker_node_open(int i, const char *host, int port)
     n->used = true;
     n->stale = false;
     n->pings = 0;
-    bool ok = resp_open(&n->cmd, B.w->epfd, host, port, false) &&
-              resp_open(&n->sub, B.w->epfd, host, port, true);
+    bool ok = resp_open(&n->cmd, &B.w->loop, host, port, false) &&
+              resp_open(&n->sub, &B.w->loop, host, port, true);
     if (!ok) {
         char why[320];
         snprintf(why, sizeof why, "cannot connect to %s:%d", host, port);
@@ -562,7 +555,7 @@ static void broker_discover_next(const char *why)
     }
     const broker_addr *a = broker_seed_addr(B.seed_next++);
     B.seed_tried++;
-    bool ok = resp_open(&B.seed, B.w->epfd, a->host, a->port, false);
+    bool ok = resp_open(&B.seed, &B.w->loop, a->host, a->port, false);
     if (!ok) {
         broker_discover_next("cannot reach any seed");
         return;
@@ -719,14 +712,14 @@ static void broker_sentinel_event(resp_conn *rc, resp_event ev, redisReply *r, c
         return;
     }
     if (ev == RESP_DOWN) {
-        B.sentinel_retry_ms = B.w->now_ms + 1000;
+        B.sentinel_retry_ms = B.w->loop.now_ms + 1000;
         B.sentinel_ping_ms = 0;
         return;
     }
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->type == REDIS_REPLY_STRING &&
         strcmp(r->element[0]->str, "pong") == 0) {
         B.sentinel_ping_ms = 0;
-        B.sentinel_retry_ms = B.w->now_ms + BROKER_PING_EVERY_MS; /* the next PING */
+        B.sentinel_retry_ms = B.w->loop.now_ms + BROKER_PING_EVERY_MS; /* the next PING */
         return;
     }
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 || r->element[0]->type != REDIS_REPLY_STRING ||
@@ -741,7 +734,7 @@ static void broker_sentinel_event(resp_conn *rc, resp_event ev, redisReply *r, c
     B.backoff_ms = BROKER_BACKOFF_MIN_MS;
     if (B.phase != PH_DOWN)
         broker_went_down("master switched by Sentinel");
-    B.retry_at_ms = B.w->now_ms; /* at once: the new master is known */
+    B.retry_at_ms = B.w->loop.now_ms; /* at once: the new master is known */
 }
 
 static void broker_sentinel_watch(uint64_t now_ms)
@@ -765,7 +758,7 @@ static void broker_sentinel_watch(uint64_t now_ms)
     if (resp_is_open(&B.sentinel) || now_ms < B.sentinel_retry_ms)
         return;
     const broker_addr *a = broker_seed_addr(B.sentinel_next++);
-    bool ok = resp_open(&B.sentinel, B.w->epfd, a->host, a->port, true);
+    bool ok = resp_open(&B.sentinel, &B.w->loop, a->host, a->port, true);
     if (!ok)
         B.sentinel_retry_ms = now_ms + 1000;
 }
@@ -796,7 +789,7 @@ static int broker_node_add(const char *host, int port)
     n->stale = false;
     n->pings = 0;
     B.links_dirty = true;
-    if (!resp_open(&n->cmd, B.w->epfd, host, port, false) || !resp_open(&n->sub, B.w->epfd, host, port, true)) {
+    if (!resp_open(&n->cmd, &B.w->loop, host, port, false) || !resp_open(&n->sub, &B.w->loop, host, port, true)) {
         broker_went_down("cannot connect to a new cluster master");
         return -1;
     }
@@ -987,7 +980,7 @@ static void broker_resync_finish(broker_resync *r, const redisReply *list)
         broker_held *h = &r->held[i];
         if (h->off < next || !out) { /* a copy (both owners of a moving slot), or no memory */
             if (!out && !B.closing)
-                worker_deliver_local(B.w, h->m); /* the broker goes down below first */
+                delivery_deliver_local(&B.w->dl, h->m); /* the broker goes down below first */
             else
                 msg_unref(h->m);
             continue;
@@ -1005,14 +998,14 @@ static void broker_resync_finish(broker_resync *r, const redisReply *list)
         if (B.closing)
             msg_unref(out[i].m);
         else if (B.phase != PH_UP)
-            worker_deliver_local(B.w, out[i].m);
+            delivery_deliver_local(&B.w->dl, out[i].m);
         else
-            worker_deliver_sequenced(B.w, out[i].m, out[i].off);
+            delivery_deliver_sequenced(&B.w->dl, out[i].m, out[i].off);
     }
     free(out);
     free(r->held);
     free(r);
-    worker_release_held_all(B.w->srv);
+    delivery_release_held_all(B.w->dl.hub);
 }
 
 static void broker_on_resync(resp_conn *rc, redisReply *reply, void *priv)
@@ -1036,7 +1029,7 @@ static void broker_resync_start(const char *g, size_t len, uint64_t after, msg *
         free(r);
         broker_went_down("out of memory filling a hole");
         if (m)
-            worker_deliver_local(B.w, m);
+            delivery_deliver_local(&B.w->dl, m);
         return;
     }
     memcpy(r->group, g, len);
@@ -1085,7 +1078,7 @@ static void broker_deliver(const char *ch, size_t chlen, const char *p, size_t n
     if (r) {
         if (!broker_resync_hold(r, m, off)) { /* out of memory: not silently */
             broker_went_down("out of memory holding a group's messages");
-            worker_deliver_local(B.w, m);
+            delivery_deliver_local(&B.w->dl, m);
         }
         return;
     }
@@ -1102,7 +1095,7 @@ static void broker_deliver(const char *ch, size_t chlen, const char *p, size_t n
         broker_resync_start(group, glen, last, m, off);
         return;
     }
-    worker_deliver_sequenced(B.w, m, off);
+    delivery_deliver_sequenced(&B.w->dl, m, off);
 }
 
 /* Replies on a Pub/Sub connection: messages, and the confirmations of our
@@ -1116,7 +1109,7 @@ static void broker_on_push(broker_node *node, redisReply *reply)
             atomic_fetch_add(&B.redirections, 1);
         else
             log_msg(LOG_WARN, "broker: %.*s", (int)reply->len, reply->str);
-        B.refresh_due_ms = B.w->now_ms;
+        B.refresh_due_ms = B.w->loop.now_ms;
         return;
     }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3)
@@ -1158,7 +1151,7 @@ static void broker_on_push(broker_node *node, redisReply *reply)
         chan_unlock(c);
     }
     if (forced && broker_cluster())
-        B.refresh_due_ms = B.w->now_ms;
+        B.refresh_due_ms = B.w->loop.now_ms;
     if (resume && !broker_resync_find(g, glen))
         broker_resync_start(g, glen, last, NULL, 0);
     else if (sub && !resume) /* subscribed: what came before is read from Redis, then subscribers go live */
@@ -1228,7 +1221,7 @@ static void broker_on_fill_last(resp_conn *rc, redisReply *reply, void *priv)
     if (f->orphan) {
         broker_fetch_done(f->started_ns, false);
         free(f);
-        worker_release_held_all(B.w->srv);
+        delivery_release_held_all(B.w->dl.hub);
         return;
     }
     f->ok = reply && (reply->type == REDIS_REPLY_NIL || reply->type == REDIS_REPLY_STRING);
@@ -1246,11 +1239,11 @@ static void broker_on_fill(resp_conn *rc, redisReply *reply, void *priv)
         if (reply) {
             METRIC_INC(&B.w->m, broker_errors);
             if (reply->type == REDIS_REPLY_ERROR && broker_cluster()) /* MOVED: the map is old */
-                B.refresh_due_ms = B.w->now_ms;
+                B.refresh_due_ms = B.w->loop.now_ms;
         }
         broker_fetch_done(f->started_ns, false);
         free(f);
-        worker_release_held_all(B.w->srv);
+        delivery_release_held_all(B.w->dl.hub);
         return;
     }
     uint64_t last = f->last;
@@ -1264,11 +1257,11 @@ static void broker_on_fill(resp_conn *rc, redisReply *reply, void *priv)
         else if (m)
             msg_unref(m);
     }
-    chan_history_cfg hc = worker_history_cfg(B.w);
+    chan_history_cfg hc = delivery_history_cfg(&B.w->dl);
     chan *c = chan_lock(g, glen);
     if (c) {
         if (chan_confirmed(c) && (list->elements == 0 || v))
-            chan_fill(c, last, v, n, &hc, B.w->now_ms);
+            chan_fill(c, last, v, n, &hc, B.w->loop.now_ms);
         chan_unlock(c);
     }
     for (size_t i = 0; i < n; i++)
@@ -1276,7 +1269,7 @@ static void broker_on_fill(resp_conn *rc, redisReply *reply, void *priv)
     free(v);
     broker_fetch_done(f->started_ns, true);
     free(f);
-    worker_release_held_all(B.w->srv);
+    delivery_release_held_all(B.w->dl.hub);
 }
 
 static void broker_fill(const char *g, size_t len)
@@ -1287,7 +1280,7 @@ static void broker_fill(const char *g, size_t len)
     resp_conn *cmd = &B.node[broker_node_of(g, len)].cmd;
     broker_filling *f = calloc(1, sizeof *f + len + 1);
     if (!f) {
-        worker_release_held_all(B.w->srv);
+        delivery_release_held_all(B.w->dl.hub);
         return;
     }
     f->started_ns = broker_now_ns();
@@ -1296,7 +1289,7 @@ static void broker_fill(const char *g, size_t len)
     size_t l1[2] = {3, (size_t)kl};
     if (!resp_command(cmd, broker_on_fill_last, f, 2, a1, l1)) {
         free(f);
-        worker_release_held_all(B.w->srv);
+        delivery_release_held_all(B.w->dl.hub);
         return;
     }
     /* Every queued callback is called, with no reply if the connection
@@ -1335,7 +1328,7 @@ static void broker_publish_failed(broker_pub *p, const char *why)
     if (B.closing)
         msg_unref(p->m);
     else
-        worker_deliver_local(B.w, p->m);
+        delivery_deliver_local(&B.w->dl, p->m);
     free(p);
 }
 
@@ -1372,7 +1365,7 @@ static void broker_on_publish_reply(resp_conn *rc, redisReply *reply, void *priv
         if (broker_cluster() && redis_parse_redirect(reply->str, reply->len, &rd)) {
             p->hops++;
             atomic_fetch_add(&B.redirections, 1);
-            B.refresh_due_ms = B.w->now_ms;
+            B.refresh_due_ms = B.w->loop.now_ms;
             if (!rd.host[0]) /* "the node you are talking to", at another port */
                 snprintf(rd.host, sizeof rd.host, "%s", rc->host);
             int to = broker_find_node(rd.host, rd.port);
@@ -1384,7 +1377,7 @@ static void broker_on_publish_reply(resp_conn *rc, redisReply *reply, void *priv
             }
         } else if (broker_retryable(reply)) {
             p->hops++;
-            p->retry_at_ms = B.w->now_ms + BROKER_RETRY_MS;
+            p->retry_at_ms = B.w->loop.now_ms + BROKER_RETRY_MS;
             p->next = B.parked;
             B.parked = p;
             return;
@@ -1556,7 +1549,7 @@ void broker_poll(uint64_t now_ms)
                 p->m = c->m;
                 broker_send_publish(p, broker_node_of(c->group, c->len), false);
             } else { /* Redis unreachable: local subscribers still get it */
-                worker_deliver_local(B.w, c->m);
+                delivery_deliver_local(&B.w->dl, c->m);
             }
         } else if (broker_up()) {
             broker_subscribe_group(c->op == BROKER_SUB, c->group, c->len);

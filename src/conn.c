@@ -4,14 +4,11 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <openssl/bio.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 
 #include "conn_sse.h"
 #include "deflate.h"
@@ -22,47 +19,48 @@
 /* An idle connection's size is herald's memory per client: SSE (sse) and
  * permessage-deflate (zin, pmd bits) together must not grow it. */
 #if UINTPTR_MAX == UINT64_MAX
-_Static_assert(sizeof(conn) <= 432, "struct conn grew past 432 bytes");
+_Static_assert(sizeof(conn) <= 440, "struct conn grew past 440 bytes");
 #endif
 
 #define CONN_IOV 128
 #define CONN_DRAIN_MS 2000   /* how long we wait for the peer's EOF after our close */
-#define CONN_TLS_RECORDS_PER_EVENT 64
 /* Pipelined HTTP requests are parsed only while fewer response bytes than
  * this wait: a client that sends requests without reading the answers must
  * not make us queue responses without bound. */
 #define CONN_HTTP_BACKLOG 65536
+
+static void conn_on_io(loop_handler *h, uint32_t events)
+{
+    conn *c = (conn *)h;
+    if (c->dead)
+        return;
+    if (events & EPOLLOUT)
+        conn_on_writable(c);
+    if (!c->dead && (events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+        conn_on_readable(c);
+}
+
+void conn_mark_dirty(conn *c) { worker_mark_dirty(c->w, c); }
+
+struct delivery *conn_delivery(conn *c) { return &c->w->dl; }
 
 conn *conn_new(worker *w, int fd)
 {
     conn *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    c->fd = fd;
+    c->io.on_io = conn_on_io;
     c->w = w;
     c->state = CONN_HTTP;
     c->keepalive = true;
-    c->last_read_ms = w->now_ms;
-    c->last_progress_ms = w->now_ms;
-    if (w->srv->tls) {
-        /* Reads come straight from the socket; writes go to a memory BIO so
-         * that encrypting never blocks and queued plaintext is consumed at
-         * once (see conn_tls_flush). */
-        BIO *rb = BIO_new_socket(fd, BIO_NOCLOSE), *wb = BIO_new(BIO_s_mem());
-        c->ssl = SSL_new(w->srv->tls);
-        if (!rb || !wb || !c->ssl) {
-            BIO_free(rb);
-            BIO_free(wb);
-            SSL_free(c->ssl);
-            free(c);
-            return NULL;
-        }
-        SSL_set_bio(c->ssl, rb, wb);
-        SSL_set_app_data(c->ssl, &c->ctl_frames); /* tls_on_message counts into it */
-        SSL_set_accept_state(c->ssl);
+    c->last_read_ms = w->loop.now_ms;
+    c->last_progress_ms = w->loop.now_ms;
+    if (!transport_open(&c->t, fd, w->srv->tls, &c->ctl_frames)) {
+        free(c);
+        return NULL;
     }
     if (!worker_add_conn(w, c)) {
-        SSL_free(c->ssl);
+        transport_close(&c->t);
         free(c);
         return NULL;
     }
@@ -104,10 +102,10 @@ static void conn_account(conn *c, conn_qsnap before)
 bool conn_queue(conn *c, msg *m, bool urgent)
 {
     if (outq_empty(&c->q))
-        c->last_progress_ms = c->w->now_ms;
+        c->last_progress_ms = c->w->loop.now_ms;
     conn_qsnap before = conn_snap(c);
     if (!(urgent ? outq_push_urgent(&c->q, m) : outq_push(&c->q, m))) {
-        log_msg(LOG_WARN, "out of memory queueing for fd %d", c->fd);
+        log_msg(LOG_WARN, "out of memory queueing for fd %d", c->t.fd);
         conn_abort(c);
         return false;
     }
@@ -142,17 +140,12 @@ void conn_send_pong(conn *c, const void *payload, size_t n)
     conn_send(c, m, true);
 }
 
-size_t conn_tls_pending(const conn *c)
-{
-    return c->ssl ? BIO_ctrl_pending(SSL_get_wbio(c->ssl)) : 0;
-}
-
 void conn_close_after_flush(conn *c)
 {
     c->close_after_flush = true;
     if (c->state != CONN_DRAIN)
         c->state = CONN_CLOSING;
-    c->deadline_ms = c->w->now_ms + c->w->cfg->write_timeout_ms + CONN_DRAIN_MS;
+    c->deadline_ms = c->w->loop.now_ms + c->w->cfg->write_timeout_ms + CONN_DRAIN_MS;
     worker_mark_dirty(c->w, c);
 }
 
@@ -227,7 +220,7 @@ bool conn_enqueue(conn *c, msg *m)
         return false;
     const config *cfg = c->w->cfg;
     /* TLS records already encrypted count with the queue: one rule for both. */
-    size_t cost = outq_cost(m) + conn_tls_pending(c);
+    size_t cost = outq_cost(m) + transport_pending(&c->t);
     if (c->q.mem + cost > cfg->queue_limit && !outq_empty(&c->q)) {
         if (cfg->slow_policy == SLOW_CLOSE) {
             conn_shed(c, "slow consumer");
@@ -250,7 +243,7 @@ static void conn_after_write(conn *c, const outq_done *done)
 {
     worker *w = c->w;
     if (done->bytes) {
-        c->last_progress_ms = w->now_ms;
+        c->last_progress_ms = w->loop.now_ms;
         METRIC_ADD(&w->m, bytes_out, done->bytes);
     }
     if (done->data_msgs) {
@@ -267,68 +260,6 @@ static uint64_t conn_now_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-/* Writes the ciphertext waiting in the write BIO. Returns 1 when it is all
- * out, 0 when the socket is full, -1 when the peer is gone. */
-static int conn_tls_drain(conn *c)
-{
-    BIO *wb = SSL_get_wbio(c->ssl);
-    char *p;
-    long n;
-    while ((n = BIO_get_mem_data(wb, &p)) > 0) {
-        ssize_t r = write(c->fd, p, (size_t)n);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
-        }
-        /* Consume what went out (a copy into scratch: cheap next to AES). */
-        for (ssize_t left = r; left > 0;) {
-            int k = BIO_read(wb, c->w->scratch, left > 16384 ? 16384 : (int)left);
-            if (k <= 0)
-                return -1;
-            left -= k;
-        }
-        c->tls_wbio_used = true;
-        c->last_progress_ms = c->w->now_ms;
-    }
-    return 1;
-}
-
-/* TLS flush: one SSL_write per run of up to CONN_TLS_STAGE plaintext bytes
- * gathered from many queued frames, instead of one per frame. Returns 1 when
- * everything is out, 0 when the socket is full, 2 while the handshake has not
- * finished (a refusal can be queued before the ClientHello arrives; reads
- * drive the handshake and mark the connection dirty again), -1 on error. */
-static int conn_tls_flush(conn *c, outq_done *done)
-{
-    struct iovec iov[CONN_IOV];
-    for (;;) {
-        int rc = conn_tls_drain(c);
-        if (rc <= 0)
-            return rc;
-        if (outq_empty(&c->q))
-            return 1;
-        if (!c->tls_ready)
-            return 2;
-        int n = outq_iov(&c->q, iov, CONN_IOV);
-        size_t len = 0;
-        for (int i = 0; i < n && len < CONN_TLS_STAGE; i++) {
-            size_t k = iov[i].iov_len < CONN_TLS_STAGE - len ? iov[i].iov_len : CONN_TLS_STAGE - len;
-            memcpy(c->w->tls_stage + len, iov[i].iov_base, k);
-            len += k;
-        }
-        ERR_clear_error();
-        int r = SSL_write(c->ssl, c->w->tls_stage, (int)len);
-        if (r <= 0) {
-            int e = SSL_get_error(c->ssl, r);
-            return (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) ? 2 : -1;
-        }
-        conn_qsnap before = conn_snap(c);
-        outq_consume(&c->q, (size_t)r, done);
-        conn_account(c, before);
-    }
-}
-
 /* Stops watching for writability: a level-triggered EPOLLOUT left on while
  * we choose not to write would spin the loop. */
 static void conn_quiet(conn *c)
@@ -337,47 +268,49 @@ static void conn_quiet(conn *c)
         c->want_out = false;
 }
 
+static void conn_wait_writable(conn *c)
+{
+    if (!c->want_out && worker_epoll_mod(c->w, c, true) == 0)
+        c->want_out = true;
+}
+
+/* One path for every transport: the transport's own backlog first (TLS
+ * records), then the queue gathered into iovecs, until the socket is full
+ * or the queue empty. */
 void conn_flush(conn *c)
 {
     if (c->hold) {
         conn_quiet(c);
-        return; /* worker_check_held marks it dirty again when released */
+        return; /* delivery_check_held marks it dirty again when released */
     }
-    if (c->ssl) {
-        outq_done done = {.lat = &c->w->m, .release = &c->w->release, .now_us = conn_now_us()};
-        int rc = conn_tls_flush(c, &done);
-        conn_after_write(c, &done);
-        if (done.data_msgs && !c->sse)
-            METRIC_ADD(&c->w->m, deliveries_tls, done.data_msgs);
+    struct iovec iov[CONN_IOV];
+    for (;;) {
+        size_t held = transport_pending(&c->t);
+        int rc = transport_flush(&c->t);
+        if (transport_pending(&c->t) < held)
+            c->last_progress_ms = c->w->loop.now_ms;
         if (rc < 0) {
-            conn_destroy(c);
+            conn_destroy(c); /* EPIPE, ECONNRESET: the peer is gone */
             return;
         }
         if (rc == 0) {
-            if (!c->want_out && worker_epoll_mod(c->w, c, true) == 0)
-                c->want_out = true;
+            conn_wait_writable(c);
             return;
         }
-        if (rc == 2) { /* the handshake must progress first: reads will wake us */
+        if (outq_empty(&c->q))
+            break;
+        int n = outq_iov(&c->q, iov, CONN_IOV);
+        ssize_t r = transport_writev(&c->t, iov, n);
+        if (r == TRANSPORT_AGAIN) {
+            conn_wait_writable(c);
+            return;
+        }
+        if (r == TRANSPORT_NOT_READY) { /* the handshake must progress first: reads wake us */
             conn_quiet(c);
             return;
         }
-        conn_flush_done(c);
-        return;
-    }
-    struct iovec iov[CONN_IOV];
-    while (!outq_empty(&c->q)) {
-        int n = outq_iov(&c->q, iov, CONN_IOV);
-        ssize_t r = writev(c->fd, iov, n);
         if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                if (!c->want_out && worker_epoll_mod(c->w, c, true) == 0)
-                    c->want_out = true;
-                return;
-            }
-            conn_destroy(c); /* EPIPE, ECONNRESET: the peer is gone */
+            conn_destroy(c);
             return;
         }
         outq_done done = {.lat = &c->w->m, .release = &c->w->release, .now_us = conn_now_us()};
@@ -385,6 +318,8 @@ void conn_flush(conn *c)
         outq_consume(&c->q, (size_t)r, &done);
         conn_account(c, before);
         conn_after_write(c, &done);
+        if (done.data_msgs && c->t.ssl && !c->sse)
+            METRIC_ADD(&c->w->m, deliveries_tls, done.data_msgs);
     }
     conn_flush_done(c);
 }
@@ -399,7 +334,7 @@ static void conn_flush_done(conn *c)
     } else if (c->read_paused && !c->dead) {
         /* Answers are out: take up the pipelined requests that waited. */
         c->read_paused = false;
-        c->last_read_ms = c->w->now_ms; /* we were the ones behind, not the client */
+        c->last_read_ms = c->w->loop.now_ms; /* we were the ones behind, not the client */
         c->want_out = false;
         worker_epoll_mod(c->w, c, false);
         size_t n = conn_take_pending(c, c->w->scratch);
@@ -407,34 +342,25 @@ static void conn_flush_done(conn *c)
             conn_process(c, c->w->scratch, n);
         /* TLS may hold decrypted bytes epoll cannot see (reading stopped on
          * an inflate budget, conn_ws_yield): read them now. */
-        if (!c->dead && !c->read_paused && c->ssl && SSL_pending(c->ssl) > 0)
+        if (!c->dead && !c->read_paused && transport_buffered(&c->t))
             conn_on_readable(c);
         return;
     }
-    if (c->want_out && worker_epoll_mod(c->w, c, false) == 0)
-        c->want_out = false;
+    conn_quiet(c);
     if (c->close_after_flush && c->state != CONN_DRAIN) {
         /* Half-close and wait for the peer's EOF: closing at once could turn
          * unread input into an RST that destroys the frames just written. */
-        if (c->ssl) {
-            if (!c->tls_shut) {
-                SSL_shutdown(c->ssl); /* close_notify, into the write BIO */
-                c->tls_shut = true;
-            }
-            int rc = conn_tls_drain(c);
-            if (rc < 0) {
-                conn_destroy(c);
-                return;
-            }
-            if (rc == 0) { /* socket full: finish when writable */
-                if (!c->want_out && worker_epoll_mod(c->w, c, true) == 0)
-                    c->want_out = true;
-                return;
-            }
+        int rc = transport_shutdown(&c->t);
+        if (rc < 0) {
+            conn_destroy(c);
+            return;
         }
-        shutdown(c->fd, SHUT_WR);
+        if (rc == 0) { /* socket full: finish when writable */
+            conn_wait_writable(c);
+            return;
+        }
         c->state = CONN_DRAIN;
-        c->deadline_ms = c->w->now_ms + CONN_DRAIN_MS;
+        c->deadline_ms = c->w->loop.now_ms + CONN_DRAIN_MS;
     }
 }
 
@@ -506,68 +432,42 @@ void conn_process(conn *c, uint8_t *p, size_t n)
     }
 }
 
-/* Records that reading made us owe (handshake flights, KeyUpdate replies)
- * took the connection past its limit: only growth from this read counts,
- * with one staged run of data (CONN_TLS_STAGE) of slack, so a subscriber
- * whose queue is legitimately full is not cut off for sending a pong. */
-static bool conn_tls_over(const conn *c, size_t pending_before)
-{
-    size_t now = conn_tls_pending(c);
-    return now > pending_before &&
-           now + c->q.mem > c->w->cfg->queue_limit + CONN_TLS_STAGE;
-}
-
 /* Reads into buf: > 0 bytes, 0 end of stream, -1 nothing now, -2 error. */
 static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
 {
-    if (!c->ssl) {
-        ssize_t r = read(c->fd, buf, cap);
-        if (r < 0)
-            return (errno == EAGAIN || errno == EINTR) ? -1 : -2;
-        return r;
-    }
-    size_t pending = conn_tls_pending(c);
-    bool was_ready = c->tls_ready;
-    /* Without SSL_MODE_AUTO_RETRY (tls.c) SSL_read returns after each record
-     * that carries no data (a KeyUpdate, a ticket): take a bounded number of
-     * them per event, so a flood of them neither stalls the worker inside
-     * OpenSSL nor crawls at one record per loop pass. */
-    BIO *rb = SSL_get_rbio(c->ssl);
+    bool was_ready = c->t.ready;
     uint32_t ctl_before = c->ctl_frames;
-    int r;
-    for (int records = 0;; records++) {
-        uint64_t got = BIO_number_read(rb);
-        ERR_clear_error();
-        r = SSL_read(c->ssl, buf, cap > INT_MAX ? INT_MAX : (int)cap);
-        if (r > 0 || SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_READ ||
-            BIO_number_read(rb) == got || records == CONN_TLS_RECORDS_PER_EVENT ||
-            conn_tls_over(c, pending))
-            break;
-    }
-    if (!c->tls_ready && SSL_is_init_finished(c->ssl)) {
-        c->tls_ready = true;
-        c->ctl_frames = 0; /* the handshake's own messages ask nothing extra */
-    }
-    /* A flood of post-handshake messages (KeyUpdates: tls_on_message counts
-     * them) is a flood of requests like control frames are, whatever the
+    size_t owed_before = transport_pending(&c->t);
+    /* Records that reading made us owe (handshake flights, KeyUpdate
+     * replies) may not take the connection past its limit, with one staged
+     * run of data of slack, so a subscriber whose queue is legitimately full
+     * is not cut off for sending a pong. */
+    size_t limit = c->w->cfg->queue_limit + TRANSPORT_TLS_STAGE;
+    ssize_t r = transport_read(&c->t, buf, cap, c->q.mem < limit ? limit - c->q.mem : 0);
+    /* A flood of post-handshake messages (KeyUpdates: tls.c counts them) is
+     * a flood of requests like control frames are, whatever the
      * connection's state. */
-    if (c->tls_ready && c->ctl_frames != ctl_before && !conn_frame_rate_ok(c)) {
+    if (c->t.ready && c->ctl_frames != ctl_before && !conn_frame_rate_ok(c)) {
         METRIC_INC(&c->w->m, rate_limited);
         return -2;
     }
+    if (r == TRANSPORT_OVER) {
+        METRIC_INC(&c->w->m, slow_consumer_closes);
+        return -2;
+    }
     /* Reading can make records to send (handshake, KeyUpdate replies): they
-     * wait in the write BIO, and count like queued frames. A peer that asks
+     * wait in the transport, and count like queued frames. A peer that asks
      * for them and never reads is a slow consumer. */
-    size_t now_pending = conn_tls_pending(c);
-    if (now_pending > pending && pending == 0 && outq_empty(&c->q))
-        c->last_progress_ms = c->w->now_ms;
+    size_t owed = transport_pending(&c->t);
+    if (owed > owed_before && owed_before == 0 && outq_empty(&c->q))
+        c->last_progress_ms = c->w->loop.now_ms; /* data starts waiting now */
     /* The handshake is part of the first request head: --header-timeout
      * runs from its first byte, so a trickled handshake ends too. */
     if (c->state == CONN_HTTP) {
-        if (!c->tls_ready) {
+        if (!c->t.ready) {
             if (!c->head_active) {
                 c->head_active = true;
-                c->deadline_ms = c->w->now_ms + c->w->cfg->header_timeout_ms;
+                c->deadline_ms = c->w->loop.now_ms + c->w->cfg->header_timeout_ms;
             }
         } else if (!was_ready && r <= 0 && c->head_active) {
             /* The handshake finished in this read and no request byte came
@@ -577,26 +477,13 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
             c->head_active = false;
         }
     }
-    if (conn_tls_over(c, pending)) {
-        METRIC_INC(&c->w->m, slow_consumer_closes);
-        return -2;
-    }
     /* The handshake (or a key update) may have produced bytes to send, or
      * just finished with a response already waiting in the queue. */
-    if (BIO_ctrl_pending(SSL_get_wbio(c->ssl)) > 0 ||
-        (!outq_empty(&c->q) && c->tls_ready))
+    if (owed > 0 || (!was_ready && c->t.ready && !outq_empty(&c->q)))
         worker_mark_dirty(c->w, c);
-    if (r > 0)
-        return r;
-    switch (SSL_get_error(c->ssl, r)) {
-    case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_WRITE:
+    if (r == TRANSPORT_AGAIN)
         return -1;
-    case SSL_ERROR_ZERO_RETURN:
-        return 0;
-    default:
-        return -2; /* not TLS, bad handshake, or the peer went away */
-    }
+    return r < 0 ? -2 : r;
 }
 
 void conn_on_readable(conn *c)
@@ -615,10 +502,10 @@ void conn_on_readable(conn *c)
             return;
         }
         METRIC_ADD(&w->m, bytes_in, (uint64_t)r);
-        c->last_read_ms = w->now_ms;
+        c->last_read_ms = w->loop.now_ms;
         conn_process(c, w->scratch, have + (size_t)r);
         /* TLS may hold decrypted bytes epoll cannot see: read them now. */
-    } while (!c->dead && !c->read_paused && c->ssl && SSL_pending(c->ssl) > 0);
+    } while (!c->dead && !c->read_paused && transport_buffered(&c->t));
 }
 
 /* HTTP timers: while we owe answers (reading paused) only write progress
@@ -641,7 +528,7 @@ static void conn_tick_http(conn *c, uint64_t now, bool writing)
     } else if (c->head_active) {
         if (now >= c->deadline_ms) {
             METRIC_INC(&c->w->m, request_timeouts[METRICS_PHASE_HEAD]);
-            if (c->ssl && !c->tls_ready) {
+            if (!c->t.ready) {
                 conn_destroy(c); /* no channel to answer on yet */
                 return;
             }
@@ -662,7 +549,7 @@ void conn_tick(conn *c, uint64_t now)
             conn_destroy(c);
         return;
     }
-    bool writing = !outq_empty(&c->q) || conn_tls_pending(c) > 0;
+    bool writing = !outq_empty(&c->q) || transport_pending(&c->t) > 0;
     if (writing && now - c->last_progress_ms >= cfg->write_timeout_ms) {
         METRIC_INC(&c->w->m, write_timeouts);
         conn_destroy(c);
@@ -700,14 +587,7 @@ void conn_tick(conn *c, uint64_t now)
         conn_qsnap before = conn_snap(c);
         outq_shrink(&c->q);
         conn_account(c, before);
-        if (c->tls_wbio_used && BIO_ctrl_pending(SSL_get_wbio(c->ssl)) == 0) {
-            /* A memory BIO keeps its peak size: give it back when idle. */
-            BIO *fresh = BIO_new(BIO_s_mem());
-            if (fresh) {
-                SSL_set0_wbio(c->ssl, fresh);
-                c->tls_wbio_used = false;
-            }
-        }
+        transport_idle(&c->t);
     }
 }
 
@@ -716,7 +596,7 @@ void conn_abort(conn *c)
     conn_qsnap before = conn_snap(c);
     outq_drop_unstarted_data(&c->q);
     conn_account(c, before);
-    shutdown(c->fd, SHUT_RDWR);
+    transport_abort(&c->t);
     c->state = CONN_DRAIN;
     c->deadline_ms = 0;
 }
@@ -728,7 +608,7 @@ void conn_destroy(conn *c)
     worker *w = c->w;
     c->dead = true;
     if (c->hold) {
-        worker_unhold(w, c);
+        delivery_unhold(&w->dl, c);
         c->hold = false;
     }
     if (c->role == ROLE_SUB)
@@ -737,15 +617,12 @@ void conn_destroy(conn *c)
         METRIC_SUB(&w->m, sse_open, 1);
     else if (c->role == ROLE_PUB)
         METRIC_SUB(&w->m, publishers_open, 1);
-    conn_unsubscribe_all(c);
+    delivery_leave_all(c);
     worker_remove_conn(w, c);
     conn_qsnap before = conn_snap(c);
     outq_clear(&c->q);
     conn_account(c, before);
-    SSL_free(c->ssl); /* frees both BIOs; the socket BIO leaves the fd to us */
-    c->ssl = NULL;
-    close(c->fd);
-    c->fd = -1;
+    transport_close(&c->t);
     if (c->ip_counted)
         admit_ip_release(&c->ip);
     METRIC_SUB(&w->m, connections_open, 1);

@@ -10,17 +10,13 @@
 
 #include "groups.h"
 #include "admit.h"
+#include "loop.h"
 #include "msg.h"
 #include "outq.h"
+#include "transport.h"
 #include "ws.h"
 
-typedef struct ssl_st SSL;
-
 struct worker;
-
-/* TLS: plaintext handed to one SSL_write (a run of up to four full records),
- * which also bounds the ciphertext buffered per connection. */
-#define CONN_TLS_STAGE 65536
 
 typedef enum conn_state {
     CONN_HTTP = 0,  /* reading request heads */
@@ -41,7 +37,8 @@ typedef struct conn_sub {
 } conn_sub;
 
 typedef struct conn {
-    int fd;
+    loop_handler io;           /* first: the loop hands events to conn_on_io */
+    transport t;               /* the socket, and TLS over it */
     uint8_t state;
     uint8_t role;
     /* Flags as bits: an idle connection's size is herald's memory per client. */
@@ -53,13 +50,9 @@ typedef struct conn {
     bool body_text : 1;        /* POST body must be UTF-8 and goes out as a text frame */
     bool in_all : 1;           /* member of the worker's broadcast-to-all list */
     bool ip_counted : 1;       /* holds a slot in the per-IP connection count */
-    bool tls_wbio_used : 1;    /* ciphertext went through the write BIO since the last tick */
     bool hold : 1;             /* cluster: 101 and data wait for the broker's SUBSCRIBE */
-    bool tls_shut : 1;         /* close_notify generated */
     bool read_paused : 1;      /* EPOLLIN off until the queue drains (pipelined requests) */
     bool head_active : 1;      /* a request head (or TLS handshake) started, not complete */
-    bool tls_ready : 1;        /* the first TLS handshake finished (a KeyUpdate later puts
-                                * OpenSSL "in init" again: that is no new handshake) */
     bool cors_errors : 1;      /* /sse: refusals carry Access-Control-Allow-Origin: * so a
                                 * page on another origin can read why (401, 403, 503) */
     /* permessage-deflate (pmd.h): negotiated, the client resets its context
@@ -96,7 +89,6 @@ typedef struct conn {
     ip_key ip;
     uint32_t pend_len;     /* here, in the padding after ip, rather than beside pend: it
                             * keeps the struct at 432 bytes with both sse and zin */
-    SSL *ssl;              /* NULL for cleartext */
     struct conn_sse *sse;  /* set for a Server-Sent Events subscriber: its resume position */
     struct deflate_inflater *zin; /* on the first compressed frame received; NULL before */
     ws_reader rd;
@@ -107,6 +99,10 @@ conn *conn_new(struct worker *w, int fd);
 /* Event entry points from the worker loop. */
 void conn_on_readable(conn *c);
 void conn_on_writable(conn *c);
+/* Marks the connection for the pass's flush. */
+void conn_mark_dirty(conn *c);
+/* The delivery state of the connection's worker. */
+struct delivery *conn_delivery(conn *c);
 
 /* Keeps n unparsed input bytes aside in c->pend (the worker's scratch buffer
  * is reused by the next read): a partial request head, or requests waiting
@@ -138,10 +134,6 @@ bool conn_send(conn *c, msg *m, bool urgent);
  * ping's payload (RFC 6455 5.5.3), so a ping flood costs O(1) each and no
  * memory. */
 void conn_send_pong(conn *c, const void *payload, size_t n);
-
-/* Ciphertext (TLS records) waiting to be written: counts against the queue
- * limit and the write-progress timeout like queued frames. */
-size_t conn_tls_pending(const conn *c);
 
 /* Starts a WebSocket close: sends a close frame with code/reason after what is
  * queued (after_data) or at the next frame boundary dropping unsent data, then
@@ -220,27 +212,5 @@ static inline bool conn_pmd_fits(const conn *c, const msg *m)
 {
     return c->pmd_server_bits >= 15 || m->payload_len <= (1u << c->pmd_server_bits);
 }
-
-/* The frame of a published message for this subscriber: its envelope format,
- * compressed when it negotiated permessage-deflate (both shared, built once
- * per message); NULL when out of memory. No reference is taken. */
-msg *conn_frame(conn *c, msg *m);
-/* Joins a group. With recover, first replays the kept messages after `since`
- * (or queues a recovery-failed notice) and joins so that live delivery
- * continues exactly after the replay. */
-bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_t since,
-                    bool epoch_ok);
-/* conn_subscribe for /ws?joined=1: a plain join (no recover) first queues a
- * {"type":"joined"} notice with the offset it joins after, so the client
- * knows a quiet group's position; in a cluster, once the group's record is
- * filled (at release of the hold). */
-bool conn_subscribe_joined(conn *c, const char *name, size_t len, bool recover, uint64_t since,
-                           bool epoch_ok);
-void conn_unsubscribe_all(conn *c);
-
-/* Cluster: a held subscriber goes live; first replays what its deferred
- * recoveries ask, from the now filled records (or says too_old), and sends
- * the joined notices it owes. */
-void conn_finish_recoveries(conn *c);
 
 #endif

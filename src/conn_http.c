@@ -11,6 +11,7 @@
 #include "chan.h"
 #include "conn.h"
 #include "conn_sse.h"
+#include "delivery.h"
 #include "envelope.h"
 #include "http.h"
 #include "memwatch.h"
@@ -132,7 +133,7 @@ static void conn_publish_body_done(conn *c)
     size_t bytes = m->payload_len;
     msg_finish(m, MSG_DATA, c->body_text ? WS_OP_TEXT : WS_OP_BINARY, group, glen);
     METRIC_INC(&c->w->m, published_http);
-    worker_publish(c->w, m);
+    delivery_publish(&c->w->dl, m);
     char body[MSG_GROUP_MAX + 96];
     int n = glen ? snprintf(body, sizeof body, "{\"ok\":true,\"group\":\"%s\",\"bytes\":%zu}\n",
                             group, bytes)
@@ -227,7 +228,7 @@ static void conn_http_publish(conn *c, const http_request *req, const char *grou
     } else {
         c->state = CONN_HTTP_BODY;
         /* A body may take --body-timeout plus its length at --body-min-rate. */
-        c->deadline_ms = c->w->now_ms + cfg->body_timeout_ms + len * 1000 / cfg->body_min_rate;
+        c->deadline_ms = c->w->loop.now_ms + cfg->body_timeout_ms + len * 1000 / cfg->body_min_rate;
     }
 }
 
@@ -308,7 +309,7 @@ static void conn_ws_accept(conn *c, const http_request *req, conn_role role)
     }
     c->state = CONN_WS;
     c->role = (uint8_t)role;
-    c->last_ping_ms = c->w->now_ms;
+    c->last_ping_ms = c->w->loop.now_ms;
     ws_reader_init(&c->rd, c->w->cfg->max_message_size);
     if (pmd)
         ws_reader_allow_rsv1(&c->rd);
@@ -376,7 +377,7 @@ bool conn_accept_rate_ok(conn *c)
 {
     if (!conn_memory_ok(c))
         return false;
-    if (admit_accept_allow(c->w->now_ms, c->w->cfg->accept_rate))
+    if (admit_accept_allow(c->w->loop.now_ms, c->w->cfg->accept_rate))
         return true;
     METRIC_INC(&c->w->m, rate_limited);
     conn_http_refuse(c, 503, "too many new connections, retry shortly", "Retry-After: 1\r\n");
@@ -547,7 +548,7 @@ bool conn_resume_early(const conn *c)
      * start-up epoch: a resume would be told "epoch" (resync) although the
      * cluster kept the history. The client is asked to come back instead. */
     return broker_enabled() && chan_epoch_gen() <= 1 &&
-           c->w->now_ms - c->w->srv->start_ms < CONN_RESUME_GRACE_MS;
+           c->w->loop.now_ms - c->w->srv->start_ms < CONN_RESUME_GRACE_MS;
 }
 
 bool conn_resume_ready(conn *c)
@@ -616,7 +617,7 @@ static void conn_route_ws(conn *c, const http_request *req)
         return;
     const char *cur = chan_epoch();
     bool epoch_ok = el >= 0 && (size_t)el == strlen(cur) && memcmp(epoch, cur, (size_t)el) == 0;
-    bool ok = worker_add_all(c->w, c);
+    bool ok = delivery_add_all(&c->w->dl, c);
     for (size_t i = 0; ok && n >= 0 && i <= (size_t)n; i++) {
         size_t s = i;
         while (i < (size_t)n && list[i] != ',')
@@ -624,8 +625,7 @@ static void conn_route_ws(conn *c, const http_request *req)
         uint64_t off = 0;
         bool bad = false;
         bool recover = sl >= 0 && conn_since_for(since, (size_t)sl, list + s, i - s, &off, &bad);
-        ok = joined ? conn_subscribe_joined(c, list + s, i - s, recover, off, epoch_ok)
-                    : conn_subscribe(c, list + s, i - s, recover, off, epoch_ok);
+        ok = delivery_subscribe(c, list + s, i - s, recover, off, epoch_ok, joined);
     }
     if (!ok)
         conn_close_ws(c, WS_CLOSE_INTERNAL, "out of memory", false);
@@ -753,7 +753,7 @@ void conn_http_process(conn *c, uint8_t *p, size_t n, size_t *used)
     if (rc == 0) { /* incomplete: keep it for the next read */
         if (!c->head_active) { /* --header-timeout runs from the first byte */
             c->head_active = true;
-            c->deadline_ms = c->w->now_ms + cfg->header_timeout_ms;
+            c->deadline_ms = c->w->loop.now_ms + cfg->header_timeout_ms;
         }
         if (!conn_keep_pending(c, p, n)) {
             conn_destroy(c);

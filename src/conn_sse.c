@@ -12,6 +12,7 @@
 #include "broker.h"
 #include "chan.h"
 #include "conn.h"
+#include "delivery.h"
 #include "envelope.h"
 #include "sse.h"
 #include "worker.h"
@@ -25,7 +26,7 @@ static sse_pos conn_sse_pos(const conn_sse *s)
 }
 
 /* The index of group name in the stream's position: the order of c->subs,
- * or the group being joined right now (conn_subscribe replays and reports
+ * or the group being joined right now (delivery_subscribe replays and reports
  * before it appends the membership, and joins in request order). */
 static long conn_sse_index(const conn *c, const char *name, size_t len)
 {
@@ -91,7 +92,7 @@ bool conn_sse_enqueue(conn *c, msg *v)
         return false;
     }
     const config *cfg = c->w->cfg;
-    size_t cost = (id ? outq_cost(id) : 0) + outq_cost(v) + conn_tls_pending(c);
+    size_t cost = (id ? outq_cost(id) : 0) + outq_cost(v) + transport_pending(&c->t);
     if (c->q.mem + cost > cfg->queue_limit && !outq_empty(&c->q)) {
         if (cfg->slow_policy == SLOW_CLOSE) {
             if (id)
@@ -254,7 +255,7 @@ static void conn_sse_user_timeout(const conn *c)
 {
     uint64_t ms = c->w->cfg->write_timeout_ms;
     unsigned int t = ms > UINT_MAX ? UINT_MAX : (unsigned int)ms;
-    (void)setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &t, sizeof t);
+    (void)setsockopt(c->t.fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &t, sizeof t);
 }
 
 /* The 200 of an event stream, with the CORS lines the request calls for,
@@ -287,7 +288,7 @@ static bool conn_sse_start(conn *c, const http_request *req, msg_format format, 
     if (ng == 1)
         format = format == FORMAT_SSE_JSON ? FORMAT_SSE_JSON_ID : FORMAT_SSE_RAW_ID;
     c->format = (uint8_t)format;
-    c->last_ping_ms = c->w->now_ms;
+    c->last_ping_ms = c->w->loop.now_ms;
     METRIC_INC(&c->w->m, http_requests);
     METRIC_INC(&c->w->m, subscribers_open);
     METRIC_INC(&c->w->m, sse_open);
@@ -471,17 +472,17 @@ void conn_sse_route(conn *c, const http_request *req)
             wait = true;
         }
     }
-    bool ok = worker_add_all(c->w, c);
+    bool ok = delivery_add_all(&c->w->dl, c);
     for (size_t k = 0; ok && k < ng; k++)
-        ok = conn_subscribe(c, names[k], lens[k], recover[k], from[k], group_epoch_ok[k]);
+        ok = delivery_subscribe(c, names[k], lens[k], recover[k], from[k], group_epoch_ok[k], false);
     if (!ok) {
         conn_sse_close(c, false);
         return;
     }
     /* Cluster: a group this node does not follow yet has no position to
      * give until the broker confirmed and filled it; the answer waits like a
-     * /ws subscriber's 101 does (worker_check_held calls conn_sse_begin). */
-    if (wait && !c->hold && broker_enabled() && broker_up() && worker_hold(c->w, c))
+     * /ws subscriber's 101 does (delivery_check_held calls conn_sse_begin). */
+    if (wait && !c->hold && broker_enabled() && broker_up() && delivery_hold(&c->w->dl, c))
         c->hold = true;
     if (!c->hold)
         conn_sse_begin(c);

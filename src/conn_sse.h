@@ -38,7 +38,7 @@ typedef struct conn_sse {
 /* GET /sse (and its CORS preflight): validates, answers 200 and subscribes. */
 void conn_sse_route(struct conn *c, const http_request *req);
 
-/* The stream's start once the cluster hold is over (worker_check_held) or
+/* The stream's start once the cluster hold is over (delivery_check_held) or
  * was never needed: a fresh group's position is its last offset only when
  * this node follows the group (chan_ready), else it stays unknown; then the
  * first event carries the stream's starting id. Once per stream. */

@@ -9,6 +9,7 @@
 #include "conn.h"
 #include "conn_sse.h"
 #include "deflate.h"
+#include "delivery.h"
 #include "envelope.h"
 #include "log.h"
 #include "worker.h"
@@ -58,7 +59,7 @@ static void conn_pub_finish(conn *c, uint8_t opcode)
     const char *g = c->pub_group;
     msg_finish(m, MSG_DATA, opcode, g, g ? strlen(g) : 0);
     METRIC_INC(&c->w->m, published_ws);
-    worker_publish(c->w, m);
+    delivery_publish(&c->w->dl, m);
 }
 
 
@@ -166,7 +167,7 @@ bool conn_frame_rate_ok(conn *c)
     int rate = c->w->cfg->client_frame_rate;
     if (rate <= 0)
         return true;
-    uint64_t now = c->w->now_ms;
+    uint64_t now = c->w->loop.now_ms;
     uint32_t count = (c->role == ROLE_SUB ? (uint32_t)c->rd.frames : 0) + c->ctl_frames;
     if (now - c->rate_window_ms >= 1000) {
         c->rate_window_ms = now;
@@ -241,7 +242,7 @@ void conn_ws_process(conn *c, uint8_t *p, size_t n)
                 conn_pub_finish(c, ev.opcode);
             break;
         case WS_EV_PING:
-            if (open && c->q.mem + conn_tls_pending(c) > c->w->cfg->queue_limit) {
+            if (open && c->q.mem + transport_pending(&c->t) > c->w->cfg->queue_limit) {
                 /* Pings from a client that does not read what we send: the
                  * same bound as for any slow consumer. */
                 METRIC_INC(&c->w->m, slow_consumer_closes);
@@ -268,265 +269,4 @@ void conn_ws_process(conn *c, uint8_t *p, size_t n)
             return;
         }
     }
-}
-
-/* A replay is taken as a list of references under the group's lock and
- * queued after it is released: building envelopes for a long history must
- * not hold up publishes to the group (or its shard). */
-typedef struct conn_replay {
-    msg **v;
-    size_t n, cap;
-    bool oom;
-} conn_replay;
-
-static void conn_replay_take(void *arg, msg *m)
-{
-    conn_replay *r = arg;
-    if (r->n == r->cap) {
-        size_t nc = r->cap ? r->cap * 2 : 64;
-        msg **v = realloc(r->v, sizeof *v * nc);
-        if (!v) {
-            r->oom = true;
-            return;
-        }
-        r->v = v;
-        r->cap = nc;
-    }
-    r->v[r->n++] = msg_ref(m);
-}
-
-msg *conn_frame(conn *c, msg *m)
-{
-    msg *v = c->format ? envelope_variant(m, (msg_format)c->format) : m;
-    if (!v || c->format >= FORMAT_WS_COUNT || !c->pmd || !conn_pmd_fits(c, v))
-        return v;
-    msg *z = deflate_variant(v, c->w->cfg->compression_min_size, &c->w->m);
-    if (z != v)
-        METRIC_INC(&c->w->m, deflate_deliveries);
-    return z;
-}
-
-/* Queues the replay (send) or just lets it go. */
-static void conn_replay_finish(conn *c, conn_replay *r, bool send)
-{
-    for (size_t i = 0; i < r->n; i++) {
-        msg *v = send ? conn_frame(c, r->v[i]) : NULL;
-        if (v && !c->dead)
-            conn_send(c, msg_ref(v), false);
-        msg_unref(r->v[i]);
-    }
-    free(r->v);
-}
-
-/* Tells a recovering client that it cannot get a gap-free history and must
- * resync: a text frame (JSON whatever the format) ahead of live messages. */
-static void conn_recovery_failed(conn *c, const char *name, size_t len, const char *reason,
-                                 uint64_t last)
-{
-    char buf[320];
-    int n = snprintf(buf, sizeof buf,
-                     "{\"type\":\"recovery_failed\",\"group\":\"%.*s\",\"reason\":\"%s\","
-                     "\"epoch\":\"%s\",\"offset\":%llu}",
-                     (int)len, name, reason, chan_epoch(), (unsigned long long)last);
-    if (c->sse) {
-        conn_sse_recovery_failed(c, name, len, buf, (size_t)n, last);
-        return;
-    }
-    msg *m = msg_new_frame(MSG_CONTROL, WS_OP_TEXT, buf, (size_t)n);
-    if (m)
-        conn_send(c, m, false);
-}
-
-/* ?joined=1: where a plain join starts, so a client can later resume a group
- * that has delivered nothing to it yet. Same shape as recovery_failed. */
-static void conn_joined_notice(conn *c, const char *name, size_t len, uint64_t last)
-{
-    char buf[256];
-    int n = snprintf(buf, sizeof buf,
-                     "{\"type\":\"joined\",\"group\":\"%.*s\",\"offset\":%llu,\"epoch\":\"%s\"}",
-                     (int)len, name, (unsigned long long)last, chan_epoch());
-    msg *m = msg_new_frame(MSG_CONTROL, WS_OP_TEXT, buf, (size_t)n);
-    if (m)
-        conn_send(c, m, false);
-}
-
-/* Leaves a group's process-wide record: the last local subscriber lets the
- * group be forgotten later (chan_sweep) and, in a cluster, unsubscribes the
- * node at the broker. */
-static void conn_chan_leave(const char *name, size_t len)
-{
-    chan *ch = chan_lock(name, len);
-    if (!ch)
-        return;
-    bool last = chan_subscriber_del(ch);
-    if (last && broker_enabled()) {
-        chan_set_confirmed(ch, false);
-        chan_mark_stale(ch);
-        broker_unsubscribe(name, len);
-    }
-    chan_unlock(ch);
-}
-
-static bool conn_subscribe_at(conn *c, const char *name, size_t len, bool recover,
-                              uint64_t since, bool epoch_ok, bool joined)
-{
-    for (uint16_t i = 0; i < c->nsubs; i++) {
-        group *g = c->subs[i].g;
-        if (g->name_len == len && memcmp(g->name, name, len) == 0)
-            return true; /* a=a,a: one membership, one delivery */
-    }
-    group *g = groups_get(&c->w->groups, name, len);
-    if (!g)
-        return false;
-    conn_sub *s = realloc(c->subs, sizeof *s * (c->nsubs + 1u));
-    if (!s) {
-        groups_release_if_empty(&c->w->groups, g);
-        return false;
-    }
-    c->subs = s;
-    /* Under the group's lock no publish can slip between the replay and the
-     * join: everything up to `after` is replayed, everything above it
-     * arrives live (the inbox may still hold older ones: skipped). Counting
-     * the subscriber here keeps the group's record (and offsets) alive. */
-    chan *ch = chan_lock(name, len);
-    if (!ch) {
-        groups_release_if_empty(&c->w->groups, g);
-        return false;
-    }
-    bool first = chan_subscriber_add(ch), confirmed = chan_confirmed(ch);
-    /* Queued under the lock: a last-leave and a first-join of the same group
-     * on two workers reach Redis in the order they happened here. */
-    if (first && broker_enabled())
-        broker_subscribe(name, len);
-    uint64_t after = chan_last_offset(ch);
-    uint32_t after_gen = chan_epoch_gen();
-    conn_replay rp = {0};
-    chan_replay_result r = CHAN_REPLAY_OK;
-    /* Cluster: a record this node does not follow yet is filled from Redis
-     * once our SUBSCRIBE is confirmed. Until then the subscriber is held
-     * (no 101) and skips every live message; the replay runs at release
-     * (conn_finish_recoveries) and the join point moves to its end. */
-    bool defer = recover && epoch_ok && broker_enabled() && broker_up() && !chan_ready(ch);
-    /* A joined notice needs a position Redis agrees with: an unfilled record
-     * is held and skips live messages the same way, and the notice (with the
-     * join point) is sent at release. */
-    joined = joined && !recover;
-    bool defer_joined = joined && broker_enabled() && broker_up() && !chan_ready(ch);
-    if (defer || defer_joined)
-        after = UINT64_MAX;
-    if (recover && epoch_ok && !defer) {
-        chan_history_cfg hc = worker_history_cfg(c->w);
-        r = chan_replay(ch, since, &hc, c->w->now_ms, conn_replay_take, &rp);
-    }
-    chan_unlock(ch);
-    if (rp.oom)
-        r = CHAN_REPLAY_TOO_OLD; /* a partial replay would be a silent gap */
-    conn_replay_finish(c, &rp, !rp.oom);
-    if (joined && !defer_joined)
-        conn_joined_notice(c, name, len, after); /* before any live message: same thread */
-    if (joined)
-        ; /* joins after `after` (the notice above), or decided at release */
-    else if (!recover)
-        after = 0; /* a plain join: every message still in the inbox counts */
-    else if (defer)
-        ; /* decided at release */
-    else if (!epoch_ok)
-        conn_recovery_failed(c, name, len, "epoch", after);
-    else if (r == CHAN_REPLAY_TOO_OLD)
-        conn_recovery_failed(c, name, len, "too_old", after);
-    else if (r == CHAN_REPLAY_FUTURE)
-        conn_recovery_failed(c, name, len, "unknown_offset", after);
-    /* A joined notice promises offsets above `after` only, so the inbox's
-     * older ones are skipped as after a replay. */
-    long slot = groups_add(g, c, after, recover || joined ? after_gen : 0);
-    if (slot < 0) {
-        conn_chan_leave(name, len);
-        groups_release_if_empty(&c->w->groups, g);
-        return false;
-    }
-    s[c->nsubs++] = (conn_sub){g, (uint32_t)slot, defer || defer_joined, defer_joined, since};
-    if (broker_enabled() && (!confirmed || defer || defer_joined) && broker_up() && !c->hold &&
-        worker_hold(c->w, c))
-        c->hold = true; /* the 101 waits for the broker's SUBSCRIBE (cluster) */
-    if ((defer || defer_joined) && !c->hold)
-        conn_finish_recoveries(c); /* cannot wait (out of memory): say too_old now */
-    return true;
-}
-
-bool conn_subscribe(conn *c, const char *name, size_t len, bool recover, uint64_t since,
-                    bool epoch_ok)
-{
-    return conn_subscribe_at(c, name, len, recover, since, epoch_ok, false);
-}
-
-bool conn_subscribe_joined(conn *c, const char *name, size_t len, bool recover, uint64_t since,
-                           bool epoch_ok)
-{
-    return conn_subscribe_at(c, name, len, recover, since, epoch_ok, true);
-}
-
-void conn_finish_recoveries(conn *c)
-{
-    for (uint16_t i = 0; i < c->nsubs && !c->dead; i++) {
-        conn_sub *s = &c->subs[i];
-        if (!s->recovering)
-            continue;
-        s->recovering = false;
-        group *g = s->g;
-        chan *ch = chan_lock(g->name, g->name_len);
-        if (s->joined) {
-            /* A plain join waited for the record: it starts at its last offset
-             * (released unfilled, by timeout or a broker outage, it is the
-             * best known; a resume from it then answers too_old, not a gap). */
-            uint64_t last = ch ? chan_last_offset(ch) : 0;
-            g->members[s->slot].after = last;
-            g->members[s->slot].after_gen = chan_epoch_gen();
-            if (ch)
-                chan_unlock(ch);
-            s->joined = false;
-            conn_joined_notice(c, g->name, g->name_len, last);
-            continue;
-        }
-        if (!ch) {
-            g->members[s->slot].after = 0; /* live from here; the gap is reported */
-            conn_recovery_failed(c, g->name, g->name_len, "too_old", 0);
-            continue;
-        }
-        chan_history_cfg hc = worker_history_cfg(c->w);
-        conn_replay rp = {0};
-        chan_replay_result r = chan_replay(ch, s->since, &hc, c->w->now_ms, conn_replay_take, &rp);
-        uint64_t last = chan_last_offset(ch);
-        /* Everything up to `last` is in the replay or was never kept; what is
-         * above it arrives live (older ones still in the inbox are skipped). */
-        g->members[s->slot].after = last;
-        g->members[s->slot].after_gen = chan_epoch_gen();
-        chan_unlock(ch);
-        if (rp.oom)
-            r = CHAN_REPLAY_TOO_OLD;
-        conn_replay_finish(c, &rp, !rp.oom);
-        if (r == CHAN_REPLAY_TOO_OLD)
-            conn_recovery_failed(c, g->name, g->name_len, "too_old", last);
-        else if (r == CHAN_REPLAY_FUTURE)
-            conn_recovery_failed(c, g->name, g->name_len, "unknown_offset", last);
-    }
-}
-
-void conn_unsubscribe_all(conn *c)
-{
-    for (uint16_t i = 0; i < c->nsubs; i++) {
-        group *g = c->subs[i].g;
-        conn_chan_leave(g->name, g->name_len);
-        conn *moved = groups_remove(g, c->subs[i].slot);
-        if (moved) {
-            for (uint16_t k = 0; k < moved->nsubs; k++)
-                if (moved->subs[k].g == g)
-                    moved->subs[k].slot = c->subs[i].slot;
-        }
-        groups_release_if_empty(&c->w->groups, g);
-    }
-    free(c->subs);
-    c->subs = NULL;
-    c->nsubs = 0;
-    if (c->in_all)
-        worker_remove_all(c->w, c);
 }

@@ -44,8 +44,7 @@ void memwatch_collect(server *s, metrics_memory *out)
         worker *w = &s->workers[i];
         out->queues += atomic_load_explicit(&w->m.queue_arrays, memory_order_relaxed);
         out->connections += atomic_load_explicit(&w->m.conn_memory, memory_order_relaxed);
-        out->inbox += ring_capacity(&w->inbox) * sizeof(ring_slot) +
-                      atomic_load_explicit(&w->overflow_bytes, memory_order_relaxed);
+        out->inbox += inbox_memory(&w->dl.in);
     }
     out->rss = memwatch_read_rss(); /* fresh: the tick's sample may predate a shrink */
     out->limit = config_get()->max_memory;

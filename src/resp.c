@@ -18,11 +18,13 @@
 /* hiredis' reader keeps its buffer; past this much idle capacity it frees it. */
 #define RESP_READER_MAXBUF (64 * 1024)
 
+static void resp_on_loop(loop_handler *h, uint32_t events) { resp_on_io((resp_conn *)h, events); }
+
 void resp_init(resp_conn *rc, void *owner, resp_event_fn on_event)
 {
     memset(rc, 0, sizeof *rc);
     rc->fd = -1;
-    rc->epfd = -1;
+    rc->io.on_io = resp_on_loop;
     rc->owner = owner;
     rc->on_event = on_event;
 }
@@ -34,8 +36,10 @@ static void resp_set_events(resp_conn *rc, uint32_t want)
 {
     if (want == rc->events || rc->fd < 0)
         return;
-    struct epoll_event ev = {.events = want, .data.ptr = rc};
-    epoll_ctl(rc->epfd, rc->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, rc->fd, &ev);
+    if (rc->events)
+        loop_mod(rc->loop, rc->fd, &rc->io, want);
+    else
+        loop_add(rc->loop, rc->fd, &rc->io, want);
     rc->events = want;
 }
 
@@ -45,7 +49,7 @@ static void resp_teardown(resp_conn *rc, const char *why, bool notify)
 {
     if (rc->fd < 0)
         return;
-    epoll_ctl(rc->epfd, EPOLL_CTL_DEL, rc->fd, NULL);
+    loop_del(rc->loop, rc->fd, &rc->io); /* its events left in this pass are dropped */
     close(rc->fd);
     rc->fd = -1;
     rc->events = 0;
@@ -73,12 +77,12 @@ static void resp_teardown(resp_conn *rc, const char *why, bool notify)
 
 void resp_close(resp_conn *rc) { resp_teardown(rc, NULL, false); }
 
-bool resp_open(resp_conn *rc, int epfd, const char *host, int port, bool pubsub)
+bool resp_open(resp_conn *rc, loop *l, const char *host, int port, bool pubsub)
 {
     resp_close(rc);
     snprintf(rc->host, sizeof rc->host, "%s", host);
     rc->port = port;
-    rc->epfd = epfd;
+    rc->loop = l;
     rc->pubsub = pubsub;
     char ps[8];
     snprintf(ps, sizeof ps, "%d", port);

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "loop.h"
+
 typedef struct resp_conn resp_conn;
 
 /* r is NULL when the connection failed before the reply came. */
@@ -32,8 +34,9 @@ typedef struct resp_pending {
 } resp_pending;
 
 struct resp_conn {
+    loop_handler io; /* first: the loop hands events to resp_on_io */
     int fd; /* -1: closed */
-    int epfd;
+    loop *loop;
     uint32_t events;
     bool connected, pubsub;
     uint32_t gen; /* changes on every open and close: callbacks may do either */
@@ -51,7 +54,7 @@ struct resp_conn {
 void resp_init(resp_conn *rc, void *owner, resp_event_fn on_event);
 /* Starts a non-blocking connect (the host is resolved first, blocking, like
  * hiredis did: use addresses for anything but a local name). */
-bool resp_open(resp_conn *rc, int epfd, const char *host, int port, bool pubsub);
+bool resp_open(resp_conn *rc, loop *l, const char *host, int port, bool pubsub);
 /* Closes without RESP_DOWN; pending callbacks get NULL. */
 void resp_close(resp_conn *rc);
 bool resp_is_open(const resp_conn *rc);

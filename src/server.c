@@ -82,7 +82,7 @@ size_t server_metrics_text(server *s, char *buf, size_t cap, int json)
     metrics_sum(blocks, (size_t)n, &sum);
     metrics_memory mem;
     memwatch_collect(s, &mem);
-    double up = (double)(worker_clock_ms() - s->start_ms) / 1000.0;
+    double up = (double)(loop_clock_ms() - s->start_ms) / 1000.0;
     return json ? metrics_json(&sum, n, &mem, up, buf, cap)
                 : metrics_prometheus(&sum, blocks, n, &mem, up, buf, cap);
 }
@@ -203,7 +203,7 @@ static void server_wait_workers(server *s, int started)
 
 int server_run(const config *cfg, int argc, char **argv)
 {
-    server s = {.cfg = cfg, .nworkers = cfg->workers, .start_ms = worker_clock_ms()};
+    server s = {.cfg = cfg, .nworkers = cfg->workers, .start_ms = loop_clock_ms()};
     /* Signals are handled by this thread alone (sigwait); workers inherit the
      * blocked mask. A vanished peer must surface as EPIPE, not kill us. */
     signal(SIGPIPE, SIG_IGN);

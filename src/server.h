@@ -19,6 +19,7 @@ typedef struct server {
     uint16_t port;
     uint64_t start_ms;
     atomic_bool mem_pressure;  /* over the --max-memory mark */
+    delivery_hub hub;          /* every worker's delivery (worker_init fills it) */
 } server;
 
 /* Runs until SIGTERM/SIGINT; returns the process exit status. argv is kept

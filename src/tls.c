@@ -1,12 +1,25 @@
 #include "tls.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <malloc.h>
+#include <openssl/bio.h>
+#include <openssl/buffer.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "log.h"
+#include "transport.h"
+
+/* Records without data (KeyUpdates, tickets) one read takes before it
+ * yields: SSL_MODE_AUTO_RETRY is off (tls_ctx_new), so SSL_read returns
+ * after each of them. */
+#define TLS_RECORDS_PER_READ 64
 
 /* malloc_usable_size is what the allocator really set aside, so the count
  * matches what a free gives back. */
@@ -118,3 +131,149 @@ SSL_CTX *tls_ctx_new(const char *cert_file, const char *key_file)
 }
 
 void tls_ctx_free(SSL_CTX *ctx) { SSL_CTX_free(ctx); }
+
+/* One connection's TLS: reads come straight from the socket; writes go to a
+ * memory BIO, so encrypting never blocks and queued plaintext is taken at
+ * once (tls_writev), and what the socket did not take waits there, counted
+ * by tls_pending against the connection's queue limit. */
+bool tls_open(transport *t, SSL_CTX *ctx, uint32_t *requests)
+{
+    BIO *rb = BIO_new_socket(t->fd, BIO_NOCLOSE), *wb = BIO_new(BIO_s_mem());
+    SSL *ssl = SSL_new(ctx);
+    if (!rb || !wb || !ssl) {
+        BIO_free(rb);
+        BIO_free(wb);
+        SSL_free(ssl);
+        return false;
+    }
+    SSL_set_bio(ssl, rb, wb);
+    SSL_set_app_data(ssl, requests); /* tls_on_message counts into it */
+    SSL_set_accept_state(ssl);
+    t->ssl = ssl;
+    t->ready = false;
+    return true;
+}
+
+size_t tls_pending(const transport *t) { return BIO_ctrl_pending(SSL_get_wbio(t->ssl)); }
+
+bool tls_buffered(const transport *t) { return SSL_pending(t->ssl) > 0; }
+
+ssize_t tls_read(transport *t, uint8_t *buf, size_t cap, size_t owe_limit)
+{
+    size_t pending = tls_pending(t);
+    BIO *rb = SSL_get_rbio(t->ssl);
+    int r;
+    bool over = false;
+    /* A bounded number of records per call, so a flood of records without
+     * data neither stalls the worker inside OpenSSL nor crawls at one record
+     * per loop pass. */
+    for (int records = 0;; records++) {
+        uint64_t got = BIO_number_read(rb);
+        ERR_clear_error();
+        r = SSL_read(t->ssl, buf, cap > INT_MAX ? INT_MAX : (int)cap);
+        size_t now = tls_pending(t);
+        over = now > pending && now > owe_limit;
+        if (r > 0 || SSL_get_error(t->ssl, r) != SSL_ERROR_WANT_READ ||
+            BIO_number_read(rb) == got || records == TLS_RECORDS_PER_READ || over)
+            break;
+    }
+    if (!t->ready && SSL_is_init_finished(t->ssl)) {
+        t->ready = true;
+        uint32_t *requests = SSL_get_app_data(t->ssl);
+        if (requests)
+            *requests = 0; /* the handshake's own messages ask nothing extra */
+    }
+    if (over)
+        return TRANSPORT_OVER;
+    if (r > 0)
+        return r;
+    switch (SSL_get_error(t->ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        return TRANSPORT_AGAIN;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    default:
+        return TRANSPORT_ERROR; /* not TLS, bad handshake, or the peer went away */
+    }
+}
+
+int tls_flush(transport *t)
+{
+    /* What the socket takes is consumed from the BIO through a sink: a
+     * copy, cheap next to AES. */
+    static _Thread_local uint8_t sink[16384];
+    BIO *wb = SSL_get_wbio(t->ssl);
+    char *p;
+    long n;
+    while ((n = BIO_get_mem_data(wb, &p)) > 0) {
+        ssize_t r = write(t->fd, p, (size_t)n);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
+        }
+        for (ssize_t left = r; left > 0;) {
+            int k = BIO_read(wb, sink, left > (ssize_t)sizeof sink ? (int)sizeof sink : (int)left);
+            if (k <= 0)
+                return -1;
+            left -= k;
+        }
+    }
+    return 1;
+}
+
+/* One SSL_write per run of up to TRANSPORT_TLS_STAGE plaintext bytes
+ * gathered from many frames, instead of one per frame. */
+ssize_t tls_writev(transport *t, const struct iovec *iov, int n)
+{
+    static _Thread_local uint8_t stage[TRANSPORT_TLS_STAGE];
+    int rc = tls_flush(t);
+    if (rc <= 0)
+        return rc == 0 ? TRANSPORT_AGAIN : TRANSPORT_ERROR;
+    if (!t->ready)
+        return TRANSPORT_NOT_READY; /* a refusal can be queued before the ClientHello */
+    size_t len = 0;
+    for (int i = 0; i < n && len < sizeof stage; i++) {
+        size_t k = iov[i].iov_len < sizeof stage - len ? iov[i].iov_len : sizeof stage - len;
+        memcpy(stage + len, iov[i].iov_base, k);
+        len += k;
+    }
+    ERR_clear_error();
+    int r = SSL_write(t->ssl, stage, (int)len);
+    if (r <= 0) {
+        int e = SSL_get_error(t->ssl, r);
+        return (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) ? TRANSPORT_NOT_READY
+                                                                        : TRANSPORT_ERROR;
+    }
+    if (tls_flush(t) < 0)
+        return TRANSPORT_ERROR;
+    return r;
+}
+
+int tls_shutdown(transport *t)
+{
+    if (!t->shut) {
+        SSL_shutdown(t->ssl); /* close_notify, into the write BIO */
+        t->shut = true;
+    }
+    return tls_flush(t);
+}
+
+/* A memory BIO keeps its peak size: an idle connection gets a fresh one. */
+void tls_idle(transport *t)
+{
+    BIO *wb = SSL_get_wbio(t->ssl);
+    BUF_MEM *bm = NULL;
+    if (BIO_ctrl_pending(wb) || BIO_get_mem_ptr(wb, &bm) <= 0 || !bm || bm->max == 0)
+        return;
+    BIO *fresh = BIO_new(BIO_s_mem());
+    if (fresh)
+        SSL_set0_wbio(t->ssl, fresh);
+}
+
+void tls_close(transport *t)
+{
+    SSL_free(t->ssl); /* frees both BIOs; the socket BIO leaves the fd to us */
+    t->ssl = NULL;
+}

@@ -35,21 +35,18 @@
 #define WORKER_FLUSH_DELAY_MAX_NS (20 * 1000000ull)
 #define WORKER_FLUSH_COALESCE_CONNS 1024
 
-/* Tags that tell the loop's own descriptors from connections. */
-static char worker_tag_listen, worker_tag_wake;
+static void worker_on_listen(loop_handler *h, uint32_t events);
+static int worker_before_wait(void *ctx, int timeout_ms);
+static void worker_after_events(void *ctx);
+static void worker_tick(void *ctx);
 
-uint64_t worker_clock_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+static const loop_hooks worker_hooks = {worker_before_wait, worker_after_events, worker_tick};
 
-uint64_t worker_clock_ms(void)
+/* A subscriber released from the cluster hold: a stream starts now. */
+static void worker_on_release(conn *c)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    if (c->sse)
+        conn_sse_begin(c);
 }
 
 int worker_init(worker *w, server *srv, int id, int listen_fd)
@@ -59,30 +56,20 @@ int worker_init(worker *w, server *srv, int id, int listen_fd)
     w->srv = srv;
     w->cfg = srv->cfg;
     w->lfd = listen_fd;
-    w->epfd = epoll_create1(EPOLL_CLOEXEC);
-    w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     /* A spare descriptor: on EMFILE we close it, accept and drop the pending
      * connection, and reopen it, so a full table never spins the loop. */
     w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     w->scratch_cap = 65536 + w->cfg->max_header_size;
     w->scratch = malloc(w->scratch_cap);
-    if (srv->tls && !(w->tls_stage = malloc(CONN_TLS_STAGE)))
-        return -1;
-    pthread_mutex_init(&w->overflow_lock, NULL);
-    atomic_init(&w->overflow_used, false);
-    w->now_ms = worker_clock_ms();
-    atomic_init(&w->notified, false);
     atomic_init(&w->stop, 0);
     atomic_init(&w->seen_generation, 0);
     atomic_init(&w->done, false);
-    if (w->epfd < 0 || w->efd < 0 || !w->scratch || !groups_init(&w->groups) ||
-        !ring_init(&w->inbox, WORKER_INBOX))
+    if (!loop_init(&w->loop, WORKER_TICK_MS, &worker_hooks, w) || !w->scratch ||
+        !delivery_init(&w->dl, &srv->hub, id, &w->loop, &w->cfg, &w->m))
         return -1;
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &worker_tag_listen};
-    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->lfd, &ev) < 0)
-        return -1;
-    ev.data.ptr = &worker_tag_wake;
-    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->efd, &ev) < 0)
+    w->dl.on_release = worker_on_release;
+    w->listen.on_io = worker_on_listen;
+    if (loop_add(&w->loop, w->lfd, &w->listen, EPOLLIN) < 0)
         return -1;
     return 0;
 }
@@ -119,24 +106,6 @@ void worker_remove_conn(worker *w, conn *c)
     last->slot = c->slot;
 }
 
-bool worker_add_all(worker *w, conn *c)
-{
-    if (!worker_grow(&w->all, &w->cap_all, w->nall))
-        return false;
-    c->all_slot = w->nall;
-    c->in_all = true;
-    w->all[w->nall++] = c;
-    return true;
-}
-
-void worker_remove_all(worker *w, conn *c)
-{
-    conn *last = w->all[--w->nall];
-    w->all[c->all_slot] = last;
-    last->all_slot = c->all_slot;
-    c->in_all = false;
-}
-
 void worker_mark_dirty(worker *w, conn *c)
 {
     if (c->dirty || c->dead)
@@ -148,250 +117,16 @@ void worker_mark_dirty(worker *w, conn *c)
 
 int worker_epoll_mod(worker *w, conn *c, bool want_out)
 {
-    struct epoll_event ev = {.events = (c->read_paused ? 0 : EPOLLIN) | (want_out ? EPOLLOUT : 0),
-                             .data.ptr = c};
-    return epoll_ctl(w->epfd, EPOLL_CTL_MOD, c->fd, &ev);
-}
-
-/* ---- delivery ------------------------------------------------------------ */
-
-/* Fan-out slots: one per format, then one per WebSocket format compressed
- * (permessage-deflate is a WebSocket extension: SSE formats have none). */
-#define WORKER_SLOTS (FORMAT_COUNT + FORMAT_WS_COUNT)
-
-/* The frame a subscriber gets: its format's envelope, and that compressed
- * when it negotiated permessage-deflate (and the payload fits the window it
- * allowed us). Each is built at most once per message and shared; v[] holds
- * them per slot for the whole fan-out. */
-static int worker_frame_for(worker *w, msg *m, const conn *c, msg *v[WORKER_SLOTS])
-{
-    unsigned f = c->format;
-    if (!v[f] && !(v[f] = f ? envelope_variant(m, (msg_format)f) : m))
-        return -1;
-    if (f >= FORMAT_WS_COUNT || !c->pmd || !conn_pmd_fits(c, v[f]))
-        return (int)f;
-    unsigned k = FORMAT_COUNT + f;
-    if (!v[k])
-        v[k] = deflate_variant(v[f], w->cfg->compression_min_size, &w->m);
-    return v[k] != v[f] ? (int)k : (int)f;
-}
-
-/* The caller holds a reference for the whole loop, and nothing in it can
- * release m (queues only drop messages queued before m), so the references
- * for all the queues are added with one atomic operation per frame at the
- * end. Subscribers asking for an envelope or compression get the message's
- * shared variant. */
-static void worker_fanout(worker *w, msg *m)
-{
-    msg *v[WORKER_SLOTS] = {m};
-    unsigned queued[WORKER_SLOTS] = {0};
-    if (m->group_len == 0) { /* every subscriber, whatever its groups */
-        for (uint32_t i = 0; i < w->nall; i++) {
-            conn *c = w->all[i];
-            int k = worker_frame_for(w, m, c, v);
-            if (k >= 0)
-                queued[k] += conn_enqueue(c, v[k]);
-        }
-    } else {
-        group *g = groups_find(&w->groups, m->group, m->group_len);
-        for (uint32_t i = 0; g && i < g->n; i++) {
-            group_entry *gm = &g->members[i];
-            if (m->offset <= gm->after && m->epoch_gen == gm->after_gen)
-                continue; /* already sent by this subscriber's history replay */
-            int k = worker_frame_for(w, m, gm->c, v);
-            if (k >= 0)
-                queued[k] += conn_enqueue(gm->c, v[k]);
-        }
-    }
-    for (int k = 0; k < WORKER_SLOTS; k++)
-        if (queued[k]) {
-            msg_ref_n(v[k], queued[k]);
-            if (k >= FORMAT_COUNT)
-                METRIC_ADD(&w->m, deflate_deliveries, queued[k]);
-        }
-}
-
-static void worker_notify(worker *target)
-{
-    /* One wake-up per drain: later pushes see the flag still set. */
-    if (!atomic_exchange_explicit(&target->notified, true, memory_order_acq_rel)) {
-        uint64_t one = 1;
-        ssize_t r = write(target->efd, &one, sizeof one);
-        (void)r; /* EAGAIN means the counter is already non-zero: awake anyway */
-    }
-}
-
-static bool fifo_push(worker *o, msg_fifo *f, msg *m)
-{
-    if (f->count == f->cap) {
-        size_t nc = f->cap ? f->cap * 2 : 256;
-        msg **n = malloc(sizeof *n * nc);
-        if (!n)
-            return false;
-        atomic_store_explicit(&o->overflow_bytes, sizeof *n * nc, memory_order_relaxed);
-        for (size_t i = 0; i < f->count; i++)
-            n[i] = f->items[(f->head + i) % f->cap];
-        free(f->items);
-        f->items = n;
-        f->cap = nc;
-        f->head = 0;
-    }
-    f->items[(f->head + f->count++) % f->cap] = m;
-    return true;
-}
-
-/* Hands m (one reference) to a worker. Called with the group's channel lock
- * held, so for one group the pushes into any inbox happen in offset order:
- * once a message went to the overflow list, later ones follow it there until
- * the owner has taken the list. */
-static void worker_push(worker *o, msg *m)
-{
-    if (!atomic_load_explicit(&o->overflow_used, memory_order_acquire) &&
-        ring_push(&o->inbox, m))
-        return;
-    pthread_mutex_lock(&o->overflow_lock);
-    bool ok = fifo_push(o, &o->overflow, m);
-    if (ok)
-        atomic_store_explicit(&o->overflow_used, true, memory_order_release);
-    pthread_mutex_unlock(&o->overflow_lock);
-    if (!ok) {
-        log_msg(LOG_ERROR, "out of memory: message lost for worker %d", o->id);
-        msg_unref(m);
-    }
-}
-
-/* Under the group's lock: offset, history, and every inbox in offset order.
- * Local subscribers too go through our own inbox: delivering them directly
- * could overtake an earlier offset of the same group still in the ring. */
-static void worker_sequence(worker *w, msg *m, bool at, uint64_t offset)
-{
-    chan *ch = chan_lock(m->group, m->group_len);
-    if (!ch) {
-        log_msg(LOG_ERROR, "out of memory: publish to '%s' lost", m->group);
-        msg_unref(m);
-        return;
-    }
-    chan_history_cfg hc = worker_history_cfg(w);
-    if (at)
-        chan_append_at(ch, m, offset, &hc, w->now_ms);
-    else
-        chan_append(ch, m, &hc, w->now_ms);
-    m->epoch = chan_epoch();
-    m->epoch_gen = chan_epoch_gen();
-    for (int i = 0; i < w->srv->nworkers; i++)
-        worker_push(&w->srv->workers[i], msg_ref(m));
-    chan_unlock(ch);
-    for (int i = 0; i < w->srv->nworkers; i++)
-        if (&w->srv->workers[i] != w)
-            worker_notify(&w->srv->workers[i]);
-    msg_unref(m);
-}
-
-void worker_deliver_local(worker *w, msg *m) { worker_sequence(w, m, false, 0); }
-
-void worker_deliver_sequenced(worker *w, msg *m, uint64_t offset)
-{
-    worker_sequence(w, m, true, offset);
-}
-
-void worker_publish(worker *w, msg *m)
-{
-    METRIC_INC(&w->m, messages_published);
-    if (broker_enabled() && broker_up())
-        broker_publish(m); /* comes back through the broker, with its offset */
-    else
-        worker_deliver_local(w, m);
-}
-
-bool worker_hold(worker *w, conn *c)
-{
-    if (!worker_grow(&w->held, &w->cap_held, w->nheld))
-        return false;
-    w->held[w->nheld++] = c;
-    return true;
-}
-
-void worker_unhold(worker *w, conn *c)
-{
-    for (uint32_t i = 0; i < w->nheld; i++)
-        if (w->held[i] == c) {
-            w->held[i] = w->held[--w->nheld];
-            return;
-        }
-}
-
-void worker_release_held_all(server *s)
-{
-    for (int i = 0; i < s->nworkers; i++) {
-        atomic_store(&s->workers[i].check_held, true);
-        worker_wake(&s->workers[i]);
-    }
-}
-
-/* A held subscriber goes live once the broker confirmed all its groups, the
- * broker is down (local delivery only), or it waited long enough. */
-static bool worker_held_ready(worker *w, conn *c)
-{
-    if (!broker_up() || w->now_ms - c->last_read_ms > 2000)
-        return true;
-    for (uint16_t i = 0; i < c->nsubs; i++) {
-        group *g = c->subs[i].g;
-        chan *ch = chan_lock(g->name, g->name_len);
-        bool ok = !ch || chan_ready(ch);
-        if (ch)
-            chan_unlock(ch);
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
-static void worker_check_held(worker *w)
-{
-    atomic_store(&w->check_held, false);
-    for (uint32_t i = w->nheld; i-- > 0;) {
-        conn *c = w->held[i];
-        if (c->dead || worker_held_ready(w, c)) {
-            c->hold = false;
-            if (!c->dead)
-                conn_finish_recoveries(c);
-            if (!c->dead && c->sse)
-                conn_sse_begin(c);
-            worker_mark_dirty(w, c);
-            w->held[i] = w->held[--w->nheld];
-        }
-    }
-}
-
-static void worker_drain_inbox(worker *w)
-{
-    for (;;) {
-        msg *m;
-        while ((m = ring_pop(&w->inbox))) {
-            worker_fanout(w, m);
-            msg_unref(m);
-        }
-        if (!atomic_load_explicit(&w->overflow_used, memory_order_acquire))
-            return;
-        pthread_mutex_lock(&w->overflow_lock);
-        msg_fifo f = w->overflow;
-        memset(&w->overflow, 0, sizeof w->overflow);
-        atomic_store_explicit(&w->overflow_used, false, memory_order_release);
-        atomic_store_explicit(&w->overflow_bytes, 0, memory_order_relaxed);
-        pthread_mutex_unlock(&w->overflow_lock);
-        for (size_t i = 0; i < f.count; i++) {
-            m = f.items[(f.head + i) % f.cap];
-            worker_fanout(w, m);
-            msg_unref(m);
-        }
-        free(f.items);
-    }
+    return loop_mod(&w->loop, c->t.fd, &c->io,
+                    (c->read_paused ? 0 : EPOLLIN) | (want_out ? EPOLLOUT : 0));
 }
 
 /* ---- events -------------------------------------------------------------- */
 
-static void worker_accept(worker *w)
+static void worker_on_listen(loop_handler *h, uint32_t events)
 {
+    (void)events;
+    worker *w = (worker *)((char *)h - offsetof(worker, listen));
     for (int i = 0; i < WORKER_ACCEPT_BATCH; i++) {
         struct sockaddr_storage peer;
         socklen_t plen = sizeof peer;
@@ -411,9 +146,8 @@ static void worker_accept(worker *w)
                 /* The listener stays readable while connections wait, and the
                  * reserve can be lost to another worker's accept: stop
                  * watching it for a moment instead of spinning on it. */
-                struct epoll_event ev = {.events = 0, .data.ptr = &worker_tag_listen};
-                epoll_ctl(w->epfd, EPOLL_CTL_MOD, w->lfd, &ev);
-                w->accept_resume_ms = w->now_ms + WORKER_TICK_MS;
+                loop_mod(&w->loop, w->lfd, &w->listen, 0);
+                w->accept_resume_ms = w->loop.now_ms + WORKER_TICK_MS;
                 log_msg(LOG_WARN, "out of file descriptors: pausing accepts for %d ms",
                         WORKER_TICK_MS);
             }
@@ -428,12 +162,11 @@ static void worker_accept(worker *w)
 struct conn *worker_adopt(worker *w, int fd, const struct sockaddr_storage *peer)
 {
     conn *c = conn_new(w, fd);
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     if (!c) {
         close(fd);
         return NULL;
     }
-    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+    if (loop_add(&w->loop, fd, &c->io, EPOLLIN) < 0) {
         conn_destroy(c);
         return NULL;
     }
@@ -487,27 +220,22 @@ static void worker_bury(worker *w)
 /* Groups whose history one tick may evict for --history-memory. */
 #define WORKER_EVICT_BATCH 4096
 
-chan_history_cfg worker_history_cfg(const worker *w)
+static void worker_tick(void *ctx)
 {
-    return (chan_history_cfg){(size_t)w->cfg->history, w->cfg->history_ttl_ms,
-                              w->cfg->history_memory};
-}
-
-static void worker_tick(worker *w)
-{
+    worker *w = ctx;
     /* Backwards: conn_tick may destroy, which moves the last entry here. */
     for (uint32_t i = w->nconns; i-- > 0;)
-        conn_tick(w->conns[i], w->now_ms);
+        conn_tick(w->conns[i], w->loop.now_ms);
     /* In a cluster, groups are forgotten only while Redis (which owns the
      * offsets) is reachable: during an outage this node numbers messages
      * itself and must not restart a group's offsets. */
-    chan_history_cfg hc = worker_history_cfg(w);
+    chan_history_cfg hc = delivery_history_cfg(&w->dl);
     if (!broker_enabled() || broker_up())
-        chan_sweep(WORKER_SWEEP_SHARDS, &hc, w->now_ms, w->cfg->group_linger_ms);
+        chan_sweep(WORKER_SWEEP_SHARDS, &hc, w->loop.now_ms, w->cfg->group_linger_ms);
     if (hc.memory)
         chan_enforce_budget(hc.memory, WORKER_EVICT_BATCH);
     if (w->id == 0)
-        memwatch_tick(w->srv, w->now_ms);
+        memwatch_tick(w->srv, w->loop.now_ms);
     if (memwatch_pressure(w->srv))
         memwatch_shed(w);
 }
@@ -531,13 +259,13 @@ static void worker_begin_drain(worker *w, bool restart)
 {
     /* Whatever was published before the stop reaches its subscribers ahead
      * of their close frames. */
-    worker_drain_inbox(w);
+    delivery_drain(&w->dl);
     w->draining = true;
     w->restart_drain = restart;
-    w->drain_start_ms = w->now_ms;
-    w->drain_deadline_ms = w->now_ms + w->cfg->shutdown_timeout_ms +
+    w->drain_start_ms = w->loop.now_ms;
+    w->drain_deadline_ms = w->loop.now_ms + w->cfg->shutdown_timeout_ms +
                            (restart ? w->cfg->drain_window_ms : 0);
-    epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->lfd, NULL);
+    loop_del(&w->loop, w->lfd, &w->listen);
     close(w->lfd);
     w->lfd = -1;
     w->drain_total = w->drain_closed = 0;
@@ -555,7 +283,7 @@ static void worker_begin_drain(worker *w, bool restart)
  * so clients reconnecting elsewhere arrive spread out instead of in a burst. */
 static void worker_drain_step(worker *w)
 {
-    uint64_t window = w->cfg->drain_window_ms, elapsed = w->now_ms - w->drain_start_ms;
+    uint64_t window = w->cfg->drain_window_ms, elapsed = w->loop.now_ms - w->drain_start_ms;
     uint64_t total = w->drain_total;
     uint64_t due = elapsed >= window || window == 0 ? total : total * elapsed / window + 1;
     for (uint32_t i = w->nconns; i-- > 0 && w->drain_closed < due;) {
@@ -604,77 +332,58 @@ static void worker_check_stop(worker *w)
     }
 }
 
-bool worker_run_pass(worker *w, int max_wait_ms)
+static int worker_before_wait(void *ctx, int timeout)
 {
-    struct epoll_event evs[WORKER_EVENTS];
-    worker_refresh_config(w);
-    int timeout = max_wait_ms;
+    worker *w = ctx;
     if (w->dirty) { /* a flush is being held back: wake up for it */
-        uint64_t now = worker_clock_ns();
+        uint64_t now = loop_clock_ns();
         int due = now >= w->flush_after_ns ? 0 : (int)((w->flush_after_ns - now) / 1000000u) + 1;
         if (due < timeout)
             timeout = due;
     }
-    int n = epoll_wait(w->epfd, evs, WORKER_EVENTS, timeout);
-    uint64_t t0 = worker_clock_ns();
-    w->now_ms = t0 / 1000000u;
-    for (int i = 0; i < n; i++) {
-        void *p = evs[i].data.ptr;
-        if (p == &worker_tag_listen) {
-            worker_accept(w);
-        } else if (broker_owns(p)) {
-            broker_on_event(p, evs[i].events);
-        } else if (p == &worker_tag_wake) {
-            uint64_t v;
-            ssize_t r = read(w->efd, &v, sizeof v);
-            (void)r;
-            atomic_exchange_explicit(&w->notified, false, memory_order_acq_rel);
-        } else {
-            conn *c = p;
-            if (c->dead)
-                continue;
-            if (evs[i].events & EPOLLOUT)
-                conn_on_writable(c);
-            if (!c->dead && (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
-                conn_on_readable(c);
-        }
-    }
+    return timeout;
+}
+
+/* After the pass's events: the broker (worker 0), the inbox, the cluster
+ * hold, a stop, the flush (coalesced under load), a paused listener. */
+static void worker_after_events(void *ctx)
+{
+    worker *w = ctx;
     if (w->id == 0)
-        broker_poll(w->now_ms);
-    worker_drain_inbox(w);
-    if (w->nheld && (atomic_load(&w->check_held) || w->now_ms >= w->next_tick_ms))
-        worker_check_held(w);
+        broker_poll(w->loop.now_ms);
+    delivery_drain(&w->dl);
+    delivery_check_held(&w->dl);
     worker_check_stop(w);
     if (w->draining && w->restart_drain)
         worker_drain_step(w);
-    uint64_t f0 = worker_clock_ns();
+    uint64_t f0 = loop_clock_ns();
     if (f0 >= w->flush_after_ns || w->draining) {
         uint32_t written = worker_flush_dirty(w);
-        uint64_t took = worker_clock_ns() - f0, hold = 2 * took;
+        uint64_t took = loop_clock_ns() - f0, hold = 2 * took;
         if (hold > WORKER_FLUSH_DELAY_MAX_NS)
             hold = WORKER_FLUSH_DELAY_MAX_NS;
         w->flush_after_ns = written >= WORKER_FLUSH_COALESCE_CONNS ? f0 + took + hold : 0;
     }
-    if (w->accept_resume_ms && w->now_ms >= w->accept_resume_ms && w->lfd >= 0) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &worker_tag_listen};
-        epoll_ctl(w->epfd, EPOLL_CTL_MOD, w->lfd, &ev);
+    if (w->accept_resume_ms && w->loop.now_ms >= w->accept_resume_ms && w->lfd >= 0) {
+        loop_mod(&w->loop, w->lfd, &w->listen, EPOLLIN);
         w->accept_resume_ms = 0;
         if (w->reserve_fd < 0)
             w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     }
-    if (w->now_ms >= w->next_tick_ms) {
-        worker_tick(w);
-        w->next_tick_ms = w->now_ms + WORKER_TICK_MS;
-    }
+}
+
+bool worker_run_pass(worker *w, int max_wait_ms)
+{
+    worker_refresh_config(w);
+    uint64_t busy = loop_pass(&w->loop, max_wait_ms);
     worker_bury(w);
-    METRIC_ADD(&w->m, busy_ns, worker_clock_ns() - t0);
-    return !(w->draining && (w->nconns == 0 || w->now_ms >= w->drain_deadline_ms));
+    METRIC_ADD(&w->m, busy_ns, busy);
+    return !(w->draining && (w->nconns == 0 || w->loop.now_ms >= w->drain_deadline_ms));
 }
 
 static void *worker_main(void *arg)
 {
     worker *w = arg;
-    w->next_tick_ms = w->now_ms + WORKER_TICK_MS;
     while (worker_run_pass(w, WORKER_TICK_MS))
         ;
     deflate_thread_done();
@@ -686,12 +395,7 @@ int worker_start(worker *w) { return pthread_create(&w->thread, NULL, worker_mai
 
 void worker_join(worker *w) { pthread_join(w->thread, NULL); }
 
-void worker_wake(worker *w)
-{
-    uint64_t one = 1;
-    ssize_t r = write(w->efd, &one, sizeof one);
-    (void)r; /* EAGAIN: the counter is already non-zero, it will wake anyway */
-}
+void worker_wake(worker *w) { inbox_wake(&w->dl.in); }
 
 void worker_request_stop(worker *w, bool restart)
 {
@@ -713,25 +417,13 @@ void worker_cleanup(worker *w)
     w->dirty = NULL;
     worker_bury(w);
     msg_batch_flush(&w->release);
-    msg *m;
-    while ((m = ring_pop(&w->inbox)))
-        msg_unref(m);
-    for (size_t i = 0; i < w->overflow.count; i++)
-        msg_unref(w->overflow.items[(w->overflow.head + i) % w->overflow.cap]);
-    free(w->overflow.items);
-    pthread_mutex_destroy(&w->overflow_lock);
-    ring_destroy(&w->inbox);
-    groups_destroy(&w->groups);
+    delivery_destroy(&w->dl);
     free(w->conns);
-    free(w->all);
-    free(w->held);
     free(w->scratch);
-    free(w->tls_stage);
     deflate_thread_done(); /* a worker driven from this thread (tests, fuzzer) */
     if (w->lfd >= 0)
         close(w->lfd);
-    close(w->epfd);
-    close(w->efd);
+    loop_close(&w->loop);
     if (w->reserve_fd >= 0)
         close(w->reserve_fd);
 }

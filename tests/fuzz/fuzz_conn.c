@@ -1066,7 +1066,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     admit_init();
     CHECK(chan_init(true), "chan_init"); /* no broker: this node numbers messages */
     chan_set_epoch("00000000000000e1");  /* not random: inputs replay exactly */
-    F.srv = (server){.cfg = cfg, .workers = &F.w, .nworkers = 1, .start_ms = worker_clock_ms(),
+    F.srv = (server){.cfg = cfg, .workers = &F.w, .nworkers = 1, .start_ms = loop_clock_ms(),
                      .tls = (F.flags & FZ_TLS) ? F.tls_server : NULL};
     int lfd = fcntl(F.lfd, F_DUPFD_CLOEXEC, 0);
     CHECK(lfd >= 0, "dup: %s", strerror(errno));
