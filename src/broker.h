@@ -44,7 +44,7 @@ extern const double broker_fetch_le[BROKER_FETCH_BUCKETS]; /* seconds */
 /* Any thread: a consistent copy of the connections and counters. */
 void broker_snapshot(broker_info *out);
 
-struct worker;
+struct delivery;
 struct server;
 
 /* Parses the URL and prepares; false (after logging) on a bad URL. */
@@ -57,7 +57,7 @@ bool broker_up(void);
 
 /* Worker 0's loop: called once per pass (connects, retries, sends queued
  * commands) and for events on the broker's descriptors. */
-void broker_attach(struct worker *w0);
+void broker_attach(struct delivery *d0);
 void broker_poll(uint64_t now_ms);
 
 /* Any thread. Takes over the reference to m. */

@@ -15,8 +15,7 @@
 #include "log.h"
 #include "redis_slot.h"
 #include "resp.h"
-#include "server.h"
-#include "worker.h"
+#include "delivery.h"
 
 #define BROKER_BACKOFF_MIN_MS 100
 #define BROKER_BACKOFF_MAX_MS 5000
@@ -119,7 +118,7 @@ typedef enum broker_phase { PH_DOWN, PH_DISCOVER, PH_CONNECT, PH_UP } broker_pha
 static struct {
     bool enabled;
     broker_url url;
-    worker *w;
+    delivery *d; /* worker 0's: its loop runs us, its inbox, metrics and config */
     pthread_mutex_t lock;
     broker_cmd *head, *tail;
     broker_phase phase;
@@ -350,7 +349,7 @@ static void broker_local_epoch(void)
 {
     uint64_t rnd = 0;
     if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
-        rnd = (uint64_t)getpid() ^ B.w->loop.now_ms;
+        rnd = (uint64_t)getpid() ^ B.d->loop->now_ms;
     char e[40];
     snprintf(e, sizeof e, "local-%016llx", (unsigned long long)rnd);
     chan_set_epoch(e);
@@ -365,7 +364,7 @@ static void broker_unconfirm(chan *c, void *arg)
 static void broker_set_phase(broker_phase ph)
 {
     B.phase = ph;
-    B.phase_ms = B.w ? B.w->loop.now_ms : 0;
+    B.phase_ms = B.d ? B.d->loop->now_ms : 0;
     B.links_dirty = true;
 }
 
@@ -390,7 +389,7 @@ static void broker_went_down(const char *why)
     broker_set_phase(PH_DOWN);
     B.refreshing = false;
     B.ping_sent_ms = 0;
-    METRIC_INC(&B.w->m, broker_errors);
+    METRIC_INC(B.d->m, broker_errors);
     /* Messages published elsewhere from now on will not reach us: what our
      * history says from here is another story, under a new epoch -- set
      * before the connections close, as their pending publishes and held
@@ -406,7 +405,7 @@ static void broker_went_down(const char *why)
     } else {
         log_msg(LOG_DEBUG, "broker: %s", why);
     }
-    B.retry_at_ms = B.w->loop.now_ms + B.backoff_ms;
+    B.retry_at_ms = B.d->loop->now_ms + B.backoff_ms;
     B.backoff_ms = B.backoff_ms * 2 > BROKER_BACKOFF_MAX_MS ? BROKER_BACKOFF_MAX_MS : B.backoff_ms * 2;
 }
 
@@ -457,16 +456,16 @@ static void broker_on_epoch(resp_conn *rc, redisReply *reply, void *priv)
     resp_commandf(&B.node[B.all_node].sub, NULL, NULL, "SUBSCRIBE %s", B.all_channel);
     B.all_prev = -1;
     B.ping_sent_ms = 0;
-    B.ping_due_ms = B.w->loop.now_ms + BROKER_PING_EVERY_MS;
-    B.refresh_due_ms = B.w->loop.now_ms + BROKER_REFRESH_EVERY_MS;
+    B.ping_due_ms = B.d->loop->now_ms + BROKER_PING_EVERY_MS;
+    B.refresh_due_ms = B.d->loop->now_ms + BROKER_REFRESH_EVERY_MS;
     chan_foreach(broker_resubscribe, NULL);
     B.backoff_ms = BROKER_BACKOFF_MIN_MS;
     broker_set_phase(PH_UP);
     atomic_store(&B.up, true);
-    METRIC_INC(&B.w->m, broker_reconnects);
+    METRIC_INC(B.d->m, broker_reconnects);
     log_msg(LOG_INFO, "broker %s:%d connected (epoch %s%s)", B.node[0].cmd.host, B.node[0].cmd.port, e,
             broker_cluster() ? ", Redis Cluster" : B.url.kind == BROKER_SENTINEL ? ", via Sentinel" : "");
-    delivery_release_held_all(B.w->dl.hub);
+    delivery_release_held_all(B.d->hub);
 }
 
 /* Sentinel mode: a master that Sentinel still names while a failover is
@@ -487,7 +486,7 @@ static void broker_start_epoch(void)
     char e[17];
     uint64_t rnd = 0;
     if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
-        rnd = (uint64_t)getpid() ^ B.w->loop.now_ms;
+        rnd = (uint64_t)getpid() ^ B.d->loop->now_ms;
     snprintf(e, sizeof e, "%016llx", (unsigned long long)rnd);
     B.epoch_node = broker_cluster() ? B.slot_node[redis_key_slot("herald:epoch", 12)] : 0;
     resp_conn *c = &B.node[B.epoch_node].cmd;
@@ -501,8 +500,8 @@ static void broker_node_open(int i, const char *host, int port)
     n->used = true;
     n->stale = false;
     n->pings = 0;
-    bool ok = resp_open(&n->cmd, &B.w->loop, host, port, false) &&
-              resp_open(&n->sub, &B.w->loop, host, port, true);
+    bool ok = resp_open(&n->cmd, B.d->loop, host, port, false) &&
+              resp_open(&n->sub, B.d->loop, host, port, true);
     if (!ok) {
         char why[320];
         snprintf(why, sizeof why, "cannot connect to %s:%d", host, port);
@@ -555,7 +554,7 @@ static void broker_discover_next(const char *why)
     }
     const broker_addr *a = broker_seed_addr(B.seed_next++);
     B.seed_tried++;
-    bool ok = resp_open(&B.seed, &B.w->loop, a->host, a->port, false);
+    bool ok = resp_open(&B.seed, B.d->loop, a->host, a->port, false);
     if (!ok) {
         broker_discover_next("cannot reach any seed");
         return;
@@ -712,14 +711,14 @@ static void broker_sentinel_event(resp_conn *rc, resp_event ev, redisReply *r, c
         return;
     }
     if (ev == RESP_DOWN) {
-        B.sentinel_retry_ms = B.w->loop.now_ms + 1000;
+        B.sentinel_retry_ms = B.d->loop->now_ms + 1000;
         B.sentinel_ping_ms = 0;
         return;
     }
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->type == REDIS_REPLY_STRING &&
         strcmp(r->element[0]->str, "pong") == 0) {
         B.sentinel_ping_ms = 0;
-        B.sentinel_retry_ms = B.w->loop.now_ms + BROKER_PING_EVERY_MS; /* the next PING */
+        B.sentinel_retry_ms = B.d->loop->now_ms + BROKER_PING_EVERY_MS; /* the next PING */
         return;
     }
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 || r->element[0]->type != REDIS_REPLY_STRING ||
@@ -734,7 +733,7 @@ static void broker_sentinel_event(resp_conn *rc, resp_event ev, redisReply *r, c
     B.backoff_ms = BROKER_BACKOFF_MIN_MS;
     if (B.phase != PH_DOWN)
         broker_went_down("master switched by Sentinel");
-    B.retry_at_ms = B.w->loop.now_ms; /* at once: the new master is known */
+    B.retry_at_ms = B.d->loop->now_ms; /* at once: the new master is known */
 }
 
 static void broker_sentinel_watch(uint64_t now_ms)
@@ -758,7 +757,7 @@ static void broker_sentinel_watch(uint64_t now_ms)
     if (resp_is_open(&B.sentinel) || now_ms < B.sentinel_retry_ms)
         return;
     const broker_addr *a = broker_seed_addr(B.sentinel_next++);
-    bool ok = resp_open(&B.sentinel, &B.w->loop, a->host, a->port, true);
+    bool ok = resp_open(&B.sentinel, B.d->loop, a->host, a->port, true);
     if (!ok)
         B.sentinel_retry_ms = now_ms + 1000;
 }
@@ -789,7 +788,7 @@ static int broker_node_add(const char *host, int port)
     n->stale = false;
     n->pings = 0;
     B.links_dirty = true;
-    if (!resp_open(&n->cmd, &B.w->loop, host, port, false) || !resp_open(&n->sub, &B.w->loop, host, port, true)) {
+    if (!resp_open(&n->cmd, B.d->loop, host, port, false) || !resp_open(&n->sub, B.d->loop, host, port, true)) {
         broker_went_down("cannot connect to a new cluster master");
         return -1;
     }
@@ -918,7 +917,7 @@ static msg *broker_fill_entry(const redisReply *e, const char *g, size_t glen);
  * node would keep anyway. */
 static int broker_fetch_count(char out[24])
 {
-    int n = B.w->cfg->history; /* worker 0's snapshot: we run in its loop */
+    int n = (*B.d->cfg)->history; /* worker 0's snapshot: we run in its loop */
     return snprintf(out, 24, "%d", n > 0 ? n : 1);
 }
 
@@ -980,7 +979,7 @@ static void broker_resync_finish(broker_resync *r, const redisReply *list)
         broker_held *h = &r->held[i];
         if (h->off < next || !out) { /* a copy (both owners of a moving slot), or no memory */
             if (!out && !B.closing)
-                delivery_deliver_local(&B.w->dl, h->m); /* the broker goes down below first */
+                delivery_deliver_local(B.d, h->m); /* the broker goes down below first */
             else
                 msg_unref(h->m);
             continue;
@@ -998,14 +997,14 @@ static void broker_resync_finish(broker_resync *r, const redisReply *list)
         if (B.closing)
             msg_unref(out[i].m);
         else if (B.phase != PH_UP)
-            delivery_deliver_local(&B.w->dl, out[i].m);
+            delivery_deliver_local(B.d, out[i].m);
         else
-            delivery_deliver_sequenced(&B.w->dl, out[i].m, out[i].off);
+            delivery_deliver_sequenced(B.d, out[i].m, out[i].off);
     }
     free(out);
     free(r->held);
     free(r);
-    delivery_release_held_all(B.w->dl.hub);
+    delivery_release_held_all(B.d->hub);
 }
 
 static void broker_on_resync(resp_conn *rc, redisReply *reply, void *priv)
@@ -1029,7 +1028,7 @@ static void broker_resync_start(const char *g, size_t len, uint64_t after, msg *
         free(r);
         broker_went_down("out of memory filling a hole");
         if (m)
-            delivery_deliver_local(&B.w->dl, m);
+            delivery_deliver_local(B.d, m);
         return;
     }
     memcpy(r->group, g, len);
@@ -1057,7 +1056,7 @@ static void broker_deliver(const char *ch, size_t chlen, const char *p, size_t n
         return;
     const char *colon = memchr(p, ':', n < 24 ? n : 24);
     if (!colon || colon + 1 >= p + n) {
-        METRIC_INC(&B.w->m, broker_errors);
+        METRIC_INC(B.d->m, broker_errors);
         return;
     }
     uint64_t off = strtoull(p, NULL, 10);
@@ -1070,7 +1069,7 @@ static void broker_deliver(const char *ch, size_t chlen, const char *p, size_t n
     memcpy(msg_payload(m), data, dlen);
     m->payload_len = (uint32_t)dlen;
     msg_finish(m, MSG_DATA, kind == 't' ? WS_OP_TEXT : WS_OP_BINARY, all ? NULL : group, glen);
-    METRIC_INC(&B.w->m, broker_received);
+    METRIC_INC(B.d->m, broker_received);
     /* Offsets come from one INCR per group: one already seen is a copy (a
      * slot moving between two masters), one too far means a hole. Broadcasts
      * keep no stream: only copies are dropped for them. */
@@ -1078,7 +1077,7 @@ static void broker_deliver(const char *ch, size_t chlen, const char *p, size_t n
     if (r) {
         if (!broker_resync_hold(r, m, off)) { /* out of memory: not silently */
             broker_went_down("out of memory holding a group's messages");
-            delivery_deliver_local(&B.w->dl, m);
+            delivery_deliver_local(B.d, m);
         }
         return;
     }
@@ -1095,7 +1094,7 @@ static void broker_deliver(const char *ch, size_t chlen, const char *p, size_t n
         broker_resync_start(group, glen, last, m, off);
         return;
     }
-    delivery_deliver_sequenced(&B.w->dl, m, off);
+    delivery_deliver_sequenced(B.d, m, off);
 }
 
 /* Replies on a Pub/Sub connection: messages, and the confirmations of our
@@ -1109,7 +1108,7 @@ static void broker_on_push(broker_node *node, redisReply *reply)
             atomic_fetch_add(&B.redirections, 1);
         else
             log_msg(LOG_WARN, "broker: %.*s", (int)reply->len, reply->str);
-        B.refresh_due_ms = B.w->loop.now_ms;
+        B.refresh_due_ms = B.d->loop->now_ms;
         return;
     }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3)
@@ -1151,7 +1150,7 @@ static void broker_on_push(broker_node *node, redisReply *reply)
         chan_unlock(c);
     }
     if (forced && broker_cluster())
-        B.refresh_due_ms = B.w->loop.now_ms;
+        B.refresh_due_ms = B.d->loop->now_ms;
     if (resume && !broker_resync_find(g, glen))
         broker_resync_start(g, glen, last, NULL, 0);
     else if (sub && !resume) /* subscribed: what came before is read from Redis, then subscribers go live */
@@ -1221,7 +1220,7 @@ static void broker_on_fill_last(resp_conn *rc, redisReply *reply, void *priv)
     if (f->orphan) {
         broker_fetch_done(f->started_ns, false);
         free(f);
-        delivery_release_held_all(B.w->dl.hub);
+        delivery_release_held_all(B.d->hub);
         return;
     }
     f->ok = reply && (reply->type == REDIS_REPLY_NIL || reply->type == REDIS_REPLY_STRING);
@@ -1237,13 +1236,13 @@ static void broker_on_fill(resp_conn *rc, redisReply *reply, void *priv)
     if (!f->ok || !reply || reply->type != REDIS_REPLY_ARRAY) {
         /* The record stays stale: recoveries answer too_old, never nothing. */
         if (reply) {
-            METRIC_INC(&B.w->m, broker_errors);
+            METRIC_INC(B.d->m, broker_errors);
             if (reply->type == REDIS_REPLY_ERROR && broker_cluster()) /* MOVED: the map is old */
-                B.refresh_due_ms = B.w->loop.now_ms;
+                B.refresh_due_ms = B.d->loop->now_ms;
         }
         broker_fetch_done(f->started_ns, false);
         free(f);
-        delivery_release_held_all(B.w->dl.hub);
+        delivery_release_held_all(B.d->hub);
         return;
     }
     uint64_t last = f->last;
@@ -1257,11 +1256,11 @@ static void broker_on_fill(resp_conn *rc, redisReply *reply, void *priv)
         else if (m)
             msg_unref(m);
     }
-    chan_history_cfg hc = delivery_history_cfg(&B.w->dl);
+    chan_history_cfg hc = delivery_history_cfg(B.d);
     chan *c = chan_lock(g, glen);
     if (c) {
         if (chan_confirmed(c) && (list->elements == 0 || v))
-            chan_fill(c, last, v, n, &hc, B.w->loop.now_ms);
+            chan_fill(c, last, v, n, &hc, B.d->loop->now_ms);
         chan_unlock(c);
     }
     for (size_t i = 0; i < n; i++)
@@ -1269,7 +1268,7 @@ static void broker_on_fill(resp_conn *rc, redisReply *reply, void *priv)
     free(v);
     broker_fetch_done(f->started_ns, true);
     free(f);
-    delivery_release_held_all(B.w->dl.hub);
+    delivery_release_held_all(B.d->hub);
 }
 
 static void broker_fill(const char *g, size_t len)
@@ -1280,7 +1279,7 @@ static void broker_fill(const char *g, size_t len)
     resp_conn *cmd = &B.node[broker_node_of(g, len)].cmd;
     broker_filling *f = calloc(1, sizeof *f + len + 1);
     if (!f) {
-        delivery_release_held_all(B.w->dl.hub);
+        delivery_release_held_all(B.d->hub);
         return;
     }
     f->started_ns = broker_now_ns();
@@ -1289,7 +1288,7 @@ static void broker_fill(const char *g, size_t len)
     size_t l1[2] = {3, (size_t)kl};
     if (!resp_command(cmd, broker_on_fill_last, f, 2, a1, l1)) {
         free(f);
-        delivery_release_held_all(B.w->dl.hub);
+        delivery_release_held_all(B.d->hub);
         return;
     }
     /* Every queued callback is called, with no reply if the connection
@@ -1322,13 +1321,13 @@ struct broker_pub {
  * message goes out under the new local epoch, at-least-once. */
 static void broker_publish_failed(broker_pub *p, const char *why)
 {
-    METRIC_INC(&B.w->m, broker_errors);
+    METRIC_INC(B.d->m, broker_errors);
     if (B.phase != PH_DOWN && !B.closing)
         broker_went_down(why);
     if (B.closing)
         msg_unref(p->m);
     else
-        delivery_deliver_local(&B.w->dl, p->m);
+        delivery_deliver_local(B.d, p->m);
     free(p);
 }
 
@@ -1365,7 +1364,7 @@ static void broker_on_publish_reply(resp_conn *rc, redisReply *reply, void *priv
         if (broker_cluster() && redis_parse_redirect(reply->str, reply->len, &rd)) {
             p->hops++;
             atomic_fetch_add(&B.redirections, 1);
-            B.refresh_due_ms = B.w->loop.now_ms;
+            B.refresh_due_ms = B.d->loop->now_ms;
             if (!rd.host[0]) /* "the node you are talking to", at another port */
                 snprintf(rd.host, sizeof rd.host, "%s", rc->host);
             int to = broker_find_node(rd.host, rd.port);
@@ -1377,7 +1376,7 @@ static void broker_on_publish_reply(resp_conn *rc, redisReply *reply, void *priv
             }
         } else if (broker_retryable(reply)) {
             p->hops++;
-            p->retry_at_ms = B.w->loop.now_ms + BROKER_RETRY_MS;
+            p->retry_at_ms = B.d->loop->now_ms + BROKER_RETRY_MS;
             p->next = B.parked;
             B.parked = p;
             return;
@@ -1393,7 +1392,7 @@ static void broker_send_publish(broker_pub *p, int node, bool asking)
     char key[BROKER_KEY_MAX], ch[BROKER_CHANNEL_MAX], hist[BROKER_KEY_MAX], n[24], ttl[24];
     int kl = broker_key(key, "herald:off:", m->group, m->group_len);
     int hl = broker_key(hist, "herald:h:", m->group, m->group_len);
-    const config *cfg = B.w->cfg; /* we run in worker 0's loop: its snapshot */
+    const config *cfg = *B.d->cfg; /* we run in worker 0's loop: its snapshot */
     int nl = snprintf(n, sizeof n, "%d", m->group_len ? cfg->history : 0);
     int tl = snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)cfg->history_ttl_ms);
     int cl = broker_channel(ch, m->group, m->group_len);
@@ -1415,7 +1414,7 @@ static void broker_send_publish(broker_pub *p, int node, bool asking)
     if (asking)
         resp_commandf(rc, NULL, NULL, "ASKING");
     if (resp_command(rc, broker_on_publish_reply, p, 10, argv, lens)) {
-        METRIC_INC(&B.w->m, broker_published);
+        METRIC_INC(B.d->m, broker_published);
     } else {
         broker_publish_failed(p, "cannot queue a publish (Redis too slow?)");
     }
@@ -1444,8 +1443,8 @@ static void broker_enqueue(broker_op op, msg *m, const char *group, size_t len)
         B.head = c;
     B.tail = c;
     pthread_mutex_unlock(&B.lock);
-    if (B.w)
-        worker_wake(B.w);
+    if (B.d)
+        inbox_wake(&B.d->in);
 }
 
 void broker_publish(msg *m) { broker_enqueue(BROKER_PUBLISH, m, m->group, m->group_len); }
@@ -1524,7 +1523,7 @@ static void broker_flush_all(void)
     resp_flush(&B.sentinel);
 }
 
-void broker_attach(worker *w0) { B.w = w0; }
+void broker_attach(delivery *d0) { B.d = d0; }
 
 void broker_poll(uint64_t now_ms)
 {
@@ -1549,7 +1548,7 @@ void broker_poll(uint64_t now_ms)
                 p->m = c->m;
                 broker_send_publish(p, broker_node_of(c->group, c->len), false);
             } else { /* Redis unreachable: local subscribers still get it */
-                delivery_deliver_local(&B.w->dl, c->m);
+                delivery_deliver_local(B.d, c->m);
             }
         } else if (broker_up()) {
             broker_subscribe_group(c->op == BROKER_SUB, c->group, c->len);

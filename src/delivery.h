@@ -36,7 +36,7 @@ typedef struct delivery {
     inbox in;               /* first: the ring's cache-line-aligned indices */
     delivery_hub *hub;
     const config **cfg;     /* the owner's snapshot in force */
-    const loop *loop;       /* the clock */
+    loop *loop;             /* the clock, and the broker's descriptors (worker 0) */
     metrics *m;
     group_table groups;     /* this worker's subscribers by group */
     struct conn **all;      /* every subscriber: broadcasts to all go here */

@@ -241,7 +241,7 @@ int server_run(const config *cfg, int argc, char **argv)
         inited = i + 1;
     }
     if (status == 0)
-        broker_attach(&s.workers[0]);
+        broker_attach(&s.workers[0].dl);
     if (status == 0) {
         for (; started < s.nworkers; started++)
             if (worker_start(&s.workers[started]) != 0) {

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Checks that src/ includes point one way (docs/architecture.md, "Layers"):
+
+  codecs <- data <- loop <- transport <- conn <- delivery <- broker <- proto <- worker <- server <- main
+
+A file may include headers of its own layer or of lower ones. Every file
+must be placed in a layer here (a new module has to be placed on purpose),
+the include graph between modules must have no cycle, and the broker may
+depend on nothing above delivery. Known exceptions are listed in DEBT with
+the reason each still exists; the check fails on any other upward include,
+and on a DEBT entry that is no longer needed (so the list only shrinks).
+
+Usage: scripts/check-layers.py [SRC_DIR]   (exit 0 clean, 1 violations)
+"""
+import os
+import re
+import sys
+
+LAYERS = [
+    ("codecs", "ws http utf8 auth pmd sse redis_slot broker_url names log config query coalesce"),
+    ("data", "msg outq ring chan groups envelope metrics admit deflate"),
+    ("loop", "loop"),
+    ("transport", "transport tls"),
+    ("conn", "conn conn_sse"),
+    ("delivery", "delivery inbox"),
+    ("broker", "broker broker_redis resp"),
+    ("proto", "conn_http conn_ws"),
+    ("worker", "worker"),
+    ("server", "server memwatch"),
+    ("main", "main"),
+]
+
+BROKER_MAY_USE = {"codecs", "data", "loop", "delivery", "broker"}
+
+# memwatch is the server's memory watch, split out only for size.
+SAME_MODULE = {"memwatch": "server"}
+
+# Upward includes that remain, each with why. Remove a line when its include goes.
+DEBT = {
+    ("conn", "worker"): "the dirty list, the connection registry and epoll registration live in the "
+                        "worker: a narrow conn environment struct replaces them",
+    ("conn", "server"): "the TLS context and the memory-pressure flag are read through the worker's server",
+    ("conn_sse", "worker"): "as conn.c: reaches its delivery state and clock through the worker",
+    ("conn_sse", "delivery"): "conn_sse.c holds the /sse route (subscribe, hold) next to the stream "
+                              "framing the conn layer uses: the route belongs with the proto layer",
+    ("conn_sse", "broker"): "the /sse route asks whether the cluster broker is up (as above)",
+    ("conn_ws", "worker"): "reaches its delivery state, clock and metrics through the worker",
+    ("conn_http", "worker"): "reaches its delivery state, clock and metrics through the worker",
+    ("conn_http", "server"): "/metrics, /stats and the status page render the server's totals",
+    ("conn_http", "memwatch"): "refuses large bodies under memory pressure (server-wide flag)",
+    ("delivery", "broker"): "publish and subscribe go to the cluster broker when there is one: a "
+                            "registered broker interface would invert it",
+    ("metrics", "broker"): "the metrics text includes the broker's links and counters",
+    ("worker", "server"): "a worker reads its server's TLS context and worker count through w->srv",
+    ("worker", "memwatch"): "worker 0 ticks the process-wide memory watch, and each worker sheds for it",
+    # Not upward, but a cycle inside one layer:
+    ("conn_sse", "conn"): "conn.c frames SSE events through conn_sse.c, which is itself a conn: the "
+                          "stream framing belongs in conn, the /sse route in proto",
+}
+
+INCLUDE = re.compile(r'^\s*#\s*include\s+"([A-Za-z0-9_]+)\.h"', re.M)
+
+
+def main():
+    src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "src")
+    layer_of, names = {}, []
+    for i, (name, mods) in enumerate(LAYERS):
+        names.append(name)
+        for m in mods.split():
+            layer_of[m] = i
+    problems, edges, used_debt = [], {}, set()
+    for fn in sorted(os.listdir(src)):
+        if not fn.endswith((".c", ".h")):
+            continue
+        mod = fn[:-2]
+        if mod not in layer_of:
+            problems.append(f"src/{fn}: module '{mod}' is in no layer (place it in scripts/check-layers.py)")
+            continue
+        with open(os.path.join(src, fn), encoding="utf-8") as f:
+            text = f.read()
+        for dep in INCLUDE.findall(text):
+            if dep == mod:
+                continue
+            if dep not in layer_of:
+                problems.append(f"src/{fn}: includes {dep}.h, which is in no layer")
+                continue
+            edges.setdefault(mod, set()).add(dep)
+            if (mod, dep) in DEBT:
+                used_debt.add((mod, dep))
+            lm, ld = layer_of[mod], layer_of[dep]
+            # The broker rides on the loop and hands messages to delivery: nothing else above data.
+            broker_bad = names[lm] == "broker" and names[ld] not in BROKER_MAY_USE
+            if ld > lm or broker_bad:
+                if (mod, dep) in DEBT:
+                    used_debt.add((mod, dep))
+                    continue
+                problems.append(f"src/{fn}: includes {dep}.h: {names[lm]} may not depend on "
+                                f"{names[ld]}")
+    for key in sorted(set(DEBT) - used_debt):
+        problems.append(f"DEBT entry {key[0]} -> {key[1]} is no longer needed: remove it")
+    # Cycles between modules, debt edges excluded (they are listed above).
+    graph = {}
+    for m, ds in edges.items():
+        for d in ds:
+            a, b = SAME_MODULE.get(m, m), SAME_MODULE.get(d, d)
+            if (m, d) not in DEBT and a != b:
+                graph.setdefault(a, set()).add(b)
+    state, stack = {}, []
+
+    def visit(m):
+        state[m] = 1
+        stack.append(m)
+        for d in sorted(graph.get(m, ())):
+            if state.get(d) == 1:
+                problems.append("include cycle: " + " -> ".join(stack[stack.index(d):] + [d]))
+            elif d not in state:
+                visit(d)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    for p in problems:
+        print(p)
+    print(f"check-layers: {len(edges)} modules, {sum(len(v) for v in edges.values())} includes, "
+          f"{len(used_debt)} known exceptions, {len(problems)} problems")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

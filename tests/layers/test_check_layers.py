@@ -1,0 +1,63 @@
+"""scripts/check-layers.py: clean on src/, and it catches what it is for (an upward include, a
+module placed in no layer, a cycle, the broker reaching above delivery, a stale exception)."""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(ROOT, "scripts", "check-layers.py")
+
+
+def run(src):
+    p = subprocess.run([sys.executable, SCRIPT, src], capture_output=True, text=True, timeout=60)
+    return p.returncode, p.stdout
+
+
+def with_change(fn, edit):
+    d = tempfile.mkdtemp()
+    try:
+        src = os.path.join(d, "src")
+        shutil.copytree(os.path.join(ROOT, "src"), src)
+        edit(src)
+        return run(src)
+    finally:
+        shutil.rmtree(d)
+
+
+def append(path, text):
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+
+
+def main():
+    rc, out = run(os.path.join(ROOT, "src"))
+    assert rc == 0, f"src/ breaks the layering:\n{out}"
+
+    rc, out = with_change("loop", lambda s: append(os.path.join(s, "loop.c"), '#include "conn.h"\n'))
+    assert rc == 1 and "src/loop.c: includes conn.h: loop may not depend on conn" in out, out
+
+    rc, out = with_change("new", lambda s: append(os.path.join(s, "stray.c"), "int x;\n"))
+    assert rc == 1 and "module 'stray' is in no layer" in out, out
+
+    rc, out = with_change("cycle", lambda s: append(os.path.join(s, "msg.c"), '#include "outq.h"\n'))
+    assert rc == 1 and "include cycle:" in out and "msg" in out and "outq" in out, out
+
+    rc, out = with_change("broker", lambda s: append(os.path.join(s, "resp.c"), '#include "conn.h"\n'))
+    assert rc == 1 and "src/resp.c: includes conn.h: broker may not depend on conn" in out, out
+
+    def drop_debt(s):  # metrics.c stops including broker.h: its DEBT entry must go too
+        p = os.path.join(s, "metrics.c")
+        with open(p, encoding="utf-8") as f:
+            text = f.read().replace('#include "broker.h"\n', "")
+        with open(p, "w", encoding="utf-8") as f:
+            f.write(text)
+    rc, out = with_change("debt", drop_debt)
+    assert rc == 1 and "DEBT entry metrics -> broker is no longer needed" in out, out
+    print("check-layers: clean on src/, and catches upward includes, unplaced modules, cycles, "
+          "the broker's bound and stale exceptions")
+
+
+if __name__ == "__main__":
+    main()
