@@ -37,14 +37,10 @@ SAME_MODULE = {"memwatch": "server"}
 
 # Upward includes that remain, each with why. Remove a line when its include goes.
 DEBT = {
-    ("conn", "worker"): "the dirty list, the connection registry and epoll registration live in the "
-                        "worker: a narrow conn environment struct replaces them",
-    ("conn", "server"): "the TLS context and the memory-pressure flag are read through the worker's server",
     ("conn_sse", "worker"): "as conn.c: reaches its delivery state and clock through the worker",
     ("conn_sse", "delivery"): "conn_sse.c holds the /sse route (subscribe, hold) next to the stream "
                               "framing the conn layer uses: the route belongs with the proto layer",
     ("conn_sse", "broker"): "the /sse route asks whether the cluster broker is up (as above)",
-    ("conn_ws", "worker"): "reaches its delivery state, clock and metrics through the worker",
     ("conn_http", "worker"): "reaches its delivery state, clock and metrics through the worker",
     ("conn_http", "server"): "/metrics, /stats and the status page render the server's totals",
     ("conn_http", "memwatch"): "refuses large bodies under memory pressure (server-wide flag)",

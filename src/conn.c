@@ -13,13 +13,11 @@
 #include "conn_sse.h"
 #include "deflate.h"
 #include "log.h"
-#include "server.h"
-#include "worker.h"
 
 /* An idle connection's size is herald's memory per client: SSE (sse) and
  * permessage-deflate (zin, pmd bits) together must not grow it. */
 #if UINTPTR_MAX == UINT64_MAX
-_Static_assert(sizeof(conn) <= 440, "struct conn grew past 440 bytes");
+_Static_assert(sizeof(conn) <= 448, "struct conn grew past 448 bytes");
 #endif
 
 #define CONN_IOV 128
@@ -40,33 +38,115 @@ static void conn_on_io(loop_handler *h, uint32_t events)
         conn_on_readable(c);
 }
 
-void conn_mark_dirty(conn *c) { worker_mark_dirty(c->w, c); }
+void conn_mark_dirty(conn *c)
+{
+    if (c->dirty || c->dead)
+        return;
+    c->dirty = true;
+    c->next_dirty = c->env->dirty;
+    c->env->dirty = c;
+}
 
-struct delivery *conn_delivery(conn *c) { return &c->w->dl; }
+int conn_watch(conn *c, bool want_out)
+{
+    return loop_mod(c->env->loop, c->t.fd, &c->io,
+                    (c->read_paused ? 0 : EPOLLIN) | (want_out ? EPOLLOUT : 0));
+}
 
-conn *conn_new(worker *w, int fd)
+struct delivery *conn_delivery(conn *c) { return c->env->dl; }
+
+static bool conn_register(conn_env *e, conn *c)
+{
+    if (e->nconns == e->cap_conns) {
+        uint32_t nc = e->cap_conns ? e->cap_conns * 2 : 64;
+        conn **a = realloc(e->conns, sizeof *a * nc);
+        if (!a)
+            return false;
+        e->conns = a;
+        e->cap_conns = nc;
+    }
+    c->slot = e->nconns;
+    e->conns[e->nconns++] = c;
+    return true;
+}
+
+static void conn_unregister(conn_env *e, conn *c)
+{
+    conn *last = e->conns[--e->nconns];
+    e->conns[c->slot] = last;
+    last->slot = c->slot;
+}
+
+uint32_t conn_flush_dirty(conn_env *e)
+{
+    conn *c;
+    uint32_t n = 0;
+    while ((c = e->dirty)) {
+        e->dirty = c->next_dirty;
+        c->dirty = false;
+        if (!c->dead) {
+            conn_flush(c);
+            n++;
+        }
+    }
+    msg_batch_flush(&e->release);
+    return n;
+}
+
+/* Destroyed connections are freed here -- except those still on the dirty
+ * list (a held-back flush pass has not walked it yet): they wait. */
+void conn_bury(conn_env *e)
+{
+    conn *c, *keep = NULL;
+    while ((c = e->graveyard)) {
+        e->graveyard = c->next_dead;
+        if (c->dirty) {
+            c->next_dead = keep;
+            keep = c;
+        } else {
+            conn_free(c);
+        }
+    }
+    e->graveyard = keep;
+}
+
+void conn_env_cleanup(conn_env *e)
+{
+    for (uint32_t i = e->nconns; i-- > 0;)
+        conn_destroy(e->conns[i]);
+    for (conn *c = e->dirty; c; c = c->next_dirty)
+        c->dirty = false;
+    e->dirty = NULL;
+    conn_bury(e);
+    msg_batch_flush(&e->release);
+    free(e->conns);
+    e->conns = NULL;
+}
+
+conn *conn_new(conn_env *w, int fd)
 {
     conn *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
     c->io.on_io = conn_on_io;
-    c->w = w;
+    c->env = w;
+    c->w = w->owner;
     c->state = CONN_HTTP;
     c->keepalive = true;
-    c->last_read_ms = w->loop.now_ms;
-    c->last_progress_ms = w->loop.now_ms;
-    if (!transport_open(&c->t, fd, w->srv->tls, &c->ctl_frames)) {
+    c->last_read_ms = w->loop->now_ms;
+    c->last_progress_ms = w->loop->now_ms;
+    if (!transport_open(&c->t, fd, w->tls, &c->ctl_frames)) {
         free(c);
         return NULL;
     }
-    if (!worker_add_conn(w, c)) {
+    if (!conn_register(w, c)) {
         transport_close(&c->t);
         free(c);
         return NULL;
     }
-    METRIC_INC(&w->m, connections_open);
-    METRIC_INC(&w->m, connections_accepted);
-    METRIC_ADD(&w->m, conn_memory, sizeof *c);
+    METRIC_INC(w->m, connections_open);
+    METRIC_INC(w->m, connections_accepted);
+    METRIC_ADD(w->m, conn_memory, sizeof *c);
     return c;
 }
 
@@ -92,9 +172,9 @@ static void conn_gauge(_Atomic uint64_t *g, size_t before, size_t after)
 
 static void conn_account(conn *c, conn_qsnap before)
 {
-    conn_gauge(&c->w->m.queued_bytes, before.bytes, c->q.bytes);
-    conn_gauge(&c->w->m.queue_memory, before.mem, c->q.mem);
-    conn_gauge(&c->w->m.queue_arrays, before.cap * sizeof(msg *), c->q.cap * sizeof(msg *));
+    conn_gauge(&c->env->m->queued_bytes, before.bytes, c->q.bytes);
+    conn_gauge(&c->env->m->queue_memory, before.mem, c->q.mem);
+    conn_gauge(&c->env->m->queue_arrays, before.cap * sizeof(msg *), c->q.cap * sizeof(msg *));
 }
 
 /* Queues m, taking over its reference; false (reference kept by the caller)
@@ -102,7 +182,7 @@ static void conn_account(conn *c, conn_qsnap before)
 bool conn_queue(conn *c, msg *m, bool urgent)
 {
     if (outq_empty(&c->q))
-        c->last_progress_ms = c->w->loop.now_ms;
+        c->last_progress_ms = c->env->loop->now_ms;
     conn_qsnap before = conn_snap(c);
     if (!(urgent ? outq_push_urgent(&c->q, m) : outq_push(&c->q, m))) {
         log_msg(LOG_WARN, "out of memory queueing for fd %d", c->t.fd);
@@ -110,7 +190,7 @@ bool conn_queue(conn *c, msg *m, bool urgent)
         return false;
     }
     conn_account(c, before);
-    worker_mark_dirty(c->w, c);
+    conn_mark_dirty(c);
     return true;
 }
 
@@ -134,7 +214,7 @@ void conn_send_pong(conn *c, const void *payload, size_t n)
     conn_qsnap before = conn_snap(c);
     if (outq_replace_control(&c->q, WS_OP_PONG, m)) {
         conn_account(c, before);
-        METRIC_INC(&c->w->m, pongs_coalesced);
+        METRIC_INC(c->env->m, pongs_coalesced);
         return;
     }
     conn_send(c, m, true);
@@ -145,8 +225,8 @@ void conn_close_after_flush(conn *c)
     c->close_after_flush = true;
     if (c->state != CONN_DRAIN)
         c->state = CONN_CLOSING;
-    c->deadline_ms = c->w->loop.now_ms + c->w->cfg->write_timeout_ms + CONN_DRAIN_MS;
-    worker_mark_dirty(c->w, c);
+    c->deadline_ms = c->env->loop->now_ms + c->env->cfg->write_timeout_ms + CONN_DRAIN_MS;
+    conn_mark_dirty(c);
 }
 
 void conn_close_ws(conn *c, unsigned code, const char *reason, bool after_data)
@@ -161,8 +241,8 @@ void conn_close_ws(conn *c, unsigned code, const char *reason, bool after_data)
         conn_qsnap before = conn_snap(c);
         uint32_t dropped = outq_drop_unstarted_data(&c->q);
         conn_account(c, before);
-        if (dropped && c->w->cfg->slow_policy == SLOW_DROP_OLDEST)
-            METRIC_ADD(&c->w->m, messages_dropped, dropped);
+        if (dropped && c->env->cfg->slow_policy == SLOW_DROP_OLDEST)
+            METRIC_ADD(c->env->m, messages_dropped, dropped);
     }
     msg *m = msg_new_close(code, reason);
     if (!m) {
@@ -178,26 +258,26 @@ void conn_shed(conn *c, const char *reason)
 {
     if (c->state != CONN_WS)
         return;
-    if (c->w->cfg->slow_policy == SLOW_CLOSE) {
-        METRIC_INC(&c->w->m, slow_consumer_closes);
+    if (c->env->cfg->slow_policy == SLOW_CLOSE) {
+        METRIC_INC(c->env->m, slow_consumer_closes);
         conn_close_ws(c, WS_CLOSE_POLICY, reason, false);
         return;
     }
     if (c->sse) {
-        METRIC_ADD(&c->w->m, messages_dropped, conn_sse_drop_unsent(c));
+        METRIC_ADD(c->env->m, messages_dropped, conn_sse_drop_unsent(c));
         return;
     }
     conn_qsnap before = conn_snap(c);
     uint32_t dropped = outq_drop_unstarted_data(&c->q);
     conn_account(c, before);
-    METRIC_ADD(&c->w->m, messages_dropped, dropped);
+    METRIC_ADD(c->env->m, messages_dropped, dropped);
 }
 
 uint32_t conn_drop_prefixed(conn *c, size_t room, uint8_t prefix_op)
 {
     conn_qsnap before = conn_snap(c);
     uint32_t n = 0;
-    while ((room == SIZE_MAX || c->q.mem + room > c->w->cfg->queue_limit) &&
+    while ((room == SIZE_MAX || c->q.mem + room > c->env->cfg->queue_limit) &&
            outq_drop_oldest_data_prefixed(&c->q, prefix_op))
         n++;
     conn_account(c, before);
@@ -218,7 +298,7 @@ bool conn_enqueue(conn *c, msg *m)
         return conn_sse_enqueue(c, m);
     if (c->state != CONN_WS || c->dead)
         return false;
-    const config *cfg = c->w->cfg;
+    const config *cfg = c->env->cfg;
     /* TLS records already encrypted count with the queue: one rule for both. */
     size_t cost = outq_cost(m) + transport_pending(&c->t);
     if (c->q.mem + cost > cfg->queue_limit && !outq_empty(&c->q)) {
@@ -231,7 +311,7 @@ bool conn_enqueue(conn *c, msg *m)
         while (c->q.mem + cost > cfg->queue_limit && outq_drop_oldest_data(&c->q))
             dropped++;
         conn_account(c, before);
-        METRIC_ADD(&c->w->m, messages_dropped, dropped);
+        METRIC_ADD(c->env->m, messages_dropped, dropped);
     }
     /* No reference taken here: the fan-out adds them all at once. */
     return conn_queue(c, m, false);
@@ -241,15 +321,15 @@ static void conn_flush_done(conn *c);
 
 static void conn_after_write(conn *c, const outq_done *done)
 {
-    worker *w = c->w;
+    conn_env *w = c->env;
     if (done->bytes) {
-        c->last_progress_ms = w->loop.now_ms;
-        METRIC_ADD(&w->m, bytes_out, done->bytes);
+        c->last_progress_ms = w->loop->now_ms;
+        METRIC_ADD(w->m, bytes_out, done->bytes);
     }
     if (done->data_msgs) {
-        METRIC_ADD(&w->m, deliveries, done->data_msgs);
+        METRIC_ADD(w->m, deliveries, done->data_msgs);
         if (c->sse)
-            METRIC_ADD(&w->m, deliveries_sse, done->data_msgs);
+            METRIC_ADD(w->m, deliveries_sse, done->data_msgs);
     }
 }
 
@@ -264,13 +344,13 @@ static uint64_t conn_now_us(void)
  * we choose not to write would spin the loop. */
 static void conn_quiet(conn *c)
 {
-    if (c->want_out && worker_epoll_mod(c->w, c, false) == 0)
+    if (c->want_out && conn_watch(c, false) == 0)
         c->want_out = false;
 }
 
 static void conn_wait_writable(conn *c)
 {
-    if (!c->want_out && worker_epoll_mod(c->w, c, true) == 0)
+    if (!c->want_out && conn_watch(c, true) == 0)
         c->want_out = true;
 }
 
@@ -288,7 +368,7 @@ void conn_flush(conn *c)
         size_t held = transport_pending(&c->t);
         int rc = transport_flush(&c->t);
         if (transport_pending(&c->t) < held)
-            c->last_progress_ms = c->w->loop.now_ms;
+            c->last_progress_ms = c->env->loop->now_ms;
         if (rc < 0) {
             conn_destroy(c); /* EPIPE, ECONNRESET: the peer is gone */
             return;
@@ -313,13 +393,13 @@ void conn_flush(conn *c)
             conn_destroy(c);
             return;
         }
-        outq_done done = {.lat = &c->w->m, .release = &c->w->release, .now_us = conn_now_us()};
+        outq_done done = {.lat = c->env->m, .release = &c->env->release, .now_us = conn_now_us()};
         conn_qsnap before = conn_snap(c);
         outq_consume(&c->q, (size_t)r, &done);
         conn_account(c, before);
         conn_after_write(c, &done);
         if (done.data_msgs && c->t.ssl && !c->sse)
-            METRIC_ADD(&c->w->m, deliveries_tls, done.data_msgs);
+            METRIC_ADD(c->env->m, deliveries_tls, done.data_msgs);
     }
     conn_flush_done(c);
 }
@@ -334,12 +414,12 @@ static void conn_flush_done(conn *c)
     } else if (c->read_paused && !c->dead) {
         /* Answers are out: take up the pipelined requests that waited. */
         c->read_paused = false;
-        c->last_read_ms = c->w->loop.now_ms; /* we were the ones behind, not the client */
+        c->last_read_ms = c->env->loop->now_ms; /* we were the ones behind, not the client */
         c->want_out = false;
-        worker_epoll_mod(c->w, c, false);
-        size_t n = conn_take_pending(c, c->w->scratch);
+        conn_watch(c, false);
+        size_t n = conn_take_pending(c, c->env->scratch);
         if (n)
-            conn_process(c, c->w->scratch, n);
+            conn_process(c, c->env->scratch, n);
         /* TLS may hold decrypted bytes epoll cannot see (reading stopped on
          * an inflate budget, conn_ws_yield): read them now. */
         if (!c->dead && !c->read_paused && transport_buffered(&c->t))
@@ -360,7 +440,7 @@ static void conn_flush_done(conn *c)
             return;
         }
         c->state = CONN_DRAIN;
-        c->deadline_ms = c->w->loop.now_ms + CONN_DRAIN_MS;
+        c->deadline_ms = c->env->loop->now_ms + CONN_DRAIN_MS;
     }
 }
 
@@ -373,7 +453,7 @@ bool conn_keep_pending(conn *c, const uint8_t *p, size_t n)
         return false;
     memcpy(c->pend, p, n);
     c->pend_len = (uint32_t)n;
-    METRIC_ADD(&c->w->m, conn_memory, n);
+    METRIC_ADD(c->env->m, conn_memory, n);
     return true;
 }
 
@@ -383,7 +463,7 @@ size_t conn_take_pending(conn *c, uint8_t *dst)
     if (dst && n)
         memcpy(dst, c->pend, n);
     free(c->pend);
-    METRIC_SUB(&c->w->m, conn_memory, n);
+    METRIC_SUB(c->env->m, conn_memory, n);
     c->pend = NULL;
     c->pend_len = 0;
     return n;
@@ -398,7 +478,7 @@ static void conn_pause_reading(conn *c, const uint8_t *p, size_t n)
         return;
     }
     c->read_paused = true;
-    worker_epoll_mod(c->w, c, c->want_out);
+    conn_watch(c, c->want_out);
 }
 
 void conn_process(conn *c, uint8_t *p, size_t n)
@@ -442,17 +522,17 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
      * replies) may not take the connection past its limit, with one staged
      * run of data of slack, so a subscriber whose queue is legitimately full
      * is not cut off for sending a pong. */
-    size_t limit = c->w->cfg->queue_limit + TRANSPORT_TLS_STAGE;
+    size_t limit = c->env->cfg->queue_limit + TRANSPORT_TLS_STAGE;
     ssize_t r = transport_read(&c->t, buf, cap, c->q.mem < limit ? limit - c->q.mem : 0);
     /* A flood of post-handshake messages (KeyUpdates: tls.c counts them) is
      * a flood of requests like control frames are, whatever the
      * connection's state. */
     if (c->t.ready && c->ctl_frames != ctl_before && !conn_frame_rate_ok(c)) {
-        METRIC_INC(&c->w->m, rate_limited);
+        METRIC_INC(c->env->m, rate_limited);
         return -2;
     }
     if (r == TRANSPORT_OVER) {
-        METRIC_INC(&c->w->m, slow_consumer_closes);
+        METRIC_INC(c->env->m, slow_consumer_closes);
         return -2;
     }
     /* Reading can make records to send (handshake, KeyUpdate replies): they
@@ -460,14 +540,14 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
      * for them and never reads is a slow consumer. */
     size_t owed = transport_pending(&c->t);
     if (owed > owed_before && owed_before == 0 && outq_empty(&c->q))
-        c->last_progress_ms = c->w->loop.now_ms; /* data starts waiting now */
+        c->last_progress_ms = c->env->loop->now_ms; /* data starts waiting now */
     /* The handshake is part of the first request head: --header-timeout
      * runs from its first byte, so a trickled handshake ends too. */
     if (c->state == CONN_HTTP) {
         if (!c->t.ready) {
             if (!c->head_active) {
                 c->head_active = true;
-                c->deadline_ms = c->w->loop.now_ms + c->w->cfg->header_timeout_ms;
+                c->deadline_ms = c->env->loop->now_ms + c->env->cfg->header_timeout_ms;
             }
         } else if (!was_ready && r <= 0 && c->head_active) {
             /* The handshake finished in this read and no request byte came
@@ -480,7 +560,7 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
     /* The handshake (or a key update) may have produced bytes to send, or
      * just finished with a response already waiting in the queue. */
     if (owed > 0 || (!was_ready && c->t.ready && !outq_empty(&c->q)))
-        worker_mark_dirty(c->w, c);
+        conn_mark_dirty(c);
     if (r == TRANSPORT_AGAIN)
         return -1;
     return r < 0 ? -2 : r;
@@ -488,7 +568,7 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
 
 void conn_on_readable(conn *c)
 {
-    worker *w = c->w;
+    conn_env *w = c->env;
     do {
         size_t have = conn_take_pending(c, w->scratch);
         ssize_t r = conn_io_read(c, w->scratch + have, w->scratch_cap - have);
@@ -501,8 +581,8 @@ void conn_on_readable(conn *c)
             conn_destroy(c); /* EOF or error */
             return;
         }
-        METRIC_ADD(&w->m, bytes_in, (uint64_t)r);
-        c->last_read_ms = w->loop.now_ms;
+        METRIC_ADD(w->m, bytes_in, (uint64_t)r);
+        c->last_read_ms = w->loop->now_ms;
         conn_process(c, w->scratch, have + (size_t)r);
         /* TLS may hold decrypted bytes epoll cannot see: read them now. */
     } while (!c->dead && !c->read_paused && transport_buffered(&c->t));
@@ -514,12 +594,12 @@ void conn_on_readable(conn *c)
  * idle keep-alive connection goes after --idle-timeout. */
 static void conn_tick_http(conn *c, uint64_t now, bool writing)
 {
-    const config *cfg = c->w->cfg;
+    const config *cfg = c->env->cfg;
     if (c->read_paused)
         return;
     if (c->state == CONN_HTTP_BODY) {
         if (now >= c->deadline_ms) {
-            METRIC_INC(&c->w->m, request_timeouts[METRICS_PHASE_BODY]);
+            METRIC_INC(c->env->m, request_timeouts[METRICS_PHASE_BODY]);
             msg_unref(c->pub);
             c->pub = NULL;
             c->state = CONN_HTTP;
@@ -527,7 +607,7 @@ static void conn_tick_http(conn *c, uint64_t now, bool writing)
         }
     } else if (c->head_active) {
         if (now >= c->deadline_ms) {
-            METRIC_INC(&c->w->m, request_timeouts[METRICS_PHASE_HEAD]);
+            METRIC_INC(c->env->m, request_timeouts[METRICS_PHASE_HEAD]);
             if (!c->t.ready) {
                 conn_destroy(c); /* no channel to answer on yet */
                 return;
@@ -543,7 +623,7 @@ static void conn_tick_http(conn *c, uint64_t now, bool writing)
 
 void conn_tick(conn *c, uint64_t now)
 {
-    const config *cfg = c->w->cfg;
+    const config *cfg = c->env->cfg;
     if (c->state == CONN_CLOSING || c->state == CONN_DRAIN) {
         if (now >= c->deadline_ms)
             conn_destroy(c);
@@ -551,7 +631,7 @@ void conn_tick(conn *c, uint64_t now)
     }
     bool writing = !outq_empty(&c->q) || transport_pending(&c->t) > 0;
     if (writing && now - c->last_progress_ms >= cfg->write_timeout_ms) {
-        METRIC_INC(&c->w->m, write_timeouts);
+        METRIC_INC(c->env->m, write_timeouts);
         conn_destroy(c);
         return;
     }
@@ -570,7 +650,7 @@ void conn_tick(conn *c, uint64_t now)
                 conn_sse_keepalive(c);
         }
     } else if (silent >= cfg->idle_timeout_ms) {
-        METRIC_INC(&c->w->m, idle_timeouts);
+        METRIC_INC(c->env->m, idle_timeouts);
         conn_close_ws(c, WS_CLOSE_GOING_AWAY, "idle timeout", false);
         if (!c->dead)
             c->deadline_ms = now + CONN_DRAIN_MS;
@@ -605,27 +685,24 @@ void conn_destroy(conn *c)
 {
     if (c->dead)
         return;
-    worker *w = c->w;
+    conn_env *w = c->env;
     c->dead = true;
-    if (c->hold) {
-        delivery_unhold(&w->dl, c);
-        c->hold = false;
-    }
+    if (w->forget)
+        w->forget(c); /* leaves its groups and the cluster hold (delivery_forget) */
     if (c->role == ROLE_SUB)
-        METRIC_SUB(&w->m, subscribers_open, 1);
+        METRIC_SUB(w->m, subscribers_open, 1);
     if (c->role == ROLE_SUB && c->sse)
-        METRIC_SUB(&w->m, sse_open, 1);
+        METRIC_SUB(w->m, sse_open, 1);
     else if (c->role == ROLE_PUB)
-        METRIC_SUB(&w->m, publishers_open, 1);
-    delivery_leave_all(c);
-    worker_remove_conn(w, c);
+        METRIC_SUB(w->m, publishers_open, 1);
+    conn_unregister(w, c);
     conn_qsnap before = conn_snap(c);
     outq_clear(&c->q);
     conn_account(c, before);
     transport_close(&c->t);
     if (c->ip_counted)
         admit_ip_release(&c->ip);
-    METRIC_SUB(&w->m, connections_open, 1);
+    METRIC_SUB(w->m, connections_open, 1);
     c->next_dead = w->graveyard;
     w->graveyard = c;
 }
@@ -633,7 +710,7 @@ void conn_destroy(conn *c)
 void conn_free(conn *c)
 {
     conn_take_pending(c, NULL);
-    METRIC_SUB(&c->w->m, conn_memory, sizeof *c);
+    METRIC_SUB(c->env->m, conn_memory, sizeof *c);
     free(c->subs);
     free(c->pub_group);
     if (c->sse) {

@@ -8,8 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "groups.h"
 #include "admit.h"
+#include "config.h"
+#include "groups.h"
+#include "metrics.h"
 #include "loop.h"
 #include "msg.h"
 #include "outq.h"
@@ -17,7 +19,51 @@
 #include "ws.h"
 
 struct worker;
+struct delivery;
+struct conn;
+typedef struct ssl_ctx_st SSL_CTX;
 
+/* What a connection reaches of its worker, and nothing more: the config
+ * snapshot in force, the clock and the descriptor registration (its loop),
+ * metrics, one read buffer shared by the worker's connections, the batch of
+ * message releases, TLS, its delivery state (for the protocol handlers), and
+ * the connection lists the worker walks (registry, flush, graveyard). */
+typedef struct conn_env {
+    const config *cfg;
+    loop *loop;
+    metrics *m;
+    uint8_t *scratch;
+    size_t scratch_cap;
+    msg_batch release;   /* releases of written messages, applied once per pass */
+    SSL_CTX *tls;        /* NULL: cleartext */
+    struct delivery *dl;
+    struct conn **conns; /* every connection, for the tick and the drain */
+    uint32_t nconns, cap_conns;
+    struct conn *dirty;      /* to flush at the end of the pass */
+    struct conn *graveyard;  /* destroyed, freed after the pass */
+    void *owner;             /* the worker (transitional: conn_http.c, conn_sse.c) */
+    /* The upper layers' part of a teardown, first thing in conn_destroy:
+     * delivery_forget (groups, broadcast list, cluster hold). */
+    void (*forget)(struct conn *c);
+} conn_env;
+
+/* A connection's life. The role says what it became, the state where it is:
+ *
+ *   role HTTP      HTTP --head announcing a body--> HTTP_BODY --body read--> HTTP
+ *                  HTTP --/ws or /sse accepted--> WS with role SUB (SSE: c->sse set)
+ *                  HTTP --/publish upgrade accepted--> WS with role PUB
+ *   every role     --conn_close_after_flush (an HTTP refusal or Connection: close,
+ *                    a close frame queued, an SSE stream's end)--> CLOSING:
+ *                    input ignored while the queue flushes, then the transport
+ *                    shuts down (close_notify, SHUT_WR) --> DRAIN: input read and
+ *                    discarded until the peer's EOF or CONN_DRAIN_MS --> destroyed
+ *                  --conn_abort (out of memory, from any context)--> DRAIN with a
+ *                    passed deadline --> destroyed at the next event or tick
+ *                  --the peer gone, an I/O error, a timer (tick)--> destroyed
+ *
+ * conn_destroy is the one teardown every path ends in: the upper layers'
+ * forget hook (groups, broadcast list, cluster hold), the queue, the
+ * transport, the per-IP slot; the memory goes after the pass (conn_bury). */
 typedef enum conn_state {
     CONN_HTTP = 0,  /* reading request heads */
     CONN_HTTP_BODY, /* reading a POST /publish body into c->pub */
@@ -73,7 +119,8 @@ typedef struct conn {
     /* CLOSING/DRAIN: destroy after this; HTTP with head_active: 408 after
      * this (--header-timeout from the first byte); HTTP_BODY: 408 after this. */
     uint64_t deadline_ms;
-    struct worker *w;
+    conn_env *env;
+    struct worker *w;          /* transitional: env->owner, for conn_http.c and conn_sse.c */
     struct conn *next_dirty;
     struct conn *next_dead;
     uint8_t *pend;         /* unparsed partial request head (pend_len bytes, below) */
@@ -94,7 +141,18 @@ typedef struct conn {
     ws_reader rd;
 } conn;
 
-conn *conn_new(struct worker *w, int fd);
+conn *conn_new(conn_env *env, int fd);
+
+/* The environment's lists: flushes every connection marked dirty (then
+ * applies the release batch) and returns how many; frees the destroyed;
+ * destroys all (worker cleanup). */
+uint32_t conn_flush_dirty(conn_env *e);
+void conn_bury(conn_env *e);
+void conn_env_cleanup(conn_env *e);
+
+/* Re-registers the connection's events: EPOLLIN unless reading is paused,
+ * EPOLLOUT when want_out. */
+int conn_watch(conn *c, bool want_out);
 
 /* Event entry points from the worker loop. */
 void conn_on_readable(conn *c);

@@ -12,7 +12,6 @@
 #include "delivery.h"
 #include "envelope.h"
 #include "log.h"
-#include "worker.h"
 
 #define CONN_PUB_MIN_CAP 4096
 /* Inflated bytes one read event may cost (a few ms of zlib): past it the
@@ -32,7 +31,7 @@ static bool conn_pub_append(conn *c, const uint8_t *d, size_t len)
         size_t cap = m && m->cap ? m->cap : CONN_PUB_MIN_CAP;
         while (cap < need)
             cap *= 2;
-        size_t max = c->w->cfg->max_message_size;
+        size_t max = c->env->cfg->max_message_size;
         if (cap > max && need <= max)
             cap = max;
         msg *n = m ? msg_grow(m, cap) : msg_alloc(cap);
@@ -58,8 +57,8 @@ static void conn_pub_finish(conn *c, uint8_t opcode)
         m = msg_trim(m, m->payload_len);
     const char *g = c->pub_group;
     msg_finish(m, MSG_DATA, opcode, g, g ? strlen(g) : 0);
-    METRIC_INC(&c->w->m, published_ws);
-    delivery_publish(&c->w->dl, m);
+    METRIC_INC(c->env->m, published_ws);
+    delivery_publish(c->env->dl, m);
 }
 
 
@@ -75,7 +74,7 @@ typedef struct conn_inflate_ctx {
 static bool conn_inflate_sink(void *arg, const uint8_t *p, size_t n)
 {
     conn_inflate_ctx *x = arg;
-    METRIC_ADD(&x->c->w->m, inflate_bytes_out, n);
+    METRIC_ADD(x->c->env->m, inflate_bytes_out, n);
     x->out += n;
     /* The reader leaves a compressed message's UTF-8 to us: it is checked on
      * the inflated text, failing fast like uncompressed text. */
@@ -114,10 +113,10 @@ static bool conn_inflate(conn *c, const uint8_t *p, size_t n, bool last, uint8_t
         conn_close_ws(c, WS_CLOSE_INTERNAL, "out of memory", false);
         return false;
     }
-    METRIC_ADD(&c->w->m, inflate_bytes_in, n);
+    METRIC_ADD(c->env->m, inflate_bytes_in, n);
     conn_inflate_ctx x = {c, opcode == WS_OP_TEXT, c->role == ROLE_PUB, 0, 0};
     deflate_result r =
-        deflate_inflate(c->zin, p, n, last, c->w->cfg->max_message_size, conn_inflate_sink, &x);
+        deflate_inflate(c->zin, p, n, last, c->env->cfg->max_message_size, conn_inflate_sink, &x);
     *spent += x.out;
     if (r == DEFLATE_OK && last && x.text && !utf8_complete(&c->rd.utf8)) {
         r = DEFLATE_STOPPED;
@@ -125,7 +124,7 @@ static bool conn_inflate(conn *c, const uint8_t *p, size_t n, bool last, uint8_t
     }
     if (r == DEFLATE_OK) {
         if (last)
-            METRIC_INC(&c->w->m, inflate_messages);
+            METRIC_INC(c->env->m, inflate_messages);
         /* No context survives a message (client_no_context_takeover is in
          * every answer): a subscriber, which rarely sends one, does not keep
          * ~40 KiB of inflater until it leaves. Publishers keep theirs. */
@@ -140,9 +139,9 @@ static bool conn_inflate(conn *c, const uint8_t *p, size_t n, bool last, uint8_t
                     : r == DEFLATE_NOMEM   ? WS_CLOSE_INTERNAL
                                            : x.fail;
     if (code == WS_CLOSE_POLICY)
-        METRIC_INC(&c->w->m, rate_limited);
+        METRIC_INC(c->env->m, rate_limited);
     else if (code != WS_CLOSE_INTERNAL)
-        METRIC_INC(&c->w->m, protocol_errors);
+        METRIC_INC(c->env->m, protocol_errors);
     conn_close_ws(c, code,
                   code == WS_CLOSE_TOO_BIG     ? "message too big"
                   : r == DEFLATE_CORRUPT       ? "invalid compressed data"
@@ -164,10 +163,10 @@ static bool conn_inflate(conn *c, const uint8_t *p, size_t n, bool last, uint8_t
  * Counted per one-second window. */
 bool conn_frame_rate_ok(conn *c)
 {
-    int rate = c->w->cfg->client_frame_rate;
+    int rate = c->env->cfg->client_frame_rate;
     if (rate <= 0)
         return true;
-    uint64_t now = c->w->loop.now_ms;
+    uint64_t now = c->env->loop->now_ms;
     uint32_t count = (c->role == ROLE_SUB ? (uint32_t)c->rd.frames : 0) + c->ctl_frames;
     if (now - c->rate_window_ms >= 1000) {
         c->rate_window_ms = now;
@@ -189,7 +188,7 @@ static void conn_ws_yield(conn *c, const uint8_t *p, size_t n)
         return;
     }
     c->read_paused = true;
-    if (worker_epoll_mod(c->w, c, true) != 0) {
+    if (conn_watch(c, true) != 0) {
         c->read_paused = false;
         conn_take_pending(c, NULL);
         conn_close_ws(c, WS_CLOSE_INTERNAL, "internal error", false);
@@ -213,7 +212,7 @@ void conn_ws_process(conn *c, uint8_t *p, size_t n)
         if ((ev.type == WS_EV_PING || ev.type == WS_EV_PONG) && c->role != ROLE_SUB)
             c->ctl_frames++; /* a subscriber's are in rd.frames already */
         if (open && !conn_frame_rate_ok(c)) {
-            METRIC_INC(&c->w->m, rate_limited);
+            METRIC_INC(c->env->m, rate_limited);
             conn_close_ws(c, WS_CLOSE_POLICY, "client frame rate limit", false);
             return;
         }
@@ -242,10 +241,10 @@ void conn_ws_process(conn *c, uint8_t *p, size_t n)
                 conn_pub_finish(c, ev.opcode);
             break;
         case WS_EV_PING:
-            if (open && c->q.mem + transport_pending(&c->t) > c->w->cfg->queue_limit) {
+            if (open && c->q.mem + transport_pending(&c->t) > c->env->cfg->queue_limit) {
                 /* Pings from a client that does not read what we send: the
                  * same bound as for any slow consumer. */
-                METRIC_INC(&c->w->m, slow_consumer_closes);
+                METRIC_INC(c->env->m, slow_consumer_closes);
                 conn_close_ws(c, WS_CLOSE_POLICY, "slow consumer", false);
                 return;
             }
@@ -260,7 +259,7 @@ void conn_ws_process(conn *c, uint8_t *p, size_t n)
                           false);
             return;
         case WS_EV_ERROR:
-            METRIC_INC(&c->w->m, protocol_errors);
+            METRIC_INC(c->env->m, protocol_errors);
             conn_close_ws(c, ev.code,
                           ev.code == WS_CLOSE_TOO_BIG   ? "message too big"
                           : ev.code == WS_CLOSE_BAD_DATA ? "invalid UTF-8"

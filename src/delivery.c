@@ -503,3 +503,12 @@ void delivery_leave_all(conn *c)
     if (c->in_all)
         delivery_remove_all(d, c);
 }
+
+void delivery_forget(conn *c)
+{
+    if (c->hold) {
+        delivery_unhold(conn_delivery(c), c);
+        c->hold = false;
+    }
+    delivery_leave_all(c);
+}

@@ -77,6 +77,9 @@ bool delivery_subscribe(struct conn *c, const char *name, size_t len, bool recov
                         bool epoch_ok, bool joined);
 /* Leaves every group (and the broadcast list). */
 void delivery_leave_all(struct conn *c);
+/* A connection goes: leaves the cluster hold, its groups and the broadcast
+ * list (the conn environment's forget hook). */
+void delivery_forget(struct conn *c);
 /* Adds a subscriber to the broadcast-to-all list. */
 bool delivery_add_all(delivery *d, struct conn *c);
 

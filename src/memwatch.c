@@ -85,8 +85,8 @@ void memwatch_tick(server *s, uint64_t now_ms)
 void memwatch_shed(worker *w)
 {
     conn *big = NULL;
-    for (uint32_t i = 0; i < w->nconns; i++) {
-        conn *c = w->conns[i];
+    for (uint32_t i = 0; i < w->env.nconns; i++) {
+        conn *c = w->env.conns[i];
         if (c->state == CONN_WS && c->q.mem > MEMWATCH_SHED_MIN && (!big || c->q.mem > big->q.mem))
             big = c;
     }

@@ -7,7 +7,7 @@
  * hands the keys to the kernel (SSL_OP_ENABLE_KTLS with a socket BIO for
  * writing), and transport_writev becomes a plain writev of the frames again,
  * with no staging copy and no ciphertext held here. It needs the kernel's
- * `tls` module, which this machine's kernel lacks (docs/architecture.md). */
+ * `tls` ULP, which this machine's kernel does not offer (docs/architecture.md). */
 #ifndef HERALD_TRANSPORT_H
 #define HERALD_TRANSPORT_H
 

@@ -59,66 +59,21 @@ int worker_init(worker *w, server *srv, int id, int listen_fd)
     /* A spare descriptor: on EMFILE we close it, accept and drop the pending
      * connection, and reopen it, so a full table never spins the loop. */
     w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    w->scratch_cap = 65536 + w->cfg->max_header_size;
-    w->scratch = malloc(w->scratch_cap);
+    w->env = (conn_env){.cfg = w->cfg, .loop = &w->loop, .m = &w->m, .tls = srv->tls,
+                        .dl = &w->dl, .owner = w, .forget = delivery_forget};
+    w->env.scratch_cap = 65536 + w->cfg->max_header_size;
+    w->env.scratch = malloc(w->env.scratch_cap);
     atomic_init(&w->stop, 0);
     atomic_init(&w->seen_generation, 0);
     atomic_init(&w->done, false);
-    if (!loop_init(&w->loop, WORKER_TICK_MS, &worker_hooks, w) || !w->scratch ||
-        !delivery_init(&w->dl, &srv->hub, id, &w->loop, &w->cfg, &w->m))
+    if (!loop_init(&w->loop, WORKER_TICK_MS, &worker_hooks, w) || !w->env.scratch ||
+        !delivery_init(&w->dl, &srv->hub, id, &w->loop, &w->env.cfg, &w->m))
         return -1;
     w->dl.on_release = worker_on_release;
     w->listen.on_io = worker_on_listen;
     if (loop_add(&w->loop, w->lfd, &w->listen, EPOLLIN) < 0)
         return -1;
     return 0;
-}
-
-/* ---- bookkeeping --------------------------------------------------------- */
-
-static bool worker_grow(void *arrp, uint32_t *cap, uint32_t n)
-{
-    void **arr = arrp;
-    if (n < *cap)
-        return true;
-    uint32_t nc = *cap ? *cap * 2 : 64;
-    void *a = realloc(*arr, sizeof(void *) * nc);
-    if (!a)
-        return false;
-    *arr = a;
-    *cap = nc;
-    return true;
-}
-
-bool worker_add_conn(worker *w, conn *c)
-{
-    if (!worker_grow(&w->conns, &w->cap_conns, w->nconns))
-        return false;
-    c->slot = w->nconns;
-    w->conns[w->nconns++] = c;
-    return true;
-}
-
-void worker_remove_conn(worker *w, conn *c)
-{
-    conn *last = w->conns[--w->nconns];
-    w->conns[c->slot] = last;
-    last->slot = c->slot;
-}
-
-void worker_mark_dirty(worker *w, conn *c)
-{
-    if (c->dirty || c->dead)
-        return;
-    c->dirty = true;
-    c->next_dirty = w->dirty;
-    w->dirty = c;
-}
-
-int worker_epoll_mod(worker *w, conn *c, bool want_out)
-{
-    return loop_mod(&w->loop, c->t.fd, &c->io,
-                    (c->read_paused ? 0 : EPOLLIN) | (want_out ? EPOLLOUT : 0));
 }
 
 /* ---- events -------------------------------------------------------------- */
@@ -161,7 +116,7 @@ static void worker_on_listen(loop_handler *h, uint32_t events)
 
 struct conn *worker_adopt(worker *w, int fd, const struct sockaddr_storage *peer)
 {
-    conn *c = conn_new(w, fd);
+    conn *c = conn_new(&w->env, fd);
     if (!c) {
         close(fd);
         return NULL;
@@ -180,40 +135,6 @@ struct conn *worker_adopt(worker *w, int fd, const struct sockaddr_storage *peer
     return c;
 }
 
-/* Returns how many connections it wrote to. */
-static uint32_t worker_flush_dirty(worker *w)
-{
-    conn *c;
-    uint32_t n = 0;
-    while ((c = w->dirty)) {
-        w->dirty = c->next_dirty;
-        c->dirty = false;
-        if (!c->dead) {
-            conn_flush(c);
-            n++;
-        }
-    }
-    msg_batch_flush(&w->release);
-    return n;
-}
-
-/* Frees destroyed connections -- except those still on the dirty list (a
- * held-back flush pass has not walked it yet): they wait for the next pass. */
-static void worker_bury(worker *w)
-{
-    conn *c, *keep = NULL;
-    while ((c = w->graveyard)) {
-        w->graveyard = c->next_dead;
-        if (c->dirty) {
-            c->next_dead = keep;
-            keep = c;
-        } else {
-            conn_free(c);
-        }
-    }
-    w->graveyard = keep;
-}
-
 /* Shards of the process-wide group table each worker visits per tick: with
  * 64 shards and 100 ms ticks, two workers cover it every 1.6 s. */
 #define WORKER_SWEEP_SHARDS 2
@@ -224,8 +145,8 @@ static void worker_tick(void *ctx)
 {
     worker *w = ctx;
     /* Backwards: conn_tick may destroy, which moves the last entry here. */
-    for (uint32_t i = w->nconns; i-- > 0;)
-        conn_tick(w->conns[i], w->loop.now_ms);
+    for (uint32_t i = w->env.nconns; i-- > 0;)
+        conn_tick(w->env.conns[i], w->loop.now_ms);
     /* In a cluster, groups are forgotten only while Redis (which owns the
      * offsets) is reachable: during an outage this node numbers messages
      * itself and must not restart a group's offsets. */
@@ -269,8 +190,8 @@ static void worker_begin_drain(worker *w, bool restart)
     close(w->lfd);
     w->lfd = -1;
     w->drain_total = w->drain_closed = 0;
-    for (uint32_t i = w->nconns; i-- > 0;) {
-        conn *c = w->conns[i];
+    for (uint32_t i = w->env.nconns; i-- > 0;) {
+        conn *c = w->env.conns[i];
         if (!restart || c->state != CONN_WS)
             worker_shut_conn(w, c, WS_CLOSE_GOING_AWAY);
         else
@@ -286,17 +207,17 @@ static void worker_drain_step(worker *w)
     uint64_t window = w->cfg->drain_window_ms, elapsed = w->loop.now_ms - w->drain_start_ms;
     uint64_t total = w->drain_total;
     uint64_t due = elapsed >= window || window == 0 ? total : total * elapsed / window + 1;
-    for (uint32_t i = w->nconns; i-- > 0 && w->drain_closed < due;) {
-        conn *c = w->conns[i];
+    for (uint32_t i = w->env.nconns; i-- > 0 && w->drain_closed < due;) {
+        conn *c = w->env.conns[i];
         if (c->state == CONN_WS) {
             worker_shut_conn(w, c, WS_CLOSE_RESTART);
             w->drain_closed++;
         }
     }
     if (elapsed >= window) /* connections that were not counted at the start */
-        for (uint32_t i = w->nconns; i-- > 0;)
-            if (w->conns[i]->state == CONN_WS)
-                worker_shut_conn(w, w->conns[i], WS_CLOSE_RESTART);
+        for (uint32_t i = w->env.nconns; i-- > 0;)
+            if (w->env.conns[i]->state == CONN_WS)
+                worker_shut_conn(w, w->env.conns[i], WS_CLOSE_RESTART);
 }
 
 /* Picks up a reloaded configuration between loop passes; advertising the
@@ -306,14 +227,14 @@ static void worker_refresh_config(worker *w)
     const config *c = config_get();
     if (c != w->cfg) {
         size_t need = 65536 + c->max_header_size;
-        if (need > w->scratch_cap) {
-            uint8_t *s = realloc(w->scratch, need);
+        if (need > w->env.scratch_cap) {
+            uint8_t *s = realloc(w->env.scratch, need);
             if (s) {
-                w->scratch = s;
-                w->scratch_cap = need;
+                w->env.scratch = s;
+                w->env.scratch_cap = need;
             }
         }
-        w->cfg = c;
+        w->cfg = w->env.cfg = c;
     }
     atomic_store_explicit(&w->seen_generation, c->generation, memory_order_release);
 }
@@ -327,15 +248,15 @@ static void worker_check_stop(worker *w)
         worker_begin_drain(w, stop == 2);
     } else if (w->restart_drain && stop == 1) { /* a second, impatient signal */
         w->restart_drain = false;
-        for (uint32_t i = w->nconns; i-- > 0;)
-            worker_shut_conn(w, w->conns[i], WS_CLOSE_GOING_AWAY);
+        for (uint32_t i = w->env.nconns; i-- > 0;)
+            worker_shut_conn(w, w->env.conns[i], WS_CLOSE_GOING_AWAY);
     }
 }
 
 static int worker_before_wait(void *ctx, int timeout)
 {
     worker *w = ctx;
-    if (w->dirty) { /* a flush is being held back: wake up for it */
+    if (w->env.dirty) { /* a flush is being held back: wake up for it */
         uint64_t now = loop_clock_ns();
         int due = now >= w->flush_after_ns ? 0 : (int)((w->flush_after_ns - now) / 1000000u) + 1;
         if (due < timeout)
@@ -358,7 +279,7 @@ static void worker_after_events(void *ctx)
         worker_drain_step(w);
     uint64_t f0 = loop_clock_ns();
     if (f0 >= w->flush_after_ns || w->draining) {
-        uint32_t written = worker_flush_dirty(w);
+        uint32_t written = conn_flush_dirty(&w->env);
         uint64_t took = loop_clock_ns() - f0, hold = 2 * took;
         if (hold > WORKER_FLUSH_DELAY_MAX_NS)
             hold = WORKER_FLUSH_DELAY_MAX_NS;
@@ -376,9 +297,9 @@ bool worker_run_pass(worker *w, int max_wait_ms)
 {
     worker_refresh_config(w);
     uint64_t busy = loop_pass(&w->loop, max_wait_ms);
-    worker_bury(w);
+    conn_bury(&w->env);
     METRIC_ADD(&w->m, busy_ns, busy);
-    return !(w->draining && (w->nconns == 0 || w->loop.now_ms >= w->drain_deadline_ms));
+    return !(w->draining && (w->env.nconns == 0 || w->loop.now_ms >= w->drain_deadline_ms));
 }
 
 static void *worker_main(void *arg)
@@ -410,16 +331,9 @@ void worker_request_stop(worker *w, bool restart)
 /* After every worker has stopped: nothing can push into any inbox any more. */
 void worker_cleanup(worker *w)
 {
-    for (uint32_t i = w->nconns; i-- > 0;)
-        conn_destroy(w->conns[i]);
-    for (conn *c = w->dirty; c; c = c->next_dirty)
-        c->dirty = false;
-    w->dirty = NULL;
-    worker_bury(w);
-    msg_batch_flush(&w->release);
+    conn_env_cleanup(&w->env);
     delivery_destroy(&w->dl);
-    free(w->conns);
-    free(w->scratch);
+    free(w->env.scratch);
     deflate_thread_done(); /* a worker driven from this thread (tests, fuzzer) */
     if (w->lfd >= 0)
         close(w->lfd);

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "config.h"
+#include "conn.h"
 #include "delivery.h"
 #include "loop.h"
 #include "metrics.h"
@@ -40,13 +41,7 @@ typedef struct worker {
     uint64_t drain_deadline_ms;
     uint64_t flush_after_ns;  /* adaptive coalescing: no flush pass before this */
     uint64_t accept_resume_ms; /* out of descriptors: listener paused until then (0: active) */
-    struct conn **conns;
-    uint32_t nconns, cap_conns;
-    struct conn *dirty;
-    struct conn *graveyard;
-    uint8_t *scratch;
-    size_t scratch_cap;
-    msg_batch release;    /* releases of written messages, applied once per pass */
+    conn_env env;             /* what its connections reach of it (conn.h) */
     metrics m;
 } worker;
 
@@ -67,12 +62,6 @@ void worker_cleanup(worker *w);
  * A later call can only make an ongoing stop faster. */
 void worker_request_stop(worker *w, bool restart);
 void worker_wake(worker *w);
-
-/* Bookkeeping used by conn.c. */
-bool worker_add_conn(worker *w, struct conn *c);
-void worker_remove_conn(worker *w, struct conn *c);
-void worker_mark_dirty(worker *w, struct conn *c);
-int worker_epoll_mod(worker *w, struct conn *c, bool want_out);
 
 
 #endif

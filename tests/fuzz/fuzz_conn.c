@@ -921,7 +921,7 @@ static void fz_op(uint8_t op, uint8_t arg)
     unsigned kind = ((op >> 2) & 7) | ((op >> 3) & 8);
     if (F.trace)
         fprintf(stderr, "op %s slot %d arg %u%s (conns %u)\n", fz_kind_names[kind], slot, arg,
-                op & 0x20 ? " +pass" : "", F.w.nconns);
+                op & 0x20 ? " +pass" : "", F.w.env.nconns);
     switch (kind) {
     case 0:
         fz_write(fz_client(slot), arg <= 192 ? arg : (size_t)(arg - 192) * 64);
@@ -993,7 +993,7 @@ static void fz_op(uint8_t op, uint8_t arg)
 static void fz_finish(void)
 {
     if (F.trace)
-        fprintf(stderr, "finish (conns %u)\n", F.w.nconns);
+        fprintf(stderr, "finish (conns %u)\n", F.w.env.nconns);
     for (int round = 0, quiet = 0; round < FZ_ROUNDS && quiet < 2 && !F.stopped; round++) {
         size_t moved = 0;
         for (int i = 0; i < FZ_SLOTS; i++) {
@@ -1011,22 +1011,22 @@ static void fz_finish(void)
         if (F.cl[i].opened)
             fz_shut(&F.cl[i]);
     for (int round = 0, quiet = 0;
-         round < FZ_ROUNDS && quiet < 2 && !F.stopped && F.w.nconns; round++) {
+         round < FZ_ROUNDS && quiet < 2 && !F.stopped && F.w.env.nconns; round++) {
         size_t moved = fz_read_all();
         fz_pass();
         quiet = moved ? 0 : quiet + 1;
     }
     for (int i = 0; i < FZ_SLOTS; i++)
         fz_close(&F.cl[i]);
-    for (int k = 0; k < 4 && !F.stopped && F.w.nconns; k++)
+    for (int k = 0; k < 4 && !F.stopped && F.w.env.nconns; k++)
         fz_pass();
-    if (!F.stopped && F.w.nconns) { /* whatever waits for a deadline */
+    if (!F.stopped && F.w.env.nconns) { /* whatever waits for a deadline */
         fz_skew_ns += 3600ull * 1000000000u;
-        for (int k = 0; k < 4 && !F.stopped && F.w.nconns; k++)
+        for (int k = 0; k < 4 && !F.stopped && F.w.env.nconns; k++)
             fz_pass();
     }
-    CHECK(F.stopped || F.w.nconns == 0,
-          "%u connection(s) left after every client closed and an hour passed", F.w.nconns);
+    CHECK(F.stopped || F.w.env.nconns == 0,
+          "%u connection(s) left after every client closed and an hour passed", F.w.env.nconns);
 }
 
 /* Splits the input into the script and the client streams. */
