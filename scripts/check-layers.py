@@ -25,7 +25,7 @@ LAYERS = [
     ("delivery", "delivery inbox"),
     ("broker", "broker broker_redis resp"),
     ("proto", "conn_http conn_ws"),
-    ("worker", "worker"),
+    ("worker", "worker listener drain"),
     ("server", "server memwatch"),
     ("main", "main"),
 ]

@@ -25,7 +25,6 @@
 #define WORKER_INBOX 16384
 #define WORKER_EVENTS 256
 #define WORKER_TICK_MS 100
-#define WORKER_ACCEPT_BATCH 64
 /* Adaptive coalescing. A flush pass that wrote to many sockets (a large
  * fan-out, where each write carries one frame and syscalls are the cost)
  * holds the next pass back for twice as long as it took, capped: under load
@@ -35,7 +34,6 @@
 #define WORKER_FLUSH_DELAY_MAX_NS (20 * 1000000ull)
 #define WORKER_FLUSH_COALESCE_CONNS 1024
 
-static void worker_on_listen(loop_handler *h, uint32_t events);
 static int worker_before_wait(void *ctx, int timeout_ms);
 static void worker_after_events(void *ctx);
 static void worker_tick(void *ctx);
@@ -54,11 +52,9 @@ int worker_init(worker *w, server *srv, int id, int listen_fd)
     memset(w, 0, sizeof *w);
     w->id = id;
     w->srv = srv;
+    /* Set before anything can fail: worker_cleanup closes the listener. */
+    w->ls = (listener){.fd = listen_fd, .reserve_fd = -1, .env = &w->env};
     w->cfg = srv->cfg;
-    w->lfd = listen_fd;
-    /* A spare descriptor: on EMFILE we close it, accept and drop the pending
-     * connection, and reopen it, so a full table never spins the loop. */
-    w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     w->env = (conn_env){.cfg = w->cfg, .loop = &w->loop, .m = &w->m, .tls = srv->tls,
                         .dl = &w->dl, .owner = w, .forget = delivery_forget};
     w->env.scratch_cap = 65536 + w->cfg->max_header_size;
@@ -70,69 +66,12 @@ int worker_init(worker *w, server *srv, int id, int listen_fd)
         !delivery_init(&w->dl, &srv->hub, id, &w->loop, &w->env.cfg, &w->m))
         return -1;
     w->dl.on_release = worker_on_release;
-    w->listen.on_io = worker_on_listen;
-    if (loop_add(&w->loop, w->lfd, &w->listen, EPOLLIN) < 0)
-        return -1;
-    return 0;
-}
-
-/* ---- events -------------------------------------------------------------- */
-
-static void worker_on_listen(loop_handler *h, uint32_t events)
-{
-    (void)events;
-    worker *w = (worker *)((char *)h - offsetof(worker, listen));
-    for (int i = 0; i < WORKER_ACCEPT_BATCH; i++) {
-        struct sockaddr_storage peer;
-        socklen_t plen = sizeof peer;
-        int fd = accept4(w->lfd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
-                return;
-            METRIC_INC(&w->m, accept_errors);
-            if (errno == EMFILE || errno == ENFILE) {
-                if (w->reserve_fd >= 0) {
-                    close(w->reserve_fd);
-                    fd = accept4(w->lfd, NULL, NULL, SOCK_CLOEXEC);
-                    if (fd >= 0)
-                        close(fd);
-                    w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-                }
-                /* The listener stays readable while connections wait, and the
-                 * reserve can be lost to another worker's accept: stop
-                 * watching it for a moment instead of spinning on it. */
-                loop_mod(&w->loop, w->lfd, &w->listen, 0);
-                w->accept_resume_ms = w->loop.now_ms + WORKER_TICK_MS;
-                log_msg(LOG_WARN, "out of file descriptors: pausing accepts for %d ms",
-                        WORKER_TICK_MS);
-            }
-            return;
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        worker_adopt(w, fd, &peer);
-    }
+    return listener_init(&w->ls, listen_fd, &w->env) ? 0 : -1;
 }
 
 struct conn *worker_adopt(worker *w, int fd, const struct sockaddr_storage *peer)
 {
-    conn *c = conn_new(&w->env, fd);
-    if (!c) {
-        close(fd);
-        return NULL;
-    }
-    if (loop_add(&w->loop, fd, &c->io, EPOLLIN) < 0) {
-        conn_destroy(c);
-        return NULL;
-    }
-    admit_key(peer, w->cfg->ipv6_prefix, &c->ip);
-    if (admit_ip_acquire(&c->ip, w->cfg->max_conns_per_ip)) {
-        c->ip_counted = true;
-    } else {
-        METRIC_INC(&w->m, rate_limited);
-        conn_http_refuse(c, 429, "too many connections from this address", NULL);
-    }
-    return c;
+    return listener_adopt(&w->ls, fd, peer);
 }
 
 /* Shards of the process-wide group table each worker visits per tick: with
@@ -162,64 +101,6 @@ static void worker_tick(void *ctx)
 }
 
 
-/* Closes one connection for shutdown: WebSockets get a close frame after
- * what is already queued for them; idle HTTP connections just go. */
-static void worker_shut_conn(worker *w, conn *c, unsigned code)
-{
-    (void)w;
-    if (c->state == CONN_WS)
-        conn_close_ws(c, code, code == WS_CLOSE_RESTART ? "service restart" : "server shutdown",
-                      true);
-    else if (c->state == CONN_HTTP && outq_empty(&c->q) && !c->pend_len)
-        conn_destroy(c);
-    else if (c->state != CONN_DRAIN)
-        conn_close_after_flush(c);
-}
-
-static void worker_begin_drain(worker *w, bool restart)
-{
-    /* Whatever was published before the stop reaches its subscribers ahead
-     * of their close frames. */
-    delivery_drain(&w->dl);
-    w->draining = true;
-    w->restart_drain = restart;
-    w->drain_start_ms = w->loop.now_ms;
-    w->drain_deadline_ms = w->loop.now_ms + w->cfg->shutdown_timeout_ms +
-                           (restart ? w->cfg->drain_window_ms : 0);
-    loop_del(&w->loop, w->lfd, &w->listen);
-    close(w->lfd);
-    w->lfd = -1;
-    w->drain_total = w->drain_closed = 0;
-    for (uint32_t i = w->env.nconns; i-- > 0;) {
-        conn *c = w->env.conns[i];
-        if (!restart || c->state != CONN_WS)
-            worker_shut_conn(w, c, WS_CLOSE_GOING_AWAY);
-        else
-            w->drain_total++;
-    }
-}
-
-/* SIGTERM drain: closes the WebSockets open at the start of the drain with
- * 1012 on an even schedule over the window (close i at start + i*window/N),
- * so clients reconnecting elsewhere arrive spread out instead of in a burst. */
-static void worker_drain_step(worker *w)
-{
-    uint64_t window = w->cfg->drain_window_ms, elapsed = w->loop.now_ms - w->drain_start_ms;
-    uint64_t total = w->drain_total;
-    uint64_t due = elapsed >= window || window == 0 ? total : total * elapsed / window + 1;
-    for (uint32_t i = w->env.nconns; i-- > 0 && w->drain_closed < due;) {
-        conn *c = w->env.conns[i];
-        if (c->state == CONN_WS) {
-            worker_shut_conn(w, c, WS_CLOSE_RESTART);
-            w->drain_closed++;
-        }
-    }
-    if (elapsed >= window) /* connections that were not counted at the start */
-        for (uint32_t i = w->env.nconns; i-- > 0;)
-            if (w->env.conns[i]->state == CONN_WS)
-                worker_shut_conn(w, w->env.conns[i], WS_CLOSE_RESTART);
-}
-
 /* Picks up a reloaded configuration between loop passes; advertising the
  * generation tells the reloader this worker no longer holds the old one. */
 static void worker_refresh_config(worker *w)
@@ -244,12 +125,14 @@ static void worker_check_stop(worker *w)
     int stop = atomic_load_explicit(&w->stop, memory_order_acquire);
     if (!stop)
         return;
-    if (!w->draining) {
-        worker_begin_drain(w, stop == 2);
-    } else if (w->restart_drain && stop == 1) { /* a second, impatient signal */
-        w->restart_drain = false;
-        for (uint32_t i = w->env.nconns; i-- > 0;)
-            worker_shut_conn(w, w->env.conns[i], WS_CLOSE_GOING_AWAY);
+    if (!w->drain.active) {
+        /* Whatever was published before the stop reaches its subscribers
+         * ahead of their close frames. */
+        delivery_drain(&w->dl);
+        listener_close(&w->ls);
+        drain_begin(&w->drain, &w->env, stop == 2);
+    } else if (w->drain.restart && stop == 1) { /* a second, impatient signal */
+        drain_hurry(&w->drain, &w->env);
     }
 }
 
@@ -275,22 +158,17 @@ static void worker_after_events(void *ctx)
     delivery_drain(&w->dl);
     delivery_check_held(&w->dl);
     worker_check_stop(w);
-    if (w->draining && w->restart_drain)
-        worker_drain_step(w);
+    if (w->drain.active && w->drain.restart)
+        drain_step(&w->drain, &w->env);
     uint64_t f0 = loop_clock_ns();
-    if (f0 >= w->flush_after_ns || w->draining) {
+    if (f0 >= w->flush_after_ns || w->drain.active) {
         uint32_t written = conn_flush_dirty(&w->env);
         uint64_t took = loop_clock_ns() - f0, hold = 2 * took;
         if (hold > WORKER_FLUSH_DELAY_MAX_NS)
             hold = WORKER_FLUSH_DELAY_MAX_NS;
         w->flush_after_ns = written >= WORKER_FLUSH_COALESCE_CONNS ? f0 + took + hold : 0;
     }
-    if (w->accept_resume_ms && w->loop.now_ms >= w->accept_resume_ms && w->lfd >= 0) {
-        loop_mod(&w->loop, w->lfd, &w->listen, EPOLLIN);
-        w->accept_resume_ms = 0;
-        if (w->reserve_fd < 0)
-            w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    }
+    listener_resume_due(&w->ls);
 }
 
 bool worker_run_pass(worker *w, int max_wait_ms)
@@ -299,7 +177,7 @@ bool worker_run_pass(worker *w, int max_wait_ms)
     uint64_t busy = loop_pass(&w->loop, max_wait_ms);
     conn_bury(&w->env);
     METRIC_ADD(&w->m, busy_ns, busy);
-    return !(w->draining && (w->env.nconns == 0 || w->loop.now_ms >= w->drain_deadline_ms));
+    return !drain_done(&w->drain, &w->env);
 }
 
 static void *worker_main(void *arg)
@@ -335,9 +213,6 @@ void worker_cleanup(worker *w)
     delivery_destroy(&w->dl);
     free(w->env.scratch);
     deflate_thread_done(); /* a worker driven from this thread (tests, fuzzer) */
-    if (w->lfd >= 0)
-        close(w->lfd);
+    listener_close(&w->ls);
     loop_close(&w->loop);
-    if (w->reserve_fd >= 0)
-        close(w->reserve_fd);
 }

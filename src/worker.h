@@ -15,6 +15,8 @@
 #include "config.h"
 #include "conn.h"
 #include "delivery.h"
+#include "drain.h"
+#include "listener.h"
 #include "loop.h"
 #include "metrics.h"
 #include "msg.h"
@@ -32,15 +34,9 @@ typedef struct worker {
     struct server *srv;
     const config *cfg;
     pthread_t thread;
-    int lfd, reserve_fd;
-    loop_handler listen;          /* the listener's handler in the loop */
-    bool draining;
-    bool restart_drain;           /* closing with 1012 over the drain window */
-    uint64_t drain_start_ms;
-    uint64_t drain_total, drain_closed; /* WebSockets to close with 1012, and closed so far */
-    uint64_t drain_deadline_ms;
+    listener ls;
+    drain drain;
     uint64_t flush_after_ns;  /* adaptive coalescing: no flush pass before this */
-    uint64_t accept_resume_ms; /* out of descriptors: listener paused until then (0: active) */
     conn_env env;             /* what its connections reach of it (conn.h) */
     metrics m;
 } worker;
