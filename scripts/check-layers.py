@@ -44,8 +44,6 @@ DEBT = {
     ("conn_http", "worker"): "reaches its delivery state, clock and metrics through the worker",
     ("conn_http", "server"): "/metrics, /stats and the status page render the server's totals",
     ("conn_http", "memwatch"): "refuses large bodies under memory pressure (server-wide flag)",
-    ("delivery", "broker"): "publish and subscribe go to the cluster broker when there is one: a "
-                            "registered broker interface would invert it",
     ("metrics", "broker"): "the metrics text includes the broker's links and counters",
     ("worker", "server"): "a worker reads its server's TLS context and worker count through w->srv",
     ("worker", "memwatch"): "worker 0 ticks the process-wide memory watch, and each worker sheds for it",

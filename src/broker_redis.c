@@ -1523,7 +1523,15 @@ static void broker_flush_all(void)
     resp_flush(&B.sentinel);
 }
 
-void broker_attach(delivery *d0) { B.d = d0; }
+static const delivery_upstream broker_upstream = {broker_up, broker_publish, broker_subscribe,
+                                                  broker_unsubscribe};
+
+void broker_attach(delivery *d0)
+{
+    B.d = d0;
+    if (B.enabled)
+        delivery_set_upstream(&broker_upstream);
+}
 
 void broker_poll(uint64_t now_ms)
 {
@@ -1576,6 +1584,7 @@ void broker_destroy(void)
     B.head = B.tail = NULL;
     B.closing = true;  /* pending publishes are released, not delivered */
     B.enabled = false; /* the disconnect callbacks must not reconnect */
+    delivery_set_upstream(NULL);
     B.phase = PH_DOWN;
     broker_close_all();
     resp_close(&B.sentinel);

@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "broker.h"
 #include "conn.h"
 #include "conn_sse.h"
 #include "deflate.h"
@@ -12,6 +11,14 @@
 #include "log.h"
 
 #define DELIVERY_INBOX 16384
+
+static const delivery_upstream *delivery_up;
+
+void delivery_set_upstream(const delivery_upstream *u) { delivery_up = u; }
+
+bool delivery_clustered(void) { return delivery_up != NULL; }
+
+bool delivery_upstream_up(void) { return delivery_up && delivery_up->up(); }
 
 bool delivery_init(delivery *d, delivery_hub *hub, int id, loop *l, const config **cfg,
                    metrics *m)
@@ -179,8 +186,8 @@ void delivery_deliver_sequenced(delivery *d, msg *m, uint64_t offset)
 void delivery_publish(delivery *d, msg *m)
 {
     METRIC_INC(d->m, messages_published);
-    if (broker_enabled() && broker_up())
-        broker_publish(m); /* comes back through the broker, with its offset */
+    if (delivery_upstream_up())
+        delivery_up->publish(m); /* comes back through the broker, with its offset */
     else
         delivery_deliver_local(d, m);
 }
@@ -216,7 +223,7 @@ void delivery_release_held_all(delivery_hub *hub)
  * broker is down (local delivery only), or it waited long enough. */
 static bool delivery_held_ready(delivery *d, conn *c)
 {
-    if (!broker_up() || d->loop->now_ms - c->last_read_ms > 2000)
+    if (!delivery_upstream_up() || d->loop->now_ms - c->last_read_ms > 2000)
         return true;
     for (uint16_t i = 0; i < c->nsubs; i++) {
         group *g = c->subs[i].g;
@@ -341,10 +348,10 @@ static void delivery_chan_leave(const char *name, size_t len)
     if (!ch)
         return;
     bool last = chan_subscriber_del(ch);
-    if (last && broker_enabled()) {
+    if (last && delivery_clustered()) {
         chan_set_confirmed(ch, false);
         chan_mark_stale(ch);
-        broker_unsubscribe(name, len);
+        delivery_up->unsubscribe(name, len);
     }
     chan_unlock(ch);
 }
@@ -379,8 +386,8 @@ bool delivery_subscribe(conn *c, const char *name, size_t len, bool recover, uin
     bool first = chan_subscriber_add(ch), confirmed = chan_confirmed(ch);
     /* Queued under the lock: a last-leave and a first-join of the same group
      * on two workers reach Redis in the order they happened here. */
-    if (first && broker_enabled())
-        broker_subscribe(name, len);
+    if (first && delivery_clustered())
+        delivery_up->subscribe(name, len);
     uint64_t after = chan_last_offset(ch);
     uint32_t after_gen = chan_epoch_gen();
     delivery_replay rp = {0};
@@ -389,12 +396,12 @@ bool delivery_subscribe(conn *c, const char *name, size_t len, bool recover, uin
      * once our SUBSCRIBE is confirmed. Until then the subscriber is held
      * (no 101) and skips every live message; the replay runs at release
      * (conn_finish_recoveries) and the join point moves to its end. */
-    bool defer = recover && epoch_ok && broker_enabled() && broker_up() && !chan_ready(ch);
+    bool defer = recover && epoch_ok && delivery_upstream_up() && !chan_ready(ch);
     /* A joined notice needs a position Redis agrees with: an unfilled record
      * is held and skips live messages the same way, and the notice (with the
      * join point) is sent at release. */
     joined = joined && !recover;
-    bool defer_joined = joined && broker_enabled() && broker_up() && !chan_ready(ch);
+    bool defer_joined = joined && delivery_upstream_up() && !chan_ready(ch);
     if (defer || defer_joined)
         after = UINT64_MAX;
     if (recover && epoch_ok && !defer) {
@@ -428,7 +435,7 @@ bool delivery_subscribe(conn *c, const char *name, size_t len, bool recover, uin
         return false;
     }
     s[c->nsubs++] = (conn_sub){g, (uint32_t)slot, defer || defer_joined, defer_joined, since};
-    if (broker_enabled() && (!confirmed || defer || defer_joined) && broker_up() && !c->hold &&
+    if ((!confirmed || defer || defer_joined) && delivery_upstream_up() && !c->hold &&
         delivery_hold(d, c))
         c->hold = true; /* the 101 waits for the broker's SUBSCRIBE (cluster) */
     if ((defer || defer_joined) && !c->hold)

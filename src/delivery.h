@@ -49,6 +49,23 @@ typedef struct delivery {
     void (*on_release)(struct conn *c);
 } delivery;
 
+/* The cluster broker as delivery sees it (broker_redis.c registers one when
+ * --broker is set): publishes go up and come back sequenced; a group's first
+ * and last local subscriber are announced. None: a single node. Set before
+ * the workers start, read by every thread. */
+typedef struct delivery_upstream {
+    bool (*up)(void); /* connected and subscribed: publishes go through it */
+    void (*publish)(msg *m);
+    void (*subscribe)(const char *group, size_t len);
+    void (*unsubscribe)(const char *group, size_t len);
+} delivery_upstream;
+
+void delivery_set_upstream(const delivery_upstream *u);
+/* An upstream is configured (cluster mode). */
+bool delivery_clustered(void);
+/* ... and it is up. */
+bool delivery_upstream_up(void);
+
 bool delivery_init(delivery *d, delivery_hub *hub, int id, loop *l, const config **cfg,
                    metrics *m);
 void delivery_destroy(delivery *d);
