@@ -18,7 +18,7 @@ import sys
 
 LAYERS = [
     ("codecs", "ws http utf8 auth pmd sse redis_slot broker_url names log config query coalesce"),
-    ("data", "msg outq ring chan groups envelope metrics admit deflate"),
+    ("data", "msg outq ring chan groups envelope metrics admit deflate broker_info"),
     ("loop", "loop"),
     ("transport", "transport tls"),
     ("conn", "conn conn_sse"),
@@ -44,7 +44,6 @@ DEBT = {
     ("conn_http", "worker"): "reaches its delivery state, clock and metrics through the worker",
     ("conn_http", "server"): "/metrics, /stats and the status page render the server's totals",
     ("conn_http", "memwatch"): "refuses large bodies under memory pressure (server-wide flag)",
-    ("metrics", "broker"): "the metrics text includes the broker's links and counters",
     ("worker", "server"): "a worker reads its server's TLS context and worker count through w->srv",
     ("worker", "memwatch"): "worker 0 ticks the process-wide memory watch, and each worker sheds for it",
     # Not upward, but a cycle inside one layer:

@@ -17,29 +17,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "broker_info.h"
 #include "msg.h"
 
-#define BROKER_LINKS_MAX 40
-#define BROKER_FETCH_BUCKETS 6
-
-/* One connection the broker holds, for /metrics and /stats. */
-typedef struct broker_link {
-    char addr[264];  /* host:port */
-    char role[12];   /* master, sentinel, seed */
-    char kind[12];   /* commands, pubsub */
-    bool up;
-} broker_link;
-
-typedef struct broker_info {
-    const char *mode; /* redis, sentinel, cluster */
-    unsigned long long failovers, redirections, topology_refreshes;
-    unsigned long long fetches, fetch_failures, fetch_ns_sum;
-    unsigned long long fetch_bucket[BROKER_FETCH_BUCKETS]; /* cumulative counts per le */
-    int nlinks;
-    broker_link links[BROKER_LINKS_MAX];
-} broker_info;
-
-extern const double broker_fetch_le[BROKER_FETCH_BUCKETS]; /* seconds */
 
 /* Any thread: a consistent copy of the connections and counters. */
 void broker_snapshot(broker_info *out);

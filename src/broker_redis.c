@@ -37,7 +37,6 @@
 /* The slot map is read at most this often, whatever asks for it. */
 #define BROKER_REFRESH_MIN_MS 250
 
-const double broker_fetch_le[BROKER_FETCH_BUCKETS] = {0.001, 0.005, 0.025, 0.1, 0.5, 2.5};
 
 /* INCR, XADD and PUBLISH in one atomic command: the offset, the group's
  * history in Redis and the channel order agree on every node. The payload is
@@ -280,6 +279,7 @@ void broker_snapshot(broker_info *out)
                 : B.url.kind == BROKER_SENTINEL ? "sentinel"
                 : B.url.kind == BROKER_CLUSTER  ? "cluster"
                                                 : "redis";
+    out->up = B.enabled && broker_up();
     out->failovers = atomic_load(&B.failovers);
     out->redirections = atomic_load(&B.redirections);
     out->topology_refreshes = atomic_load(&B.refreshes);

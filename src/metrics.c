@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "auth.h"
-#include "broker.h"
 #include "chan.h"
 
 const uint64_t metrics_lat_bounds_us[METRICS_LAT_BUCKETS - 1] = {
@@ -207,21 +206,10 @@ static void metrics_prom_memory(const metrics_memory *mem, char *buf, size_t cap
                    mem->pressure ? 1 : 0, (unsigned long long)mem->evictions);
 }
 
-/* The broker's snapshot (on the heap: it holds every link), NULL without a
- * broker. */
-static broker_info *metrics_broker_info(void)
-{
-    broker_info *bi = broker_enabled() ? malloc(sizeof *bi) : NULL;
-    if (bi)
-        broker_snapshot(bi);
-    return bi;
-}
-
 /* Per broker connection, and the broker's failovers, redirections and the
  * latency of the fetches that fill a group's history from Redis. */
-static void metrics_prom_broker(char *buf, size_t cap, size_t *len)
+static void metrics_prom_broker(const broker_info *bi, char *buf, size_t cap, size_t *len)
 {
-    broker_info *bi = metrics_broker_info();
     if (!bi)
         return;
     metrics_append(buf, cap, len,
@@ -248,13 +236,11 @@ static void metrics_prom_broker(char *buf, size_t cap, size_t *len)
                    "herald_broker_fetch_seconds_bucket{le=\"+Inf\"} %llu\n"
                    "herald_broker_fetch_seconds_sum %.6f\nherald_broker_fetch_seconds_count %llu\n",
                    bi->fetches, (double)bi->fetch_ns_sum / 1e9, bi->fetches);
-    free(bi);
 }
 
 /* /stats: "broker_links":[...] and the counters, in cluster mode only. */
-static void metrics_json_broker(char *buf, size_t cap, size_t *len)
+static void metrics_json_broker(const broker_info *bi, char *buf, size_t cap, size_t *len)
 {
-    broker_info *bi = metrics_broker_info();
     if (!bi)
         return;
     metrics_append(buf, cap, len, "\"broker_mode\":\"%s\",\"broker_links\":[", bi->mode);
@@ -268,11 +254,11 @@ static void metrics_json_broker(char *buf, size_t cap, size_t *len)
                    "\"broker_fetch_failures\":%llu,\"broker_fetch_ms_avg\":%.3f,",
                    bi->failovers, bi->redirections, bi->topology_refreshes, bi->fetches, bi->fetch_failures,
                    bi->fetches ? (double)bi->fetch_ns_sum / 1e6 / (double)bi->fetches : 0.0);
-    free(bi);
 }
 
 size_t metrics_prometheus(const metrics *m, const metrics *const *per_worker, int workers,
-                          const metrics_memory *mem, double uptime, char *buf, size_t cap)
+                          const metrics_memory *mem, const broker_info *bi, double uptime,
+                          char *buf, size_t cap)
 {
     size_t len = 0;
     buf[0] = '\0';
@@ -306,8 +292,8 @@ size_t metrics_prometheus(const metrics *m, const metrics *const *per_worker, in
     metrics_append(buf, cap, &len,
                    "# HELP herald_broker_up 1 when the cluster broker is connected\n"
                    "# TYPE herald_broker_up gauge\nherald_broker_up %d\n",
-                   broker_enabled() && broker_up() ? 1 : 0);
-    metrics_prom_broker(buf, cap, &len);
+                   bi && bi->up ? 1 : 0);
+    metrics_prom_broker(bi, buf, cap, &len);
     metrics_append(buf, cap, &len,
                    "# HELP herald_workers Worker threads\n# TYPE herald_workers gauge\n"
                    "herald_workers %d\n"
@@ -317,8 +303,8 @@ size_t metrics_prometheus(const metrics *m, const metrics *const *per_worker, in
     return len;
 }
 
-size_t metrics_json(const metrics *m, int workers, const metrics_memory *mem, double uptime,
-                    char *buf, size_t cap)
+size_t metrics_json(const metrics *m, int workers, const metrics_memory *mem,
+                    const broker_info *bi, double uptime, char *buf, size_t cap)
 {
     size_t len = 0;
     buf[0] = '\0';
@@ -344,11 +330,11 @@ size_t metrics_json(const metrics *m, int workers, const metrics_memory *mem, do
                    "\"rss\":%llu,\"limit\":%llu,\"pressure\":%s},\"history_evictions\":%llu,",
                    (unsigned long long)mem->rss, (unsigned long long)mem->limit,
                    mem->pressure ? "true" : "false", (unsigned long long)mem->evictions);
-    metrics_json_broker(buf, cap, &len);
+    metrics_json_broker(bi, buf, cap, &len);
     metrics_append(buf, cap, &len,
                    "\"workers\":%d,\"uptime_seconds\":%.3f,\"version\":\"%s\",\"epoch\":\"%s\","
                    "\"broker\":\"%s\"}\n",
                    workers, uptime, HERALD_VERSION, chan_epoch(),
-                   !broker_enabled() ? "none" : broker_up() ? "up" : "down");
+                   !bi ? "none" : bi->up ? "up" : "down");
     return len;
 }

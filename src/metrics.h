@@ -5,6 +5,8 @@
 #ifndef HERALD_METRICS_H
 #define HERALD_METRICS_H
 
+#include "broker_info.h"
+
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -118,9 +120,11 @@ void metrics_sum(const metrics *const *blocks, size_t n, metrics *out);
 
 /* Renders Prometheus text (format 0.0.4) / a JSON object into buf; returns
  * the length written (truncated to cap-1, always NUL-terminated). */
+/* bi: the broker's snapshot, NULL without a broker. */
 size_t metrics_prometheus(const metrics *m, const metrics *const *per_worker, int workers,
-                          const metrics_memory *mem, double uptime, char *buf, size_t cap);
-size_t metrics_json(const metrics *m, int workers, const metrics_memory *mem, double uptime,
-                    char *buf, size_t cap);
+                          const metrics_memory *mem, const broker_info *bi, double uptime,
+                          char *buf, size_t cap);
+size_t metrics_json(const metrics *m, int workers, const metrics_memory *mem,
+                    const broker_info *bi, double uptime, char *buf, size_t cap);
 
 #endif

@@ -83,8 +83,14 @@ size_t server_metrics_text(server *s, char *buf, size_t cap, int json)
     metrics_memory mem;
     memwatch_collect(s, &mem);
     double up = (double)(loop_clock_ms() - s->start_ms) / 1000.0;
-    return json ? metrics_json(&sum, n, &mem, up, buf, cap)
-                : metrics_prometheus(&sum, blocks, n, &mem, up, buf, cap);
+    /* On the heap: it holds every broker link. */
+    broker_info *bi = broker_enabled() ? malloc(sizeof *bi) : NULL;
+    if (bi)
+        broker_snapshot(bi);
+    size_t len = json ? metrics_json(&sum, n, &mem, bi, up, buf, cap)
+                      : metrics_prometheus(&sum, blocks, n, &mem, bi, up, buf, cap);
+    free(bi);
+    return len;
 }
 
 extern char **environ;
