@@ -179,7 +179,7 @@ static void conn_account(conn *c, conn_qsnap before)
 
 /* Queues m, taking over its reference; false (reference kept by the caller)
  * when the queue cannot grow, in which case the connection is aborted. */
-bool conn_queue(conn *c, msg *m, bool urgent)
+bool conn_queue_noref(conn *c, msg *m, bool urgent)
 {
     if (outq_empty(&c->q))
         c->last_progress_ms = c->env->loop->now_ms;
@@ -194,11 +194,11 @@ bool conn_queue(conn *c, msg *m, bool urgent)
     return true;
 }
 
-bool conn_send(conn *c, msg *m, bool urgent)
+bool conn_send_consume(conn *c, msg *m, bool urgent)
 {
     if (c->sse && m->kind == MSG_DATA)
-        return conn_sse_send(c, m); /* a replayed event: its id line goes first */
-    if (conn_queue(c, m, urgent))
+        return conn_sse_send_consume(c, m); /* a replayed event: its id line goes first */
+    if (conn_queue_noref(c, m, urgent))
         return true;
     msg_unref(m);
     return false;
@@ -217,7 +217,7 @@ void conn_send_pong(conn *c, const void *payload, size_t n)
         METRIC_INC(c->env->m, pongs_coalesced);
         return;
     }
-    conn_send(c, m, true);
+    conn_send_consume(c, m, true);
 }
 
 void conn_close_after_flush(conn *c)
@@ -249,7 +249,7 @@ void conn_close_ws(conn *c, unsigned code, const char *reason, bool after_data)
         conn_abort(c);
         return;
     }
-    if (!conn_send(c, m, false))
+    if (!conn_send_consume(c, m, false))
         return;
     conn_close_after_flush(c);
 }
@@ -292,10 +292,10 @@ uint32_t conn_cut_prefixed(conn *c, uint8_t prefix_op)
     return n;
 }
 
-bool conn_enqueue(conn *c, msg *m)
+bool conn_fanout_noref(conn *c, msg *m)
 {
     if (c->sse)
-        return conn_sse_enqueue(c, m);
+        return conn_sse_fanout_noref(c, m);
     if (c->state != CONN_WS || c->dead)
         return false;
     const config *cfg = c->env->cfg;
@@ -314,7 +314,7 @@ bool conn_enqueue(conn *c, msg *m)
         METRIC_ADD(c->env->m, messages_dropped, dropped);
     }
     /* No reference taken here: the fan-out adds them all at once. */
-    return conn_queue(c, m, false);
+    return conn_queue_noref(c, m, false);
 }
 
 static void conn_flush_done(conn *c);
@@ -661,7 +661,7 @@ void conn_tick(conn *c, uint64_t now)
         msg *m = msg_new_frame(MSG_CONTROL, WS_OP_PING, NULL, 0);
         c->last_ping_ms = now;
         if (m)
-            conn_send(c, m, true);
+            conn_send_consume(c, m, true);
     }
     if (outq_empty(&c->q)) {
         conn_qsnap before = conn_snap(c);

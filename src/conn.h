@@ -178,7 +178,7 @@ void conn_process(conn *c, uint8_t *p, size_t n);
 /* Queues a published message for a subscriber, applying the slow policy.
  * Takes no reference: returns true when the queue now holds m, and the
  * caller adds one reference per true (msg_ref_n, once per fan-out). */
-bool conn_enqueue(conn *c, msg *m);
+bool conn_fanout_noref(conn *c, msg *m);
 
 /* Applies the slow-consumer policy now: close 1008 with reason, or drop the
  * unsent data messages (counted). */
@@ -186,7 +186,7 @@ void conn_shed(conn *c, const char *reason);
 
 /* Queues a message and marks the connection for flushing. Takes over the
  * caller's reference; false (and reference dropped) on allocation failure. */
-bool conn_send(conn *c, msg *m, bool urgent);
+bool conn_send_consume(conn *c, msg *m, bool urgent);
 
 /* Answers a ping: at most one pong waits per connection, carrying the latest
  * ping's payload (RFC 6455 5.5.3), so a ping flood costs O(1) each and no
@@ -218,9 +218,9 @@ void conn_destroy(conn *c);
 /* Final free (graveyard). */
 void conn_free(conn *c);
 
-/* Queues m without a reference of its own (conn_enqueue's rule); false when
+/* Queues m without a reference of its own (conn_fanout_noref's rule); false when
  * the connection was aborted (out of memory). */
-bool conn_queue(conn *c, msg *m, bool urgent);
+bool conn_queue_noref(conn *c, msg *m, bool urgent);
 
 /* Drops the oldest unsent data messages, each with its prefix item (see
  * outq_drop_oldest_data_prefixed), until `room` more bytes fit under

@@ -60,7 +60,7 @@ static void conn_http_respond(conn *c, int status, const char *ctype, const void
         METRIC_INC(&w->m, handshakes_failed);
         metrics_count_status(&w->m, status);
     }
-    if (!conn_send(c, m, false))
+    if (!conn_send_consume(c, m, false))
         return;
     if (close)
         conn_close_after_flush(c);
@@ -216,7 +216,7 @@ static void conn_http_publish(conn *c, const http_request *req, const char *grou
             conn_http_refuse(c, 503, "out of memory", NULL);
             return;
         }
-        if (!conn_send(c, cm, false)) {
+        if (!conn_send_consume(c, cm, false)) {
             msg_unref(m);
             return;
         }
@@ -318,7 +318,7 @@ static void conn_ws_accept(conn *c, const http_request *req, conn_role role)
         METRIC_INC(&c->w->m, subscribers_open);
     else
         METRIC_INC(&c->w->m, publishers_open);
-    conn_send(c, m, false);
+    conn_send_consume(c, m, false);
 }
 
 static void conn_auth_failed(conn *c, auth_result r)

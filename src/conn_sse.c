@@ -81,7 +81,7 @@ static bool conn_sse_id_inside(const conn *c, const msg *v)
     return (c->format == FORMAT_SSE_RAW_ID || c->format == FORMAT_SSE_JSON_ID) && v->group_len;
 }
 
-bool conn_sse_enqueue(conn *c, msg *v)
+bool conn_sse_fanout_noref(conn *c, msg *v)
 {
     if (c->state != CONN_WS || c->dead)
         return false;
@@ -104,16 +104,16 @@ bool conn_sse_enqueue(conn *c, msg *v)
         uint32_t dropped = conn_drop_prefixed(c, cost, CONN_SSE_ID_OP);
         METRIC_ADD(&c->w->m, messages_dropped, dropped);
     }
-    if (id && !conn_send(c, id, false))
+    if (id && !conn_send_consume(c, id, false))
         return false;
-    return conn_queue(c, v, false);
+    return conn_queue_noref(c, v, false);
 }
 
-bool conn_sse_send(conn *c, msg *v)
+bool conn_sse_send_consume(conn *c, msg *v)
 {
     conn_sse_advance(c, v);
     if (conn_sse_id_inside(c, v)) {
-        if (conn_queue(c, v, false))
+        if (conn_queue_noref(c, v, false))
             return true;
         msg_unref(v);
         return false;
@@ -124,11 +124,11 @@ bool conn_sse_send(conn *c, msg *v)
         conn_abort(c);
         return false;
     }
-    if (!conn_send(c, id, false)) {
+    if (!conn_send_consume(c, id, false)) {
         msg_unref(v);
         return false;
     }
-    if (conn_queue(c, v, false))
+    if (conn_queue_noref(c, v, false))
         return true;
     msg_unref(v);
     return false;
@@ -160,7 +160,7 @@ void conn_sse_recovery_failed(conn *c, const char *name, size_t len, const char 
         conn_abort(c); /* a recovery that cannot be reported must not look like a gap-free one */
         return;
     }
-    conn_send(c, m, false);
+    conn_send_consume(c, m, false);
 }
 
 uint32_t conn_sse_drop_unsent(conn *c)
@@ -192,7 +192,7 @@ void conn_sse_keepalive(conn *c)
         return;
     }
     m->kind = MSG_CONTROL;
-    conn_send(c, m, false);
+    conn_send_consume(c, m, false);
 }
 
 /* ---- the request ----------------------------------------------------------- */
@@ -292,7 +292,7 @@ static bool conn_sse_start(conn *c, const http_request *req, msg_format format, 
     METRIC_INC(&c->w->m, http_requests);
     METRIC_INC(&c->w->m, subscribers_open);
     METRIC_INC(&c->w->m, sse_open);
-    return conn_send(c, m, false);
+    return conn_send_consume(c, m, false);
 }
 
 /* 200, "retry: 1000", end of stream. */
@@ -301,7 +301,7 @@ static void conn_sse_retry_later(conn *c, const http_request *req)
     msg *m = conn_sse_head(req, "", ": cluster broker not reached yet\nretry: 1000\n\n");
     c->keepalive = false;
     METRIC_INC(&c->w->m, http_requests);
-    if (m && conn_send(c, m, false))
+    if (m && conn_send_consume(c, m, false))
         conn_close_after_flush(c);
     else if (!m)
         conn_destroy(c);
@@ -356,7 +356,7 @@ void conn_sse_begin(conn *c)
         conn_abort(c);
         return;
     }
-    conn_send(c, first, false);
+    conn_send_consume(c, first, false);
 }
 
 void conn_sse_route(conn *c, const http_request *req)

@@ -46,10 +46,10 @@ void conn_sse_begin(struct conn *c);
 
 /* Fan-out: queues an SSE variant with its id line, applying --queue-limit and
  * the slow policy. Takes no reference (the caller adds one per true). */
-bool conn_sse_enqueue(struct conn *c, msg *v);
+bool conn_sse_fanout_noref(struct conn *c, msg *v);
 
 /* Replay: queues an SSE variant with its id line; takes over the reference. */
-bool conn_sse_send(struct conn *c, msg *v);
+bool conn_sse_send_consume(struct conn *c, msg *v);
 
 /* Queues `event: recovery_failed` with the WebSocket path's JSON; the stream's
  * position for that group becomes `last` under the current epoch. */

@@ -123,7 +123,7 @@ static void delivery_fanout(void *ctx, msg *m)
             conn *c = d->all[i];
             int k = delivery_frame_slot(d, m, c, v);
             if (k >= 0)
-                queued[k] += conn_enqueue(c, v[k]);
+                queued[k] += conn_fanout_noref(c, v[k]);
         }
     } else {
         group *g = groups_find(&d->groups, m->group, m->group_len);
@@ -133,7 +133,7 @@ static void delivery_fanout(void *ctx, msg *m)
                 continue; /* already sent by this subscriber's history replay */
             int k = delivery_frame_slot(d, m, gm->c, v);
             if (k >= 0)
-                queued[k] += conn_enqueue(gm->c, v[k]);
+                queued[k] += conn_fanout_noref(gm->c, v[k]);
         }
     }
     for (int k = 0; k < DELIVERY_SLOTS; k++)
@@ -301,7 +301,7 @@ static void delivery_replay_finish(conn *c, delivery_replay *r, bool send)
     for (size_t i = 0; i < r->n; i++) {
         msg *v = send ? delivery_frame(c, r->v[i]) : NULL;
         if (v && !c->dead)
-            conn_send(c, msg_ref(v), false);
+            conn_send_consume(c, msg_ref(v), false);
         msg_unref(r->v[i]);
     }
     free(r->v);
@@ -323,7 +323,7 @@ static void delivery_recovery_failed(conn *c, const char *name, size_t len, cons
     }
     msg *m = msg_new_frame(MSG_CONTROL, WS_OP_TEXT, buf, (size_t)n);
     if (m)
-        conn_send(c, m, false);
+        conn_send_consume(c, m, false);
 }
 
 /* ?joined=1: where a plain join starts, so a client can later resume a group
@@ -336,7 +336,7 @@ static void delivery_joined_notice(conn *c, const char *name, size_t len, uint64
                      (int)len, name, (unsigned long long)last, chan_epoch());
     msg *m = msg_new_frame(MSG_CONTROL, WS_OP_TEXT, buf, (size_t)n);
     if (m)
-        conn_send(c, m, false);
+        conn_send_consume(c, m, false);
 }
 
 /* Leaves a group's process-wide record: the last local subscriber lets the
