@@ -15,6 +15,7 @@
 #include "http.h"
 #include "memwatch.h"
 #include "pmd.h"
+#include "query.h"
 #include "server.h"
 #include "utf8.h"
 #include "worker.h"
@@ -78,25 +79,6 @@ void conn_http_refuse(conn *c, int status, const char *why, const char *extra)
                      why);
     c->keepalive = false;
     conn_http_respond(c, status, "application/json", body, (size_t)n, extra, false);
-}
-
-/* Checks a comma list of group names (syntax and count). Returns NULL when
- * valid, else the reason it is not. */
-const char *conn_groups_check(const char *list, size_t n, int max_groups)
-{
-    size_t i = 0;
-    int count = 0;
-    while (i <= n) {
-        size_t s = i;
-        while (i < n && list[i] != ',')
-            i++;
-        if (!group_name_valid(list + s, i - s))
-            return "invalid group name (1-128 bytes of A-Z a-z 0-9 . _ : -)";
-        if (++count > max_groups)
-            return "too many groups";
-        i++;
-    }
-    return NULL;
 }
 
 static bool conn_http_is_text(const http_request *req)
@@ -414,15 +396,14 @@ bool conn_jwt_ok(conn *c, const http_request *req, const char *list, long n)
         conn_auth_failed(c, r);
         return false;
     }
-    for (size_t i = 0; n >= 0 && i <= (size_t)n;) {
-        size_t s = i;
-        while (i < (size_t)n && list[i] != ',')
-            i++;
-        if (!jwt_group_allowed(&claims, list + s, i - s)) {
+    query_list it = query_list_start(list, n);
+    const char *g;
+    size_t glen;
+    while (query_list_next(&it, &g, &glen)) {
+        if (!jwt_group_allowed(&claims, g, glen)) {
             conn_auth_failed(c, AUTH_FORBIDDEN_GROUP);
             return false;
         }
-        i++;
     }
     return true;
 }
@@ -432,87 +413,15 @@ bool conn_jwt_ok(conn *c, const http_request *req, const char *list, long n)
 bool conn_groups_admit(conn *c, const char *list, long n)
 {
     int max = c->w->cfg->max_live_groups;
-    for (size_t i = 0; n >= 0 && i <= (size_t)n; i++) {
-        size_t s = i;
-        while (i < (size_t)n && list[i] != ',')
-            i++;
-        if (!chan_admit(list + s, i - s, max)) {
+    query_list it = query_list_start(list, n);
+    const char *g;
+    size_t glen;
+    while (query_list_next(&it, &g, &glen)) {
+        if (!chan_admit(g, glen, max)) {
             conn_http_refuse(c, 503, "too many live groups (--max-live-groups), retry shortly",
                             "Retry-After: 1\r\n");
             return false;
         }
-    }
-    return true;
-}
-
-/* The last ':' of since[s..e): group names may contain ':' themselves. */
-static const char *conn_last_colon(const char *p, size_t n)
-{
-    const char *colon = NULL;
-    for (size_t k = 0; k < n; k++)
-        if (p[k] == ':')
-            colon = p + k;
-    return colon;
-}
-
-/* Finds g's offset in a since list "a:5,b:7"; false when g is not listed.
- * *bad is set when any entry scanned is not name:digits. */
-bool conn_since_for(const char *since, size_t n, const char *g, size_t glen, uint64_t *off,
-                    bool *bad)
-{
-    for (size_t i = 0; i <= n; i++) { /* <= n: an empty last entry ("a:1,") is malformed */
-        size_t s = i;
-        while (i < n && since[i] != ',')
-            i++;
-        const char *colon = conn_last_colon(since + s, i - s);
-        if (!colon || colon == since + s || colon + 1 == since + i) {
-            *bad = true;
-            return false;
-        }
-        uint64_t v = 0;
-        for (const char *p = colon + 1; p < since + i; p++) {
-            if (*p < '0' || *p > '9' || v > (UINT64_MAX - (uint64_t)(*p - '0')) / 10) {
-                *bad = true;
-                return false;
-            }
-            v = v * 10 + (uint64_t)(*p - '0');
-        }
-        if ((size_t)(colon - since - s) == glen && memcmp(since + s, g, glen) == 0) {
-            *off = v;
-            return true;
-        }
-    }
-    return false;
-}
-
-/* True when the comma list holds name. */
-static bool conn_list_has(const char *list, size_t n, const char *name, size_t len)
-{
-    for (size_t i = 0; i <= n; i++) {
-        size_t s = i;
-        while (i < n && list[i] != ',')
-            i++;
-        if (i - s == len && memcmp(list + s, name, len) == 0)
-            return true;
-    }
-    return false;
-}
-
-/* Every since entry must be well formed and name a requested group. */
-static bool conn_since_valid(const char *since, size_t sl, const char *list, long n)
-{
-    uint64_t off;
-    bool bad = false;
-    conn_since_for(since, sl, "", 0, &off, &bad); /* matches nothing: checks every entry */
-    if (bad || n < 0)
-        return false;
-    for (size_t i = 0; i <= sl; i++) {
-        size_t s = i;
-        while (i < sl && since[i] != ',')
-            i++;
-        const char *colon = conn_last_colon(since + s, i - s);
-        if (!conn_list_has(list, (size_t)n, since + s, (size_t)(colon - since - s)))
-            return false;
     }
     return true;
 }
@@ -525,15 +434,10 @@ bool conn_since_params(conn *c, const http_request *req, const char *list, long 
 {
     *sl = http_query_get(req->query, "since", since, since_cap);
     *el = http_query_get(req->query, "epoch", epoch, epoch_cap);
-    if (*sl == -2 || *el == -2) {
-        conn_http_refuse(c, 400, "malformed since or epoch parameter", NULL);
-        return false;
-    }
-    if (*sl >= 0 && !conn_since_valid(since, (size_t)*sl, list, n)) {
-        conn_http_refuse(c, 400, "since entries must be group:offset for requested groups", NULL);
-        return false;
-    }
-    return true;
+    const char *why = query_resume_check(since, *sl, *el, list, n);
+    if (why)
+        conn_http_refuse(c, 400, why, NULL);
+    return !why;
 }
 
 /* How long after start a node without the cluster's epoch asks resuming
@@ -563,35 +467,29 @@ static void conn_route_ws(conn *c, const http_request *req)
     static _Thread_local char list[CONN_GROUP_LIST_MAX], since[CONN_GROUP_LIST_MAX];
     char fmt[16], epoch[64], jv[4];
     long n = http_query_get(req->query, "groups", list, sizeof list);
-    if (n == -2) {
-        conn_http_refuse(c, 400, "malformed groups parameter", NULL);
+    const char *why = query_groups_check(list, n, c->w->cfg->max_groups);
+    if (why) {
+        conn_http_refuse(c, 400, why, NULL);
         return;
     }
-    if (n >= 0) {
-        const char *why = conn_groups_check(list, (size_t)n, c->w->cfg->max_groups);
-        if (why) {
-            conn_http_refuse(c, 400, why, NULL);
-            return;
-        }
-    }
+    static const msg_format formats[] = {
+        [QUERY_FORMAT_RAW] = FORMAT_RAW,
+        [QUERY_FORMAT_JSON] = FORMAT_JSON,
+        [QUERY_FORMAT_MSGPACK] = FORMAT_MSGPACK,
+    };
     long fl = http_query_get(req->query, "format", fmt, sizeof fmt);
-    msg_format format = FORMAT_RAW;
-    /* Compare decoded lengths too: "json%00x" decodes to a string strcmp
-     * would call "json". */
-    if (fl == 4 && !memcmp(fmt, "json", 4))
-        format = FORMAT_JSON;
-    else if (fl == 7 && !memcmp(fmt, "msgpack", 7))
-        format = FORMAT_MSGPACK;
-    else if (fl != -1 && !(fl == 3 && !memcmp(fmt, "raw", 3))) {
+    query_format qf = query_format_parse(fmt, fl);
+    if (qf == QUERY_FORMAT_BAD) {
         conn_http_refuse(c, 400, "format must be raw, json or msgpack", NULL);
         return;
     }
+    msg_format format = formats[qf];
     /* joined=1: a position notice per plainly joined group. It is JSON, like
      * the envelopes it sits among: the raw and msgpack formats have no place
      * for it. */
     long jl = http_query_get(req->query, "joined", jv, sizeof jv);
-    bool joined = jl == 1 && jv[0] == '1';
-    if (jl != -1 && !joined && !(jl == 1 && jv[0] == '0')) {
+    int joined = query_flag(jv, jl);
+    if (joined < 0) {
         conn_http_refuse(c, 400, "joined must be 0 or 1", NULL);
         return;
     }
@@ -614,18 +512,16 @@ static void conn_route_ws(conn *c, const http_request *req)
     conn_ws_accept(c, req, ROLE_SUB); /* the 101 is queued first, replays after it */
     if (c->dead)
         return;
-    const char *cur = chan_epoch();
-    bool epoch_ok = el >= 0 && (size_t)el == strlen(cur) && memcmp(epoch, cur, (size_t)el) == 0;
+    bool epoch_ok = query_epoch_is(epoch, el, chan_epoch());
     bool ok = worker_add_all(c->w, c);
-    for (size_t i = 0; ok && n >= 0 && i <= (size_t)n; i++) {
-        size_t s = i;
-        while (i < (size_t)n && list[i] != ',')
-            i++;
+    query_list it = query_list_start(list, n);
+    const char *g;
+    size_t glen;
+    while (ok && query_list_next(&it, &g, &glen)) {
         uint64_t off = 0;
-        bool bad = false;
-        bool recover = sl >= 0 && conn_since_for(since, (size_t)sl, list + s, i - s, &off, &bad);
-        ok = joined ? conn_subscribe_joined(c, list + s, i - s, recover, off, epoch_ok)
-                    : conn_subscribe(c, list + s, i - s, recover, off, epoch_ok);
+        bool recover = query_since_find(since, sl, g, glen, &off) == QUERY_SINCE_FOUND;
+        ok = joined ? conn_subscribe_joined(c, g, glen, recover, off, epoch_ok)
+                    : conn_subscribe(c, g, glen, recover, off, epoch_ok);
     }
     if (!ok)
         conn_close_ws(c, WS_CLOSE_INTERNAL, "out of memory", false);
@@ -636,13 +532,12 @@ static void conn_route_ws(conn *c, const http_request *req)
 static long conn_publish_group(conn *c, const http_request *req, char *group)
 {
     long n = http_query_get(req->query, "group", group, MSG_GROUP_MAX + 1);
-    if (n == -1)
-        return 0;
-    if (n < 0 || !group_name_valid(group, (size_t)n)) {
-        conn_http_refuse(c, 400, "invalid group name (1-128 bytes of A-Z a-z 0-9 . _ : -)", NULL);
+    const char *why = query_group_check(group, n);
+    if (why) {
+        conn_http_refuse(c, 400, why, NULL);
         return -1;
     }
-    return n;
+    return n < 0 ? 0 : n;
 }
 
 static void conn_route(conn *c, const http_request *req)
