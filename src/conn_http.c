@@ -527,24 +527,144 @@ static void conn_route_ws(conn *c, const http_request *req)
         conn_close_ws(c, WS_CLOSE_INTERNAL, "out of memory", false);
 }
 
-/* The group of /publish: returns its length (0 = all), or -1 after answering
- * an error. */
-static long conn_publish_group(conn *c, const http_request *req, char *group)
+/* /publish: a POST body, or a publisher's WebSocket (GET); group= names the
+ * target group, absent for everyone. */
+static void conn_route_publish(conn *c, const http_request *req)
 {
-    long n = http_query_get(req->query, "group", group, MSG_GROUP_MAX + 1);
-    const char *why = query_group_check(group, n);
+    char group[MSG_GROUP_MAX + 1];
+    long glen = http_query_get(req->query, "group", group, sizeof group);
+    const char *why = query_group_check(group, glen);
     if (why) {
         conn_http_refuse(c, 400, why, NULL);
-        return -1;
+        return;
     }
-    return n < 0 ? 0 : n;
+    if (glen < 0)
+        glen = 0;
+    if (req->method == HTTP_POST) {
+        /* conn_route refused a framing that is not 0 or 1 already. */
+        unsigned long long blen;
+        long framing = http_body_framing(req, &blen);
+        if (conn_publish_key_ok(c, req))
+            conn_http_publish(c, req, group, (size_t)glen, framing, blen);
+        return;
+    }
+    if (!conn_ws_handshake_ok(c, req) || !conn_origin_ok(c, req) || !conn_accept_rate_ok(c) ||
+        !conn_publish_key_ok(c, req) || !conn_groups_admit(c, group, glen ? glen : -1))
+        return;
+    if (glen && !(c->pub_group = strdup(group))) {
+        conn_http_refuse(c, 503, "out of memory", NULL);
+        return;
+    }
+    conn_ws_accept(c, req, ROLE_PUB);
+}
+
+/* Degraded still answers 200: local subscribers are served; the body and
+ * /stats say the cluster is not. */
+static void conn_route_health(conn *c, const http_request *req)
+{
+    static const char degraded[] = "degraded: cluster broker unreachable\n",
+                      pressed[] = "degraded: memory over --max-memory\n";
+    const char *body = broker_enabled() && !broker_up() ? degraded
+                       : memwatch_pressure(c->w->srv)     ? pressed
+                                                          : "ok\n";
+    conn_http_respond(c, 200, "text/plain; charset=utf-8", body, strlen(body), NULL,
+                      req->method == HTTP_HEAD);
+}
+
+static void conn_route_counters(conn *c, const http_request *req, bool json)
+{
+    static _Thread_local char buf[65536];
+    size_t n = server_metrics_text(c->w->srv, buf, sizeof buf, json);
+    conn_http_respond(c, 200, json ? "application/json" : "text/plain; version=0.0.4; charset=utf-8",
+                      buf, n, NULL, req->method == HTTP_HEAD);
+}
+
+static void conn_route_metrics(conn *c, const http_request *req)
+{
+    conn_route_counters(c, req, false);
+}
+
+static void conn_route_stats(conn *c, const http_request *req)
+{
+    conn_route_counters(c, req, true);
+}
+
+/* The client for pages on other origins too (CORS): it is public code. */
+static void conn_route_client_js(conn *c, const http_request *req)
+{
+    conn_http_respond(c, 200, "text/javascript; charset=utf-8", herald_client_js,
+                      herald_client_js_len, "Access-Control-Allow-Origin: *\r\n",
+                      req->method == HTTP_HEAD);
+}
+
+static void conn_route_page(conn *c, const http_request *req)
+{
+    conn_http_respond(c, 200, "text/html; charset=utf-8", status_page_html, status_page_html_len,
+                      NULL, req->method == HTTP_HEAD);
+}
+
+/* Methods as bits of a route's mask. OPTIONS has no http_method of its own
+ * (only /sse answers it, a CORS preflight). */
+enum {
+    CONN_M_GET = 1u << 0,
+    CONN_M_HEAD = 1u << 1,
+    CONN_M_POST = 1u << 2,
+    CONN_M_OPTIONS = 1u << 3,
+};
+
+/* Every path herald serves, in one place: a path found here exists (a method
+ * it does not list gets 405 with an Allow header built from the mask), any
+ * other is 404; a request that passes goes to the handler. */
+typedef struct conn_http_route {
+    const char *path;
+    unsigned methods;
+    const char *wrong_method; /* the 405's reason */
+    void (*handler)(conn *c, const http_request *req);
+} conn_http_route;
+
+static const conn_http_route conn_http_routes[] = {
+    {"/ws", CONN_M_GET, "use GET with a WebSocket upgrade", conn_route_ws},
+    {"/sse", CONN_M_GET | CONN_M_OPTIONS, "use GET (an EventSource)", conn_sse_route},
+    {"/publish", CONN_M_GET | CONN_M_POST, "use POST, or GET with a WebSocket upgrade",
+     conn_route_publish},
+    {"/healthz", CONN_M_GET | CONN_M_HEAD, "use GET", conn_route_health},
+    {"/metrics", CONN_M_GET | CONN_M_HEAD, "use GET", conn_route_metrics},
+    {"/stats", CONN_M_GET | CONN_M_HEAD, "use GET", conn_route_stats},
+    {"/", CONN_M_GET | CONN_M_HEAD, "use GET", conn_route_page},
+    {"/index.html", CONN_M_GET | CONN_M_HEAD, "use GET", conn_route_page},
+    {"/herald-client.js", CONN_M_GET | CONN_M_HEAD, "use GET", conn_route_client_js},
+};
+
+static unsigned conn_method_bit(const http_request *req)
+{
+    switch (req->method) {
+    case HTTP_GET: return CONN_M_GET;
+    case HTTP_HEAD: return CONN_M_HEAD;
+    case HTTP_POST: return CONN_M_POST;
+    default:
+        return req->method_str.n == 7 && memcmp(req->method_str.p, "OPTIONS", 7) == 0
+                   ? CONN_M_OPTIONS
+                   : 0;
+    }
+}
+
+/* "Allow: GET, HEAD\r\n" from a route's mask. */
+static void conn_allow_header(unsigned methods, char *out, size_t cap)
+{
+    static const char *const names[] = {"GET", "HEAD", "POST", "OPTIONS"};
+    size_t k = (size_t)snprintf(out, cap, "Allow:");
+    const char *sep = " ";
+    for (unsigned i = 0; i < sizeof names / sizeof *names; i++)
+        if (methods & (1u << i)) {
+            k += (size_t)snprintf(out + k, cap - k, "%s%s", sep, names[i]);
+            sep = ", ";
+        }
+    snprintf(out + k, cap - k, "\r\n");
 }
 
 static void conn_route(conn *c, const http_request *req)
 {
-    server *srv = c->w->srv;
-    bool get = req->method == HTTP_GET, head = req->method == HTTP_HEAD;
-    http_str path = req->path;
+    bool bodiless = req->method == HTTP_GET || req->method == HTTP_HEAD;
     /* RFC 9112 3.2: an HTTP/1.1 request has exactly one Host. */
     if (req->minor_version >= 1 && http_header_count(req, "host") != 1) {
         conn_http_refuse(c, 400, "an HTTP/1.1 request needs exactly one Host header", NULL);
@@ -557,87 +677,28 @@ static void conn_route(conn *c, const http_request *req)
         conn_http_refuse(c, status,
                          status == 411   ? "send the body with Content-Length"
                          : status == 501 ? "transfer coding not supported"
-                         : get || head   ? "a GET or HEAD request carries no body"
+                         : bodiless      ? "a GET or HEAD request carries no body"
                                          : "ambiguous message framing",
                          NULL);
         return;
     }
-    if (path.n == 3 && memcmp(path.p, "/ws", 3) == 0) {
-        if (!get) {
-            conn_http_refuse(c, 405, "use GET with a WebSocket upgrade", "Allow: GET\r\n");
-            return;
-        }
-        conn_route_ws(c, req);
-        return;
+    const conn_http_route *r = NULL;
+    for (size_t i = 0; !r && i < sizeof conn_http_routes / sizeof *conn_http_routes; i++) {
+        const char *p = conn_http_routes[i].path;
+        if (strlen(p) == req->path.n && memcmp(p, req->path.p, req->path.n) == 0)
+            r = &conn_http_routes[i];
     }
-    if (path.n == 4 && memcmp(path.p, "/sse", 4) == 0) {
-        conn_sse_route(c, req);
-        return;
-    }
-    if (path.n == 8 && memcmp(path.p, "/publish", 8) == 0) {
-        char group[MSG_GROUP_MAX + 1];
-        if (!get && req->method != HTTP_POST) {
-            conn_http_refuse(c, 405, "use POST, or GET with a WebSocket upgrade",
-                            "Allow: GET, POST\r\n");
-            return;
-        }
-        long glen = conn_publish_group(c, req, group);
-        if (glen < 0)
-            return;
-        if (req->method == HTTP_POST) {
-            if (conn_publish_key_ok(c, req))
-                conn_http_publish(c, req, group, (size_t)glen, framing, blen);
-            return;
-        }
-        if (!conn_ws_handshake_ok(c, req) || !conn_origin_ok(c, req) ||
-            !conn_accept_rate_ok(c) || !conn_publish_key_ok(c, req) ||
-            !conn_groups_admit(c, group, glen ? glen : -1))
-            return;
-        if (glen && !(c->pub_group = strdup(group))) {
-            conn_http_refuse(c, 503, "out of memory", NULL);
-            return;
-        }
-        conn_ws_accept(c, req, ROLE_PUB);
-        return;
-    }
-    bool known = (path.n == 8 && memcmp(path.p, "/healthz", 8) == 0) ||
-                 (path.n == 8 && memcmp(path.p, "/metrics", 8) == 0) ||
-                 (path.n == 6 && memcmp(path.p, "/stats", 6) == 0) ||
-                 (path.n == 1 && path.p[0] == '/') ||
-                 (path.n == 11 && memcmp(path.p, "/index.html", 11) == 0) ||
-                 (path.n == 17 && memcmp(path.p, "/herald-client.js", 17) == 0);
-    if (!known) {
+    if (!r) {
         conn_http_refuse(c, 404, "not found", NULL);
         return;
     }
-    if (!get && !head) {
-        conn_http_refuse(c, 405, "use GET", "Allow: GET, HEAD\r\n");
+    if (!(r->methods & conn_method_bit(req))) {
+        char allow[64];
+        conn_allow_header(r->methods, allow, sizeof allow);
+        conn_http_refuse(c, 405, r->wrong_method, allow);
         return;
     }
-    if (path.n == 8 && path.p[1] == 'h') {
-        /* Degraded still answers 200: local subscribers are served; the body
-         * and /stats say the cluster is not. */
-        static const char degraded[] = "degraded: cluster broker unreachable\n",
-                          pressed[] = "degraded: memory over --max-memory\n";
-        const char *body = broker_enabled() && !broker_up() ? degraded
-                           : memwatch_pressure(srv)           ? pressed
-                                                              : "ok\n";
-        conn_http_respond(c, 200, "text/plain; charset=utf-8", body, strlen(body), NULL, head);
-    } else if (path.p[1] == 'm' || path.p[1] == 's') {
-        static _Thread_local char buf[65536];
-        bool json = path.p[1] == 's';
-        size_t n = server_metrics_text(srv, buf, sizeof buf, json);
-        conn_http_respond(c, 200,
-                          json ? "application/json" : "text/plain; version=0.0.4; charset=utf-8",
-                          buf, n, NULL, head);
-    } else if (path.n == 17) {
-        /* The client for pages on other origins too (CORS): it is public code. */
-        conn_http_respond(c, 200, "text/javascript; charset=utf-8", herald_client_js,
-                          herald_client_js_len, "Access-Control-Allow-Origin: *\r\n", head);
-    } else {
-        conn_http_respond(c, 200, "text/html; charset=utf-8", status_page_html,
-                          status_page_html_len, NULL, head);
-    }
+    r->handler(c, req);
 }
 
 void conn_http_process(conn *c, uint8_t *p, size_t n, size_t *used)

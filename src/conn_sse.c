@@ -347,12 +347,9 @@ void conn_sse_route(conn *c, const http_request *req)
     static _Thread_local uint64_t lei_off[256];
     static _Thread_local bool lei_known[256];
     char fmt[16], epoch[80];
-    if (req->method_str.n == 7 && memcmp(req->method_str.p, "OPTIONS", 7) == 0) {
-        conn_sse_preflight(c, req);
-        return;
-    }
+    /* conn_route lets only GET and OPTIONS through. */
     if (req->method != HTTP_GET) {
-        conn_http_refuse(c, 405, "use GET (an EventSource)", "Allow: GET, OPTIONS\r\n");
+        conn_sse_preflight(c, req);
         return;
     }
     c->cors_errors = true;
