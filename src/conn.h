@@ -242,15 +242,12 @@ void conn_http_body(conn *c, uint8_t *p, size_t n, size_t *used);
 struct http_request;
 void conn_http_answer(conn *c, int status, const char *ctype, const void *body, size_t blen,
                       const char *extra_headers);
-const char *conn_groups_check(const char *list, size_t n, int max_groups);
 bool conn_origin_ok(conn *c, const struct http_request *req);
 bool conn_accept_rate_ok(conn *c);
 /* --client-frame-rate over the last second (conn_ws.c). */
 bool conn_frame_rate_ok(conn *c);
 bool conn_jwt_ok(conn *c, const struct http_request *req, const char *list, long n);
 bool conn_groups_admit(conn *c, const char *list, long n);
-bool conn_since_for(const char *since, size_t n, const char *g, size_t glen, uint64_t *off,
-                    bool *bad);
 bool conn_since_params(conn *c, const struct http_request *req, const char *list, long n, char *since,
                        size_t since_cap, char *epoch, size_t epoch_cap, long *sl, long *el);
 /* Cluster: false (503 answered) during the first seconds after start while

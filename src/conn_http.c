@@ -16,6 +16,7 @@
 #include "http.h"
 #include "memwatch.h"
 #include "pmd.h"
+#include "query.h"
 #include "server.h"
 #include "utf8.h"
 #include "worker.h"
@@ -79,25 +80,6 @@ void conn_http_refuse(conn *c, int status, const char *why, const char *extra)
                      why);
     c->keepalive = false;
     conn_http_respond(c, status, "application/json", body, (size_t)n, extra, false);
-}
-
-/* Checks a comma list of group names (syntax and count). Returns NULL when
- * valid, else the reason it is not. */
-const char *conn_groups_check(const char *list, size_t n, int max_groups)
-{
-    size_t i = 0;
-    int count = 0;
-    while (i <= n) {
-        size_t s = i;
-        while (i < n && list[i] != ',')
-            i++;
-        if (!group_name_valid(list + s, i - s))
-            return "invalid group name (1-128 bytes of A-Z a-z 0-9 . _ : -)";
-        if (++count > max_groups)
-            return "too many groups";
-        i++;
-    }
-    return NULL;
 }
 
 static bool conn_http_is_text(const http_request *req)
@@ -415,15 +397,14 @@ bool conn_jwt_ok(conn *c, const http_request *req, const char *list, long n)
         conn_auth_failed(c, r);
         return false;
     }
-    for (size_t i = 0; n >= 0 && i <= (size_t)n;) {
-        size_t s = i;
-        while (i < (size_t)n && list[i] != ',')
-            i++;
-        if (!jwt_group_allowed(&claims, list + s, i - s)) {
+    query_list it = query_list_start(list, n);
+    const char *g;
+    size_t glen;
+    while (query_list_next(&it, &g, &glen)) {
+        if (!jwt_group_allowed(&claims, g, glen)) {
             conn_auth_failed(c, AUTH_FORBIDDEN_GROUP);
             return false;
         }
-        i++;
     }
     return true;
 }
@@ -433,87 +414,15 @@ bool conn_jwt_ok(conn *c, const http_request *req, const char *list, long n)
 bool conn_groups_admit(conn *c, const char *list, long n)
 {
     int max = c->w->cfg->max_live_groups;
-    for (size_t i = 0; n >= 0 && i <= (size_t)n; i++) {
-        size_t s = i;
-        while (i < (size_t)n && list[i] != ',')
-            i++;
-        if (!chan_admit(list + s, i - s, max)) {
+    query_list it = query_list_start(list, n);
+    const char *g;
+    size_t glen;
+    while (query_list_next(&it, &g, &glen)) {
+        if (!chan_admit(g, glen, max)) {
             conn_http_refuse(c, 503, "too many live groups (--max-live-groups), retry shortly",
                             "Retry-After: 1\r\n");
             return false;
         }
-    }
-    return true;
-}
-
-/* The last ':' of since[s..e): group names may contain ':' themselves. */
-static const char *conn_last_colon(const char *p, size_t n)
-{
-    const char *colon = NULL;
-    for (size_t k = 0; k < n; k++)
-        if (p[k] == ':')
-            colon = p + k;
-    return colon;
-}
-
-/* Finds g's offset in a since list "a:5,b:7"; false when g is not listed.
- * *bad is set when any entry scanned is not name:digits. */
-bool conn_since_for(const char *since, size_t n, const char *g, size_t glen, uint64_t *off,
-                    bool *bad)
-{
-    for (size_t i = 0; i <= n; i++) { /* <= n: an empty last entry ("a:1,") is malformed */
-        size_t s = i;
-        while (i < n && since[i] != ',')
-            i++;
-        const char *colon = conn_last_colon(since + s, i - s);
-        if (!colon || colon == since + s || colon + 1 == since + i) {
-            *bad = true;
-            return false;
-        }
-        uint64_t v = 0;
-        for (const char *p = colon + 1; p < since + i; p++) {
-            if (*p < '0' || *p > '9' || v > (UINT64_MAX - (uint64_t)(*p - '0')) / 10) {
-                *bad = true;
-                return false;
-            }
-            v = v * 10 + (uint64_t)(*p - '0');
-        }
-        if ((size_t)(colon - since - s) == glen && memcmp(since + s, g, glen) == 0) {
-            *off = v;
-            return true;
-        }
-    }
-    return false;
-}
-
-/* True when the comma list holds name. */
-static bool conn_list_has(const char *list, size_t n, const char *name, size_t len)
-{
-    for (size_t i = 0; i <= n; i++) {
-        size_t s = i;
-        while (i < n && list[i] != ',')
-            i++;
-        if (i - s == len && memcmp(list + s, name, len) == 0)
-            return true;
-    }
-    return false;
-}
-
-/* Every since entry must be well formed and name a requested group. */
-static bool conn_since_valid(const char *since, size_t sl, const char *list, long n)
-{
-    uint64_t off;
-    bool bad = false;
-    conn_since_for(since, sl, "", 0, &off, &bad); /* matches nothing: checks every entry */
-    if (bad || n < 0)
-        return false;
-    for (size_t i = 0; i <= sl; i++) {
-        size_t s = i;
-        while (i < sl && since[i] != ',')
-            i++;
-        const char *colon = conn_last_colon(since + s, i - s);
-        if (!conn_list_has(list, (size_t)n, since + s, (size_t)(colon - since - s)))
-            return false;
     }
     return true;
 }
@@ -526,15 +435,10 @@ bool conn_since_params(conn *c, const http_request *req, const char *list, long 
 {
     *sl = http_query_get(req->query, "since", since, since_cap);
     *el = http_query_get(req->query, "epoch", epoch, epoch_cap);
-    if (*sl == -2 || *el == -2) {
-        conn_http_refuse(c, 400, "malformed since or epoch parameter", NULL);
-        return false;
-    }
-    if (*sl >= 0 && !conn_since_valid(since, (size_t)*sl, list, n)) {
-        conn_http_refuse(c, 400, "since entries must be group:offset for requested groups", NULL);
-        return false;
-    }
-    return true;
+    const char *why = query_resume_check(since, *sl, *el, list, n);
+    if (why)
+        conn_http_refuse(c, 400, why, NULL);
+    return !why;
 }
 
 /* How long after start a node without the cluster's epoch asks resuming
@@ -564,35 +468,29 @@ static void conn_route_ws(conn *c, const http_request *req)
     static _Thread_local char list[CONN_GROUP_LIST_MAX], since[CONN_GROUP_LIST_MAX];
     char fmt[16], epoch[64], jv[4];
     long n = http_query_get(req->query, "groups", list, sizeof list);
-    if (n == -2) {
-        conn_http_refuse(c, 400, "malformed groups parameter", NULL);
+    const char *why = query_groups_check(list, n, c->w->cfg->max_groups);
+    if (why) {
+        conn_http_refuse(c, 400, why, NULL);
         return;
     }
-    if (n >= 0) {
-        const char *why = conn_groups_check(list, (size_t)n, c->w->cfg->max_groups);
-        if (why) {
-            conn_http_refuse(c, 400, why, NULL);
-            return;
-        }
-    }
+    static const msg_format formats[] = {
+        [QUERY_FORMAT_RAW] = FORMAT_RAW,
+        [QUERY_FORMAT_JSON] = FORMAT_JSON,
+        [QUERY_FORMAT_MSGPACK] = FORMAT_MSGPACK,
+    };
     long fl = http_query_get(req->query, "format", fmt, sizeof fmt);
-    msg_format format = FORMAT_RAW;
-    /* Compare decoded lengths too: "json%00x" decodes to a string strcmp
-     * would call "json". */
-    if (fl == 4 && !memcmp(fmt, "json", 4))
-        format = FORMAT_JSON;
-    else if (fl == 7 && !memcmp(fmt, "msgpack", 7))
-        format = FORMAT_MSGPACK;
-    else if (fl != -1 && !(fl == 3 && !memcmp(fmt, "raw", 3))) {
+    query_format qf = query_format_parse(fmt, fl);
+    if (qf == QUERY_FORMAT_BAD) {
         conn_http_refuse(c, 400, "format must be raw, json or msgpack", NULL);
         return;
     }
+    msg_format format = formats[qf];
     /* joined=1: a position notice per plainly joined group. It is JSON, like
      * the envelopes it sits among: the raw and msgpack formats have no place
      * for it. */
     long jl = http_query_get(req->query, "joined", jv, sizeof jv);
-    bool joined = jl == 1 && jv[0] == '1';
-    if (jl != -1 && !joined && !(jl == 1 && jv[0] == '0')) {
+    int joined = query_flag(jv, jl);
+    if (joined < 0) {
         conn_http_refuse(c, 400, "joined must be 0 or 1", NULL);
         return;
     }
@@ -615,41 +513,158 @@ static void conn_route_ws(conn *c, const http_request *req)
     conn_ws_accept(c, req, ROLE_SUB); /* the 101 is queued first, replays after it */
     if (c->dead)
         return;
-    const char *cur = chan_epoch();
-    bool epoch_ok = el >= 0 && (size_t)el == strlen(cur) && memcmp(epoch, cur, (size_t)el) == 0;
+    bool epoch_ok = query_epoch_is(epoch, el, chan_epoch());
     bool ok = delivery_add_all(&c->w->dl, c);
-    for (size_t i = 0; ok && n >= 0 && i <= (size_t)n; i++) {
-        size_t s = i;
-        while (i < (size_t)n && list[i] != ',')
-            i++;
+    query_list it = query_list_start(list, n);
+    const char *g;
+    size_t glen;
+    while (ok && query_list_next(&it, &g, &glen)) {
         uint64_t off = 0;
-        bool bad = false;
-        bool recover = sl >= 0 && conn_since_for(since, (size_t)sl, list + s, i - s, &off, &bad);
-        ok = delivery_subscribe(c, list + s, i - s, recover, off, epoch_ok, joined);
+        bool recover = query_since_find(since, sl, g, glen, &off) == QUERY_SINCE_FOUND;
+        ok = delivery_subscribe(c, g, glen, recover, off, epoch_ok, joined);
     }
     if (!ok)
         conn_close_ws(c, WS_CLOSE_INTERNAL, "out of memory", false);
 }
 
-/* The group of /publish: returns its length (0 = all), or -1 after answering
- * an error. */
-static long conn_publish_group(conn *c, const http_request *req, char *group)
+/* /publish: a POST body, or a publisher's WebSocket (GET); group= names the
+ * target group, absent for everyone. */
+static void conn_route_publish(conn *c, const http_request *req)
 {
-    long n = http_query_get(req->query, "group", group, MSG_GROUP_MAX + 1);
-    if (n == -1)
-        return 0;
-    if (n < 0 || !group_name_valid(group, (size_t)n)) {
-        conn_http_refuse(c, 400, "invalid group name (1-128 bytes of A-Z a-z 0-9 . _ : -)", NULL);
-        return -1;
+    char group[MSG_GROUP_MAX + 1];
+    long glen = http_query_get(req->query, "group", group, sizeof group);
+    const char *why = query_group_check(group, glen);
+    if (why) {
+        conn_http_refuse(c, 400, why, NULL);
+        return;
     }
-    return n;
+    if (glen < 0)
+        glen = 0;
+    if (req->method == HTTP_POST) {
+        /* conn_route refused a framing that is not 0 or 1 already. */
+        unsigned long long blen;
+        long framing = http_body_framing(req, &blen);
+        if (conn_publish_key_ok(c, req))
+            conn_http_publish(c, req, group, (size_t)glen, framing, blen);
+        return;
+    }
+    if (!conn_ws_handshake_ok(c, req) || !conn_origin_ok(c, req) || !conn_accept_rate_ok(c) ||
+        !conn_publish_key_ok(c, req) || !conn_groups_admit(c, group, glen ? glen : -1))
+        return;
+    if (glen && !(c->pub_group = strdup(group))) {
+        conn_http_refuse(c, 503, "out of memory", NULL);
+        return;
+    }
+    conn_ws_accept(c, req, ROLE_PUB);
+}
+
+/* Degraded still answers 200: local subscribers are served; the body and
+ * /stats say the cluster is not. */
+static void conn_route_health(conn *c, const http_request *req)
+{
+    static const char degraded[] = "degraded: cluster broker unreachable\n",
+                      pressed[] = "degraded: memory over --max-memory\n";
+    const char *body = broker_enabled() && !broker_up() ? degraded
+                       : memwatch_pressure(c->w->srv)     ? pressed
+                                                          : "ok\n";
+    conn_http_respond(c, 200, "text/plain; charset=utf-8", body, strlen(body), NULL,
+                      req->method == HTTP_HEAD);
+}
+
+static void conn_route_counters(conn *c, const http_request *req, bool json)
+{
+    static _Thread_local char buf[65536];
+    size_t n = server_metrics_text(c->w->srv, buf, sizeof buf, json);
+    conn_http_respond(c, 200, json ? "application/json" : "text/plain; version=0.0.4; charset=utf-8",
+                      buf, n, NULL, req->method == HTTP_HEAD);
+}
+
+static void conn_route_metrics(conn *c, const http_request *req)
+{
+    conn_route_counters(c, req, false);
+}
+
+static void conn_route_stats(conn *c, const http_request *req)
+{
+    conn_route_counters(c, req, true);
+}
+
+/* The client for pages on other origins too (CORS): it is public code. */
+static void conn_route_client_js(conn *c, const http_request *req)
+{
+    conn_http_respond(c, 200, "text/javascript; charset=utf-8", herald_client_js,
+                      herald_client_js_len, "Access-Control-Allow-Origin: *\r\n",
+                      req->method == HTTP_HEAD);
+}
+
+static void conn_route_page(conn *c, const http_request *req)
+{
+    conn_http_respond(c, 200, "text/html; charset=utf-8", status_page_html, status_page_html_len,
+                      NULL, req->method == HTTP_HEAD);
+}
+
+/* Methods as bits of a route's mask. OPTIONS has no http_method of its own
+ * (only /sse answers it, a CORS preflight). */
+enum {
+    CONN_M_GET = 1u << 0,
+    CONN_M_HEAD = 1u << 1,
+    CONN_M_POST = 1u << 2,
+    CONN_M_OPTIONS = 1u << 3,
+};
+
+/* Every path herald serves, in one place: a path found here exists (a method
+ * it does not list gets 405 with an Allow header built from the mask), any
+ * other is 404; a request that passes goes to the handler. */
+typedef struct conn_http_route {
+    const char *path;
+    unsigned methods;
+    const char *wrong_method; /* the 405's reason */
+    void (*handler)(conn *c, const http_request *req);
+} conn_http_route;
+
+static const conn_http_route conn_http_routes[] = {
+    {"/ws", CONN_M_GET, "use GET with a WebSocket upgrade", conn_route_ws},
+    {"/sse", CONN_M_GET | CONN_M_OPTIONS, "use GET (an EventSource)", conn_sse_route},
+    {"/publish", CONN_M_GET | CONN_M_POST, "use POST, or GET with a WebSocket upgrade",
+     conn_route_publish},
+    {"/healthz", CONN_M_GET | CONN_M_HEAD, "use GET", conn_route_health},
+    {"/metrics", CONN_M_GET | CONN_M_HEAD, "use GET", conn_route_metrics},
+    {"/stats", CONN_M_GET | CONN_M_HEAD, "use GET", conn_route_stats},
+    {"/", CONN_M_GET | CONN_M_HEAD, "use GET", conn_route_page},
+    {"/index.html", CONN_M_GET | CONN_M_HEAD, "use GET", conn_route_page},
+    {"/herald-client.js", CONN_M_GET | CONN_M_HEAD, "use GET", conn_route_client_js},
+};
+
+static unsigned conn_method_bit(const http_request *req)
+{
+    switch (req->method) {
+    case HTTP_GET: return CONN_M_GET;
+    case HTTP_HEAD: return CONN_M_HEAD;
+    case HTTP_POST: return CONN_M_POST;
+    default:
+        return req->method_str.n == 7 && memcmp(req->method_str.p, "OPTIONS", 7) == 0
+                   ? CONN_M_OPTIONS
+                   : 0;
+    }
+}
+
+/* "Allow: GET, HEAD\r\n" from a route's mask. */
+static void conn_allow_header(unsigned methods, char *out, size_t cap)
+{
+    static const char *const names[] = {"GET", "HEAD", "POST", "OPTIONS"};
+    size_t k = (size_t)snprintf(out, cap, "Allow:");
+    const char *sep = " ";
+    for (unsigned i = 0; i < sizeof names / sizeof *names; i++)
+        if (methods & (1u << i)) {
+            k += (size_t)snprintf(out + k, cap - k, "%s%s", sep, names[i]);
+            sep = ", ";
+        }
+    snprintf(out + k, cap - k, "\r\n");
 }
 
 static void conn_route(conn *c, const http_request *req)
 {
-    server *srv = c->w->srv;
-    bool get = req->method == HTTP_GET, head = req->method == HTTP_HEAD;
-    http_str path = req->path;
+    bool bodiless = req->method == HTTP_GET || req->method == HTTP_HEAD;
     /* RFC 9112 3.2: an HTTP/1.1 request has exactly one Host. */
     if (req->minor_version >= 1 && http_header_count(req, "host") != 1) {
         conn_http_refuse(c, 400, "an HTTP/1.1 request needs exactly one Host header", NULL);
@@ -662,87 +677,28 @@ static void conn_route(conn *c, const http_request *req)
         conn_http_refuse(c, status,
                          status == 411   ? "send the body with Content-Length"
                          : status == 501 ? "transfer coding not supported"
-                         : get || head   ? "a GET or HEAD request carries no body"
+                         : bodiless      ? "a GET or HEAD request carries no body"
                                          : "ambiguous message framing",
                          NULL);
         return;
     }
-    if (path.n == 3 && memcmp(path.p, "/ws", 3) == 0) {
-        if (!get) {
-            conn_http_refuse(c, 405, "use GET with a WebSocket upgrade", "Allow: GET\r\n");
-            return;
-        }
-        conn_route_ws(c, req);
-        return;
+    const conn_http_route *r = NULL;
+    for (size_t i = 0; !r && i < sizeof conn_http_routes / sizeof *conn_http_routes; i++) {
+        const char *p = conn_http_routes[i].path;
+        if (strlen(p) == req->path.n && memcmp(p, req->path.p, req->path.n) == 0)
+            r = &conn_http_routes[i];
     }
-    if (path.n == 4 && memcmp(path.p, "/sse", 4) == 0) {
-        conn_sse_route(c, req);
-        return;
-    }
-    if (path.n == 8 && memcmp(path.p, "/publish", 8) == 0) {
-        char group[MSG_GROUP_MAX + 1];
-        if (!get && req->method != HTTP_POST) {
-            conn_http_refuse(c, 405, "use POST, or GET with a WebSocket upgrade",
-                            "Allow: GET, POST\r\n");
-            return;
-        }
-        long glen = conn_publish_group(c, req, group);
-        if (glen < 0)
-            return;
-        if (req->method == HTTP_POST) {
-            if (conn_publish_key_ok(c, req))
-                conn_http_publish(c, req, group, (size_t)glen, framing, blen);
-            return;
-        }
-        if (!conn_ws_handshake_ok(c, req) || !conn_origin_ok(c, req) ||
-            !conn_accept_rate_ok(c) || !conn_publish_key_ok(c, req) ||
-            !conn_groups_admit(c, group, glen ? glen : -1))
-            return;
-        if (glen && !(c->pub_group = strdup(group))) {
-            conn_http_refuse(c, 503, "out of memory", NULL);
-            return;
-        }
-        conn_ws_accept(c, req, ROLE_PUB);
-        return;
-    }
-    bool known = (path.n == 8 && memcmp(path.p, "/healthz", 8) == 0) ||
-                 (path.n == 8 && memcmp(path.p, "/metrics", 8) == 0) ||
-                 (path.n == 6 && memcmp(path.p, "/stats", 6) == 0) ||
-                 (path.n == 1 && path.p[0] == '/') ||
-                 (path.n == 11 && memcmp(path.p, "/index.html", 11) == 0) ||
-                 (path.n == 17 && memcmp(path.p, "/herald-client.js", 17) == 0);
-    if (!known) {
+    if (!r) {
         conn_http_refuse(c, 404, "not found", NULL);
         return;
     }
-    if (!get && !head) {
-        conn_http_refuse(c, 405, "use GET", "Allow: GET, HEAD\r\n");
+    if (!(r->methods & conn_method_bit(req))) {
+        char allow[64];
+        conn_allow_header(r->methods, allow, sizeof allow);
+        conn_http_refuse(c, 405, r->wrong_method, allow);
         return;
     }
-    if (path.n == 8 && path.p[1] == 'h') {
-        /* Degraded still answers 200: local subscribers are served; the body
-         * and /stats say the cluster is not. */
-        static const char degraded[] = "degraded: cluster broker unreachable\n",
-                          pressed[] = "degraded: memory over --max-memory\n";
-        const char *body = broker_enabled() && !broker_up() ? degraded
-                           : memwatch_pressure(srv)           ? pressed
-                                                              : "ok\n";
-        conn_http_respond(c, 200, "text/plain; charset=utf-8", body, strlen(body), NULL, head);
-    } else if (path.p[1] == 'm' || path.p[1] == 's') {
-        static _Thread_local char buf[65536];
-        bool json = path.p[1] == 's';
-        size_t n = server_metrics_text(srv, buf, sizeof buf, json);
-        conn_http_respond(c, 200,
-                          json ? "application/json" : "text/plain; version=0.0.4; charset=utf-8",
-                          buf, n, NULL, head);
-    } else if (path.n == 17) {
-        /* The client for pages on other origins too (CORS): it is public code. */
-        conn_http_respond(c, 200, "text/javascript; charset=utf-8", herald_client_js,
-                          herald_client_js_len, "Access-Control-Allow-Origin: *\r\n", head);
-    } else {
-        conn_http_respond(c, 200, "text/html; charset=utf-8", status_page_html,
-                          status_page_html_len, NULL, head);
-    }
+    r->handler(c, req);
 }
 
 void conn_http_process(conn *c, uint8_t *p, size_t n, size_t *used)

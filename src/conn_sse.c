@@ -14,6 +14,7 @@
 #include "conn.h"
 #include "delivery.h"
 #include "envelope.h"
+#include "query.h"
 #include "sse.h"
 #include "worker.h"
 
@@ -225,26 +226,6 @@ static void conn_sse_preflight(conn *c, const http_request *req)
     conn_http_answer(c, 200, "text/plain", "", 0, extra);
 }
 
-/* How many distinct groups a valid comma list holds (a=a,a is one). */
-static size_t conn_sse_distinct(const char *list, long n, const char **names, size_t *lens,
-                                size_t max)
-{
-    size_t k = 0;
-    for (size_t i = 0; n >= 0 && i <= (size_t)n; i++) {
-        size_t s = i;
-        while (i < (size_t)n && list[i] != ',')
-            i++;
-        bool dup = false;
-        for (size_t j = 0; j < k && !dup; j++)
-            dup = lens[j] == i - s && memcmp(names[j], list + s, i - s) == 0;
-        if (!dup && k < max) {
-            names[k] = list + s;
-            lens[k++] = i - s;
-        }
-    }
-    return k;
-}
-
 /* A vanished peer (power loss, a dropped NAT mapping) never acknowledges
  * the keep-alive comments, yet 2 bytes never fill the socket buffer, so
  * --write-timeout (which times data stuck in our queue) cannot see it, and
@@ -367,40 +348,30 @@ void conn_sse_route(conn *c, const http_request *req)
     static _Thread_local uint64_t lei_off[256];
     static _Thread_local bool lei_known[256];
     char fmt[16], epoch[80];
-    if (req->method_str.n == 7 && memcmp(req->method_str.p, "OPTIONS", 7) == 0) {
-        conn_sse_preflight(c, req);
-        return;
-    }
+    /* conn_route lets only GET and OPTIONS through. */
     if (req->method != HTTP_GET) {
-        conn_http_refuse(c, 405, "use GET (an EventSource)", "Allow: GET, OPTIONS\r\n");
+        conn_sse_preflight(c, req);
         return;
     }
     c->cors_errors = true;
     long n = http_query_get(req->query, "groups", list, sizeof list);
-    if (n == -2) {
-        conn_http_refuse(c, 400, "malformed groups parameter", NULL);
+    int max_groups = c->w->cfg->max_groups;
+    const char *why = query_groups_check(list, n, max_groups > 256 ? 256 : max_groups);
+    if (why) {
+        conn_http_refuse(c, 400, why, NULL);
         return;
     }
-    int max_groups = c->w->cfg->max_groups;
-    if (n >= 0) {
-        const char *why = conn_groups_check(list, (size_t)n, max_groups > 256 ? 256 : max_groups);
-        if (why) {
-            conn_http_refuse(c, 400, why, NULL);
-            return;
-        }
-    }
     long fl = http_query_get(req->query, "format", fmt, sizeof fmt);
-    msg_format format = FORMAT_SSE_RAW;
-    if (fl == 4 && !memcmp(fmt, "json", 4))
-        format = FORMAT_SSE_JSON;
-    else if (fl != -1 && !(fl == 3 && !memcmp(fmt, "raw", 3))) {
+    query_format qf = query_format_parse(fmt, fl);
+    if (qf != QUERY_FORMAT_RAW && qf != QUERY_FORMAT_JSON) {
         conn_http_refuse(c, 400, "format must be raw or json for /sse", NULL);
         return;
     }
+    msg_format format = qf == QUERY_FORMAT_JSON ? FORMAT_SSE_JSON : FORMAT_SSE_RAW;
     long sl, el;
     if (!conn_since_params(c, req, list, n, since, sizeof since, epoch, sizeof epoch, &sl, &el))
         return;
-    size_t ng = conn_sse_distinct(list, n, names, lens, 256);
+    size_t ng = query_list_distinct(list, n, names, lens, 256);
     /* The browser's own resume: its Last-Event-ID wins over the URL's since
      * (which stays what the page first asked for). */
     const http_str *lei = http_header_get(req, "last-event-id");
@@ -444,8 +415,8 @@ void conn_sse_route(conn *c, const http_request *req)
     c->sse = s;
     if (!conn_sse_start(c, req, format, ng) || c->dead)
         return;
-    bool epoch_ok = use_lei ? lp.epoch_len == strlen(cur) && !memcmp(lp.epoch, cur, lp.epoch_len)
-                            : el >= 0 && (size_t)el == strlen(cur) && !memcmp(epoch, cur, (size_t)el);
+    bool epoch_ok = use_lei ? query_epoch_is(lp.epoch, (long)lp.epoch_len, cur)
+                            : query_epoch_is(epoch, el, cur);
     /* Every group's position is known before the first join, so an event
      * queued while later groups join never claims a position for them that
      * the stream has not covered. A fresh group starts at its last offset
@@ -454,13 +425,12 @@ void conn_sse_route(conn *c, const http_request *req)
     uint64_t from[256];
     for (size_t k = 0; k < ng; k++) {
         uint64_t off = 0;
-        bool bad = false;
         if (use_lei) {
             recover[k] = true;
             group_epoch_ok[k] = epoch_ok && lp.known[k];
             from[k] = lp.off[k];
         } else {
-            recover[k] = sl >= 0 && conn_since_for(since, (size_t)sl, names[k], lens[k], &off, &bad);
+            recover[k] = query_since_find(since, sl, names[k], lens[k], &off) == QUERY_SINCE_FOUND;
             group_epoch_ok[k] = epoch_ok;
             from[k] = off;
         }
