@@ -22,7 +22,7 @@
 /* An idle connection's size is herald's memory per client: SSE (sse) and
  * permessage-deflate (zin, pmd bits) together must not grow it. */
 #if UINTPTR_MAX == UINT64_MAX
-_Static_assert(sizeof(conn) <= 432, "struct conn grew past 432 bytes");
+_Static_assert(sizeof(conn) <= 232, "struct conn grew past 232 bytes");
 #endif
 
 #define CONN_IOV 128
@@ -766,5 +766,6 @@ void conn_free(conn *c)
     if (c->pub)
         msg_unref(c->pub);
     deflate_inflater_free(c->zin);
+    free(c->rd);
     free(c);
 }
