@@ -766,6 +766,8 @@ void conn_free(conn *c)
     if (c->pub)
         msg_unref(c->pub);
     deflate_inflater_free(c->zin);
+    if (c->rd)
+        METRIC_SUB(&c->w->m, conn_memory, sizeof *c->rd);
     free(c->rd);
     free(c);
 }

@@ -205,6 +205,7 @@ static bool conn_ws_reader(conn *c)
         return true;
     if (!(c->rd = malloc(sizeof *c->rd)))
         return false;
+    METRIC_ADD(&c->w->m, conn_memory, sizeof *c->rd);
     ws_reader_init(c->rd, c->w->cfg->max_message_size);
     if (c->pmd)
         ws_reader_allow_rsv1(c->rd);
@@ -218,6 +219,7 @@ static void conn_ws_reader_rest(conn *c)
 {
     if (c->rd && c->role == ROLE_SUB && ws_reader_at_rest(c->rd)) {
         c->ctl_frames += (uint32_t)c->rd->frames;
+        METRIC_SUB(&c->w->m, conn_memory, sizeof *c->rd);
         free(c->rd);
         c->rd = NULL;
     }
