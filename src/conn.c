@@ -17,7 +17,7 @@
 /* An idle connection's size is herald's memory per client: SSE (sse) and
  * permessage-deflate (zin, pmd bits) together must not grow it. */
 #if UINTPTR_MAX == UINT64_MAX
-_Static_assert(sizeof(conn) <= 448, "struct conn grew past 448 bytes");
+_Static_assert(sizeof(conn) <= 248, "struct conn grew past 248 bytes");
 #endif
 
 #define CONN_IOV 128
@@ -720,5 +720,8 @@ void conn_free(conn *c)
     if (c->pub)
         msg_unref(c->pub);
     deflate_inflater_free(c->zin);
+    if (c->rd)
+        METRIC_SUB(c->env->m, conn_memory, sizeof *c->rd);
+    free(c->rd);
     free(c);
 }

@@ -112,7 +112,8 @@ typedef struct conn {
     uint32_t slot;             /* index in worker->conns */
     uint32_t all_slot;         /* index in worker->all */
     uint32_t rate_frames;      /* counted frames at the start of the rate window (mod 2^32) */
-    uint32_t ctl_frames;       /* control frames received (publishers' rate limit) */
+    uint32_t ctl_frames;       /* control frames received (publishers' rate limit); a
+                                * subscriber's frames from readers already released */
     uint64_t last_read_ms;
     uint64_t last_progress_ms; /* last write progress, or when data started waiting */
     uint64_t last_ping_ms;
@@ -138,7 +139,10 @@ typedef struct conn {
                             * keeps the struct at 432 bytes with both sse and zin */
     struct conn_sse *sse;  /* set for a Server-Sent Events subscriber: its resume position */
     struct deflate_inflater *zin; /* on the first compressed frame received; NULL before */
-    ws_reader rd;
+    /* The frame reader (~200 bytes, most of it a control frame's payload) is
+     * allocated when a WebSocket's input arrives and a subscriber's is
+     * released again between frames: idle subscribers hold none. */
+    ws_reader *rd;
 } conn;
 
 conn *conn_new(conn_env *env, int fd);

@@ -292,9 +292,6 @@ static void conn_ws_accept(conn *c, const http_request *req, conn_role role)
     c->state = CONN_WS;
     c->role = (uint8_t)role;
     c->last_ping_ms = c->w->loop.now_ms;
-    ws_reader_init(&c->rd, c->w->cfg->max_message_size);
-    if (pmd)
-        ws_reader_allow_rsv1(&c->rd);
     METRIC_INC(&c->w->m, http_requests);
     if (role == ROLE_SUB)
         METRIC_INC(&c->w->m, subscribers_open);

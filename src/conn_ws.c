@@ -78,7 +78,7 @@ static bool conn_inflate_sink(void *arg, const uint8_t *p, size_t n)
     x->out += n;
     /* The reader leaves a compressed message's UTF-8 to us: it is checked on
      * the inflated text, failing fast like uncompressed text. */
-    if (x->text && !utf8_feed(&x->c->rd.utf8, p, n)) {
+    if (x->text && !utf8_feed(&x->c->rd->utf8, p, n)) {
         x->fail = WS_CLOSE_BAD_DATA;
         return false;
     }
@@ -92,7 +92,7 @@ static bool conn_inflate_sink(void *arg, const uint8_t *p, size_t n)
      * costs us no more CPU than a stream of frames. The bytes add up across
      * chunks and messages: many messages just under 16 KiB are charged too. */
     if (x->c->role == ROLE_SUB && (x->c->zin_charge += n) >= DEFLATE_CHUNK) {
-        x->c->rd.frames += x->c->zin_charge / DEFLATE_CHUNK;
+        x->c->rd->frames += x->c->zin_charge / DEFLATE_CHUNK;
         x->c->zin_charge %= DEFLATE_CHUNK;
         if (!conn_frame_rate_ok(x->c)) {
             x->fail = WS_CLOSE_POLICY;
@@ -118,7 +118,7 @@ static bool conn_inflate(conn *c, const uint8_t *p, size_t n, bool last, uint8_t
     deflate_result r =
         deflate_inflate(c->zin, p, n, last, c->env->cfg->max_message_size, conn_inflate_sink, &x);
     *spent += x.out;
-    if (r == DEFLATE_OK && last && x.text && !utf8_complete(&c->rd.utf8)) {
+    if (r == DEFLATE_OK && last && x.text && !utf8_complete(&c->rd->utf8)) {
         r = DEFLATE_STOPPED;
         x.fail = WS_CLOSE_BAD_DATA;
     }
@@ -167,7 +167,7 @@ bool conn_frame_rate_ok(conn *c)
     if (rate <= 0)
         return true;
     uint64_t now = c->env->loop->now_ms;
-    uint32_t count = (c->role == ROLE_SUB ? (uint32_t)c->rd.frames : 0) + c->ctl_frames;
+    uint32_t count = (c->role == ROLE_SUB && c->rd ? (uint32_t)c->rd->frames : 0) + c->ctl_frames;
     if (now - c->rate_window_ms >= 1000) {
         c->rate_window_ms = now;
         c->rate_frames = count;
@@ -197,7 +197,47 @@ static void conn_ws_yield(conn *c, const uint8_t *p, size_t n)
     c->want_out = true;
 }
 
+/* The reader for this read: limits as configured now (a reader released
+ * between messages takes up a changed --max-message-size with the next). */
+static bool conn_ws_reader(conn *c)
+{
+    if (c->rd)
+        return true;
+    if (!(c->rd = malloc(sizeof *c->rd)))
+        return false;
+    METRIC_ADD(c->env->m, conn_memory, sizeof *c->rd);
+    ws_reader_init(c->rd, c->env->cfg->max_message_size);
+    if (c->pmd)
+        ws_reader_allow_rsv1(c->rd);
+    return true;
+}
+
+/* A subscriber between messages gives its reader back; its frame count
+ * carries on in ctl_frames (conn_frame_rate_ok adds the two). Publishers
+ * keep theirs: they are few, and read often. */
+static void conn_ws_reader_rest(conn *c)
+{
+    if (c->rd && c->role == ROLE_SUB && ws_reader_at_rest(c->rd)) {
+        c->ctl_frames += (uint32_t)c->rd->frames;
+        METRIC_SUB(c->env->m, conn_memory, sizeof *c->rd);
+        free(c->rd);
+        c->rd = NULL;
+    }
+}
+
+static void conn_ws_feed(conn *c, uint8_t *p, size_t n);
+
 void conn_ws_process(conn *c, uint8_t *p, size_t n)
+{
+    if (!conn_ws_reader(c)) {
+        conn_close_ws(c, WS_CLOSE_INTERNAL, "out of memory", false);
+        return;
+    }
+    conn_ws_feed(c, p, n);
+    conn_ws_reader_rest(c);
+}
+
+static void conn_ws_feed(conn *c, uint8_t *p, size_t n)
 {
     size_t off = 0;
     uint64_t spent = 0; /* inflated by this read */
@@ -207,7 +247,7 @@ void conn_ws_process(conn *c, uint8_t *p, size_t n)
             return;
         }
         ws_event ev;
-        off += ws_reader_feed(&c->rd, p + off, n - off, &ev);
+        off += ws_reader_feed(c->rd, p + off, n - off, &ev);
         bool open = c->state == CONN_WS;
         if ((ev.type == WS_EV_PING || ev.type == WS_EV_PONG) && c->role != ROLE_SUB)
             c->ctl_frames++; /* a subscriber's are in rd.frames already */

@@ -258,6 +258,11 @@ static size_t ws_message_end(ws_reader *r, ws_event *ev, size_t used)
     return used;
 }
 
+bool ws_reader_at_rest(const ws_reader *r)
+{
+    return !r->failed && !r->end_pending && !r->in_payload && r->hdr_have == 0 && !r->in_message;
+}
+
 size_t ws_reader_feed(ws_reader *r, uint8_t *buf, size_t len, ws_event *ev)
 {
     size_t used = 0;

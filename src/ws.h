@@ -108,6 +108,11 @@ typedef struct ws_reader {
 
 void ws_reader_init(ws_reader *r, uint64_t max_message);
 
+/* True between messages: no frame or message is partly read and no error or
+ * event is pending, so the reader holds nothing but its counters and a
+ * fresh one (with the same settings) would continue the stream alike. */
+bool ws_reader_at_rest(const ws_reader *r);
+
 /* Allows RSV1 on the first frame of data messages (permessage-deflate). Such
  * a message's wire size may exceed max_message by DEFLATE's worst-case
  * expansion; the caller limits what it inflates to. */

@@ -791,6 +791,40 @@ static void test_reader_fragmentation(void **state)
     free(s.p);
 }
 
+/* At rest exactly between messages: never inside a frame's header or payload,
+ * a fragmented message or a pending end, nor after an error. A control frame
+ * between fragments leaves the message open. */
+static void test_reader_at_rest(void **state)
+{
+    (void)state;
+    sbuf s = {0};
+    sb_text(&s, false, WS_OP_TEXT, "ab");
+    sb_text(&s, true, WS_OP_PING, "p");
+    sb_text(&s, true, WS_OP_CONT, "cd");
+    size_t msg_end = s.n;
+    sb_text(&s, true, WS_OP_PONG, "");
+    ws_reader r;
+    ws_reader_init(&r, 0);
+    assert_true(ws_reader_at_rest(&r));
+    for (size_t i = 0; i < s.n; i++) {
+        ws_event ev;
+        size_t used = 0;
+        do
+            used += ws_reader_feed(&r, s.p + i + used, 1 - used, &ev);
+        while (ev.type != WS_EV_NONE);
+        bool rest = i + 1 == msg_end || i + 1 == s.n;
+        assert_int_equal(ws_reader_at_rest(&r), rest);
+    }
+    s.n = 0;
+    sb_text(&s, false, WS_OP_PING, "x"); /* fragmented ping: an error */
+    ws_event ev;
+    ws_reader_init(&r, 0);
+    ws_reader_feed(&r, s.p, s.n, &ev);
+    assert_int_equal(ev.type, WS_EV_ERROR);
+    assert_false(ws_reader_at_rest(&r));
+    free(s.p);
+}
+
 static void test_reader_control_frames(void **state)
 {
     (void)state;
@@ -1172,6 +1206,7 @@ int main(void)
         cmocka_unit_test(test_reader_data_streams_before_frame_end),
         cmocka_unit_test(test_reader_fragmentation),
         cmocka_unit_test(test_reader_control_frames),
+        cmocka_unit_test(test_reader_at_rest),
         cmocka_unit_test(test_reader_close),
         cmocka_unit_test(test_reader_protocol_errors),
         cmocka_unit_test(test_reader_utf8),
