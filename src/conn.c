@@ -110,6 +110,18 @@ void conn_bury(conn_env *e)
     e->graveyard = keep;
 }
 
+void conn_shed_largest(conn_env *e, size_t min, const char *reason)
+{
+    conn *big = NULL;
+    for (uint32_t i = 0; i < e->nconns; i++) {
+        conn *c = e->conns[i];
+        if (c->state == CONN_WS && c->q.mem > min && (!big || c->q.mem > big->q.mem))
+            big = c;
+    }
+    if (big)
+        conn_shed(big, reason);
+}
+
 void conn_env_cleanup(conn_env *e)
 {
     for (uint32_t i = e->nconns; i-- > 0;)
@@ -130,7 +142,6 @@ conn *conn_new(conn_env *w, int fd)
         return NULL;
     c->io.on_io = conn_on_io;
     c->env = w;
-    c->w = w->owner;
     c->state = CONN_HTTP;
     c->keepalive = true;
     c->last_read_ms = w->loop->now_ms;

@@ -4,6 +4,7 @@
 #ifndef HERALD_CONN_H
 #define HERALD_CONN_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -18,7 +19,6 @@
 #include "transport.h"
 #include "ws.h"
 
-struct worker;
 struct delivery;
 struct conn;
 typedef struct ssl_ctx_st SSL_CTX;
@@ -41,7 +41,13 @@ typedef struct conn_env {
     uint32_t nconns, cap_conns;
     struct conn *dirty;      /* to flush at the end of the pass */
     struct conn *graveyard;  /* destroyed, freed after the pass */
-    void *owner;             /* the worker (transitional: conn_http.c, conn_sse.c) */
+    /* Server-wide views the HTTP routes serve: process start (resume grace),
+     * the memory-pressure flag, and the metrics text (/metrics, /stats) of
+     * owner, the worker's server. */
+    uint64_t start_ms;
+    const atomic_bool *pressure;
+    size_t (*metrics_text)(void *owner, char *buf, size_t cap, int json);
+    void *owner;
     /* The upper layers' part of a teardown, first thing in conn_destroy:
      * delivery_forget (groups, broadcast list, cluster hold). */
     void (*forget)(struct conn *c);
@@ -121,7 +127,6 @@ typedef struct conn {
      * this (--header-timeout from the first byte); HTTP_BODY: 408 after this. */
     uint64_t deadline_ms;
     conn_env *env;
-    struct worker *w;          /* transitional: env->owner, for conn_http.c and conn_sse.c */
     struct conn *next_dirty;
     struct conn *next_dead;
     uint8_t *pend;         /* unparsed partial request head (pend_len bytes, below) */
@@ -153,6 +158,9 @@ conn *conn_new(conn_env *env, int fd);
 uint32_t conn_flush_dirty(conn_env *e);
 void conn_bury(conn_env *e);
 void conn_env_cleanup(conn_env *e);
+/* Applies the slow policy to the WebSocket with the largest queue above min
+ * bytes (memory pressure). */
+void conn_shed_largest(conn_env *e, size_t min, const char *reason);
 
 /* Re-registers the connection's events: EPOLLIN unless reading is paused,
  * EPOLLOUT when want_out. */
@@ -165,6 +173,11 @@ void conn_on_writable(conn *c);
 void conn_mark_dirty(conn *c);
 /* The delivery state of the connection's worker. */
 struct delivery *conn_delivery(conn *c);
+/* Over the --max-memory mark (memwatch.c): refuse what can wait. */
+static inline bool conn_pressure(const conn *c)
+{
+    return c->env->pressure && atomic_load_explicit(c->env->pressure, memory_order_relaxed);
+}
 
 /* Keeps n unparsed input bytes aside in c->pend (the worker's scratch buffer
  * is reused by the next read): a partial request head, or requests waiting

@@ -7,19 +7,17 @@
 #include <time.h>
 
 #include "auth.h"
-#include "broker.h"
 #include "chan.h"
 #include "conn.h"
 #include "conn_sse.h"
+#include "conn_sse_route.h"
 #include "delivery.h"
 #include "envelope.h"
 #include "http.h"
-#include "memwatch.h"
 #include "pmd.h"
 #include "query.h"
-#include "server.h"
+#include "assets.h"
 #include "utf8.h"
-#include "worker.h"
 
 #define CONN_GROUP_LIST_MAX 16384
 /* Over --max-memory, bodies larger than this and than 1/64 of the limit are
@@ -32,7 +30,7 @@
 static void conn_http_respond(conn *c, int status, const char *ctype, const void *body,
                               size_t blen, const char *extra, bool head_only)
 {
-    worker *w = c->w;
+    conn_env *w = c->env;
     bool close = status >= 400 || !c->keepalive;
     char hdr[512];
     int h = snprintf(hdr, sizeof hdr,
@@ -56,10 +54,10 @@ static void conn_http_respond(conn *c, int status, const char *ctype, const void
         memcpy(msg_payload(m) + h, body, blen);
     m->payload_len = m->len = (uint32_t)total;
     m->kind = MSG_RAW;
-    METRIC_INC(&w->m, http_requests);
+    METRIC_INC(w->m, http_requests);
     if (status >= 400) {
-        METRIC_INC(&w->m, handshakes_failed);
-        metrics_count_status(&w->m, status);
+        METRIC_INC(w->m, handshakes_failed);
+        metrics_count_status(w->m, status);
     }
     if (!conn_send_consume(c, m, false))
         return;
@@ -114,8 +112,8 @@ static void conn_publish_body_done(conn *c)
     memcpy(group, m->group, glen + 1);
     size_t bytes = m->payload_len;
     msg_finish(m, MSG_DATA, c->body_text ? WS_OP_TEXT : WS_OP_BINARY, group, glen);
-    METRIC_INC(&c->w->m, published_http);
-    delivery_publish(&c->w->dl, m);
+    METRIC_INC(c->env->m, published_http);
+    delivery_publish(c->env->dl, m);
     char body[MSG_GROUP_MAX + 96];
     int n = glen ? snprintf(body, sizeof body, "{\"ok\":true,\"group\":\"%s\",\"bytes\":%zu}\n",
                             group, bytes)
@@ -160,7 +158,7 @@ void conn_http_body(conn *c, uint8_t *p, size_t n, size_t *used)
 static void conn_http_publish(conn *c, const http_request *req, const char *group, size_t glen,
                               long framing, unsigned long long len)
 {
-    const config *cfg = c->w->cfg;
+    const config *cfg = c->env->cfg;
     if (framing == 0) {
         conn_http_refuse(c, 411, "Content-Length required", NULL);
         return;
@@ -169,7 +167,7 @@ static void conn_http_publish(conn *c, const http_request *req, const char *grou
         conn_http_refuse(c, 413, "message larger than --max-message-size", NULL);
         return;
     }
-    if (len > CONN_PRESSURE_BODY_MIN && len > cfg->max_memory / 64 && memwatch_pressure(c->w->srv)) {
+    if (len > CONN_PRESSURE_BODY_MIN && len > cfg->max_memory / 64 && conn_pressure(c)) {
         conn_http_refuse(c, 503, "server memory limit reached, retry later", "Retry-After: 5\r\n");
         return;
     }
@@ -210,7 +208,7 @@ static void conn_http_publish(conn *c, const http_request *req, const char *grou
     } else {
         c->state = CONN_HTTP_BODY;
         /* A body may take --body-timeout plus its length at --body-min-rate. */
-        c->deadline_ms = c->w->loop.now_ms + cfg->body_timeout_ms + len * 1000 / cfg->body_min_rate;
+        c->deadline_ms = c->env->loop->now_ms + cfg->body_timeout_ms + len * 1000 / cfg->body_min_rate;
     }
 }
 
@@ -254,7 +252,7 @@ static bool conn_ws_handshake_ok(conn *c, const http_request *req)
  * Sec-WebSocket-Extensions header in order (--compression off: none). */
 static bool conn_pmd_negotiate(conn *c, const http_request *req, char ext[PMD_RESPONSE_MAX])
 {
-    if (!c->w->cfg->compression)
+    if (!c->env->cfg->compression)
         return false;
     http_str values[HTTP_MAX_HEADERS];
     size_t n = 0;
@@ -291,18 +289,18 @@ static void conn_ws_accept(conn *c, const http_request *req, conn_role role)
     }
     c->state = CONN_WS;
     c->role = (uint8_t)role;
-    c->last_ping_ms = c->w->loop.now_ms;
-    METRIC_INC(&c->w->m, http_requests);
+    c->last_ping_ms = c->env->loop->now_ms;
+    METRIC_INC(c->env->m, http_requests);
     if (role == ROLE_SUB)
-        METRIC_INC(&c->w->m, subscribers_open);
+        METRIC_INC(c->env->m, subscribers_open);
     else
-        METRIC_INC(&c->w->m, publishers_open);
+        METRIC_INC(c->env->m, publishers_open);
     conn_send_consume(c, m, false);
 }
 
 static void conn_auth_failed(conn *c, auth_result r)
 {
-    METRIC_ADD(&c->w->m, auth_failures[r < METRICS_AUTH_REASONS ? r : 0], 1);
+    METRIC_ADD(c->env->m, auth_failures[r < METRICS_AUTH_REASONS ? r : 0], 1);
     if (r == AUTH_FORBIDDEN_GROUP)
         conn_http_refuse(c, 403, "token does not grant this group", NULL);
     else
@@ -313,7 +311,7 @@ static void conn_auth_failed(conn *c, auth_result r)
  * not reveal which one matched or how much of it. */
 static bool conn_publish_key_ok(conn *c, const http_request *req)
 {
-    const str_list *keys = &c->w->cfg->publish_keys;
+    const str_list *keys = &c->env->cfg->publish_keys;
     if (keys->n == 0)
         return true;
     const http_str *h = http_header_get(req, "authorization");
@@ -332,7 +330,7 @@ static bool conn_publish_key_ok(conn *c, const http_request *req)
  * by it anyway. The check defeats cross-site WebSocket hijacking. */
 bool conn_origin_ok(conn *c, const http_request *req)
 {
-    const str_list *allowed = &c->w->cfg->allowed_origins;
+    const str_list *allowed = &c->env->cfg->allowed_origins;
     const http_str *o = http_header_get(req, "origin");
     if (!o || allowed->n == 0 ||
         auth_origin_allowed(o->p, o->n, (const char *const *)allowed->v, allowed->n))
@@ -345,9 +343,9 @@ bool conn_origin_ok(conn *c, const http_request *req)
  * health and metrics included, still work: the operator needs them). */
 static bool conn_memory_ok(conn *c)
 {
-    if (!memwatch_pressure(c->w->srv))
+    if (!conn_pressure(c))
         return true;
-    METRIC_INC(&c->w->m, rate_limited);
+    METRIC_INC(c->env->m, rate_limited);
     conn_http_refuse(c, 503, "server memory limit reached, retry later", "Retry-After: 5\r\n");
     return false;
 }
@@ -356,9 +354,9 @@ bool conn_accept_rate_ok(conn *c)
 {
     if (!conn_memory_ok(c))
         return false;
-    if (admit_accept_allow(c->w->loop.now_ms, c->w->cfg->accept_rate))
+    if (admit_accept_allow(c->env->loop->now_ms, c->env->cfg->accept_rate))
         return true;
-    METRIC_INC(&c->w->m, rate_limited);
+    METRIC_INC(c->env->m, rate_limited);
     conn_http_refuse(c, 503, "too many new connections, retry shortly", "Retry-After: 1\r\n");
     return false;
 }
@@ -366,7 +364,7 @@ bool conn_accept_rate_ok(conn *c)
 /* --jwt-secret: a valid token is required, and must grant every group asked. */
 bool conn_jwt_ok(conn *c, const http_request *req, const char *list, long n)
 {
-    const config *cfg = c->w->cfg;
+    const config *cfg = c->env->cfg;
     if (cfg->jwt_secrets.n == 0)
         return true;
     static _Thread_local char tokbuf[8200];
@@ -410,7 +408,7 @@ bool conn_jwt_ok(conn *c, const http_request *req, const char *list, long n)
  * refused (503) when it knows too many. */
 bool conn_groups_admit(conn *c, const char *list, long n)
 {
-    int max = c->w->cfg->max_live_groups;
+    int max = c->env->cfg->max_live_groups;
     query_list it = query_list_start(list, n);
     const char *g;
     size_t glen;
@@ -448,8 +446,8 @@ bool conn_resume_early(const conn *c)
     /* A restarted node that has not reached Redis yet still carries its own
      * start-up epoch: a resume would be told "epoch" (resync) although the
      * cluster kept the history. The client is asked to come back instead. */
-    return broker_enabled() && chan_epoch_gen() <= 1 &&
-           c->w->loop.now_ms - c->w->srv->start_ms < CONN_RESUME_GRACE_MS;
+    return delivery_clustered() && chan_epoch_gen() <= 1 &&
+           c->env->loop->now_ms - c->env->start_ms < CONN_RESUME_GRACE_MS;
 }
 
 bool conn_resume_ready(conn *c)
@@ -465,7 +463,7 @@ static void conn_route_ws(conn *c, const http_request *req)
     static _Thread_local char list[CONN_GROUP_LIST_MAX], since[CONN_GROUP_LIST_MAX];
     char fmt[16], epoch[64], jv[4];
     long n = http_query_get(req->query, "groups", list, sizeof list);
-    const char *why = query_groups_check(list, n, c->w->cfg->max_groups);
+    const char *why = query_groups_check(list, n, c->env->cfg->max_groups);
     if (why) {
         conn_http_refuse(c, 400, why, NULL);
         return;
@@ -511,7 +509,7 @@ static void conn_route_ws(conn *c, const http_request *req)
     if (c->dead)
         return;
     bool epoch_ok = query_epoch_is(epoch, el, chan_epoch());
-    bool ok = delivery_add_all(&c->w->dl, c);
+    bool ok = delivery_add_all(c->env->dl, c);
     query_list it = query_list_start(list, n);
     const char *g;
     size_t glen;
@@ -561,8 +559,8 @@ static void conn_route_health(conn *c, const http_request *req)
 {
     static const char degraded[] = "degraded: cluster broker unreachable\n",
                       pressed[] = "degraded: memory over --max-memory\n";
-    const char *body = broker_enabled() && !broker_up() ? degraded
-                       : memwatch_pressure(c->w->srv)     ? pressed
+    const char *body = delivery_clustered() && !delivery_upstream_up() ? degraded
+                       : conn_pressure(c)     ? pressed
                                                           : "ok\n";
     conn_http_respond(c, 200, "text/plain; charset=utf-8", body, strlen(body), NULL,
                       req->method == HTTP_HEAD);
@@ -571,7 +569,7 @@ static void conn_route_health(conn *c, const http_request *req)
 static void conn_route_counters(conn *c, const http_request *req, bool json)
 {
     static _Thread_local char buf[65536];
-    size_t n = server_metrics_text(c->w->srv, buf, sizeof buf, json);
+    size_t n = c->env->metrics_text(c->env->owner, buf, sizeof buf, json);
     conn_http_respond(c, 200, json ? "application/json" : "text/plain; version=0.0.4; charset=utf-8",
                       buf, n, NULL, req->method == HTTP_HEAD);
 }
@@ -700,13 +698,13 @@ static void conn_route(conn *c, const http_request *req)
 
 void conn_http_process(conn *c, uint8_t *p, size_t n, size_t *used)
 {
-    const config *cfg = c->w->cfg;
+    const config *cfg = c->env->cfg;
     http_request req;
     long rc = http_parse_request((const char *)p, n, cfg->max_header_size, &req);
     if (rc == 0) { /* incomplete: keep it for the next read */
         if (!c->head_active) { /* --header-timeout runs from the first byte */
             c->head_active = true;
-            c->deadline_ms = c->w->loop.now_ms + cfg->header_timeout_ms;
+            c->deadline_ms = c->env->loop->now_ms + cfg->header_timeout_ms;
         }
         if (!conn_keep_pending(c, p, n)) {
             conn_destroy(c);

@@ -1,6 +1,7 @@
-/* Server-Sent Events side of a connection (GET /sse): the request, the
- * stream's resume position carried in every event id, and queueing of the
- * shared SSE encodings of messages (envelope.c builds them once per message).
+/* Server-Sent Events side of a connection (GET /sse; the request is
+ * conn_sse_route.c): the stream's resume position carried in every event id,
+ * and queueing of the shared SSE encodings of messages (envelope.c builds
+ * them once per message).
  *
  * An SSE subscriber is a connection in state CONN_WS with role ROLE_SUB and
  * c->sse set: fan-out, history replay, recovery, limits, the slow policy,
@@ -35,14 +36,9 @@ typedef struct conn_sse {
     uint64_t off[];
 } conn_sse;
 
-/* GET /sse (and its CORS preflight): validates, answers 200 and subscribes. */
-void conn_sse_route(struct conn *c, const http_request *req);
-
-/* The stream's start once the cluster hold is over (delivery_check_held) or
- * was never needed: a fresh group's position is its last offset only when
- * this node follows the group (chan_ready), else it stays unknown; then the
- * first event carries the stream's starting id. Once per stream. */
-void conn_sse_begin(struct conn *c);
+/* "id: <position>\n" of the stream's current position (extra appended
+ * after it), private to this stream; NULL on allocation failure. */
+msg *conn_sse_id(const struct conn *c, const char *extra, size_t extra_len, msg_kind kind);
 
 /* Fan-out: queues an SSE variant with its id line, applying --queue-limit and
  * the slow policy. Takes no reference (the caller adds one per true). */

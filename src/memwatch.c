@@ -6,13 +6,11 @@
 #include <unistd.h>
 
 #include "chan.h"
-#include "conn.h"
 #include "server.h"
 #include "tls.h"
 #include "worker.h"
 
 /* Queues smaller than this are not worth closing a client over. */
-#define MEMWATCH_SHED_MIN 65536
 /* Groups whose history one tick may drop under pressure: the rest next tick,
  * so worker 0's clients never wait for a whole table. */
 #define MEMWATCH_EVICT_BATCH 4096
@@ -80,16 +78,4 @@ void memwatch_tick(server *s, uint64_t now_ms)
         memwatch_last_trim_ms = now_ms;
         malloc_trim(0);
     }
-}
-
-void memwatch_shed(worker *w)
-{
-    conn *big = NULL;
-    for (uint32_t i = 0; i < w->env.nconns; i++) {
-        conn *c = w->env.conns[i];
-        if (c->state == CONN_WS && c->q.mem > MEMWATCH_SHED_MIN && (!big || c->q.mem > big->q.mem))
-            big = c;
-    }
-    if (big)
-        conn_shed(big, "server memory limit");
 }

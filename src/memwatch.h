@@ -24,8 +24,4 @@ void memwatch_tick(struct server *s, uint64_t now_ms);
 
 bool memwatch_pressure(const struct server *s);
 
-/* Every worker, every tick while under pressure: applies the slow-consumer
- * policy to its largest queue (if it holds more than a trivial amount). */
-void memwatch_shed(struct worker *w);
-
 #endif

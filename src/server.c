@@ -93,6 +93,20 @@ size_t server_metrics_text(server *s, char *buf, size_t cap, int json)
     return len;
 }
 
+static size_t server_metrics_for(void *s, char *buf, size_t cap, int json)
+{
+    return server_metrics_text(s, buf, cap, json);
+}
+
+static void server_memory_tick(void *s, uint64_t now_ms) { memwatch_tick(s, now_ms); }
+
+worker_deps server_worker_deps(server *s)
+{
+    return (worker_deps){.cfg = s->cfg, .tls = s->tls, .hub = &s->hub, .start_ms = s->start_ms,
+                         .pressure = &s->mem_pressure, .metrics_text = server_metrics_for,
+                         .memory_tick = server_memory_tick, .owner = s};
+}
+
 extern char **environ;
 
 /* Waits until every worker has started a loop pass with generation gen: from
@@ -228,6 +242,7 @@ int server_run(const config *cfg, int argc, char **argv)
     s.workers = calloc((size_t)s.nworkers, sizeof *s.workers);
     if (!s.workers)
         return 1;
+    worker_deps deps = server_worker_deps(&s);
     int status = 0, started = 0, inited = 0;
     struct sockaddr_storage bound;
     for (int i = 0; i < s.nworkers; i++) {
@@ -238,7 +253,7 @@ int server_run(const config *cfg, int argc, char **argv)
         }
         if (i == 0)
             s.port = server_port_of(&bound);
-        if (worker_init(&s.workers[i], &s, i, fd) < 0) {
+        if (worker_init(&s.workers[i], &deps, i, fd) < 0) {
             log_msg(LOG_ERROR, "cannot set up worker %d: %s", i, strerror(errno));
             inited = i + 1;
             status = 1;

@@ -26,14 +26,10 @@ typedef struct server {
  * for SIGHUP, which reloads the configuration from the same sources. */
 int server_run(const config *cfg, int argc, char **argv);
 
+/* What each worker gets from this server (worker_init). */
+worker_deps server_worker_deps(server *s);
+
 /* Renders the summed metrics of all workers. */
 size_t server_metrics_text(server *s, char *buf, size_t cap, int json);
-
-/* The embedded status page (generated at build time from web/). */
-extern const unsigned char status_page_html[];
-extern const unsigned int status_page_html_len;
-/* clients/js/src/index.js, embedded the same way (GET /herald-client.js). */
-extern const unsigned char herald_client_js[];
-extern const unsigned int herald_client_js_len;
 
 #endif

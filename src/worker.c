@@ -15,12 +15,10 @@
 #include "broker.h"
 #include "chan.h"
 #include "conn.h"
-#include "conn_sse.h"
+#include "conn_sse_route.h"
 #include "deflate.h"
 #include "envelope.h"
 #include "log.h"
-#include "memwatch.h"
-#include "server.h"
 
 #define WORKER_INBOX 16384
 #define WORKER_EVENTS 256
@@ -47,23 +45,25 @@ static void worker_on_release(conn *c)
         conn_sse_begin(c);
 }
 
-int worker_init(worker *w, server *srv, int id, int listen_fd)
+int worker_init(worker *w, const worker_deps *deps, int id, int listen_fd)
 {
     memset(w, 0, sizeof *w);
     w->id = id;
-    w->srv = srv;
+    w->deps = deps;
     /* Set before anything can fail: worker_cleanup closes the listener. */
     w->ls = (listener){.fd = listen_fd, .reserve_fd = -1, .env = &w->env};
-    w->cfg = srv->cfg;
-    w->env = (conn_env){.cfg = w->cfg, .loop = &w->loop, .m = &w->m, .tls = srv->tls,
-                        .dl = &w->dl, .owner = w, .forget = delivery_forget};
+    w->cfg = deps->cfg;
+    w->env = (conn_env){.cfg = w->cfg, .loop = &w->loop, .m = &w->m, .tls = deps->tls,
+                        .dl = &w->dl, .forget = delivery_forget, .start_ms = deps->start_ms,
+                        .pressure = deps->pressure, .metrics_text = deps->metrics_text,
+                        .owner = deps->owner};
     w->env.scratch_cap = 65536 + w->cfg->max_header_size;
     w->env.scratch = malloc(w->env.scratch_cap);
     atomic_init(&w->stop, 0);
     atomic_init(&w->seen_generation, 0);
     atomic_init(&w->done, false);
     if (!loop_init(&w->loop, WORKER_TICK_MS, &worker_hooks, w) || !w->env.scratch ||
-        !delivery_init(&w->dl, &srv->hub, id, &w->loop, &w->env.cfg, &w->m))
+        !delivery_init(&w->dl, deps->hub, id, &w->loop, &w->env.cfg, &w->m))
         return -1;
     w->dl.on_release = worker_on_release;
     return listener_init(&w->ls, listen_fd, &w->env) ? 0 : -1;
@@ -77,6 +77,8 @@ struct conn *worker_adopt(worker *w, int fd, const struct sockaddr_storage *peer
 /* Shards of the process-wide group table each worker visits per tick: with
  * 64 shards and 100 ms ticks, two workers cover it every 1.6 s. */
 #define WORKER_SWEEP_SHARDS 2
+/* Under memory pressure each tick sheds the largest WebSocket queue above this. */
+#define WORKER_SHED_MIN 65536
 /* Groups whose history one tick may evict for --history-memory. */
 #define WORKER_EVICT_BATCH 4096
 
@@ -94,10 +96,11 @@ static void worker_tick(void *ctx)
         chan_sweep(WORKER_SWEEP_SHARDS, &hc, w->loop.now_ms, w->cfg->group_linger_ms);
     if (hc.memory)
         chan_enforce_budget(hc.memory, WORKER_EVICT_BATCH);
-    if (w->id == 0)
-        memwatch_tick(w->srv, w->loop.now_ms);
-    if (memwatch_pressure(w->srv))
-        memwatch_shed(w);
+    if (w->id == 0 && w->deps->memory_tick)
+        w->deps->memory_tick(w->deps->owner, w->loop.now_ms);
+    /* Over the memory mark: the largest queue goes first. */
+    if (w->env.pressure && atomic_load_explicit(w->env.pressure, memory_order_relaxed))
+        conn_shed_largest(&w->env, WORKER_SHED_MIN, "server memory limit");
 }
 
 

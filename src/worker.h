@@ -22,7 +22,20 @@
 #include "msg.h"
 
 struct conn;
-struct server;
+
+/* What a worker gets from the process (server.c fills it): the config, TLS,
+ * every worker's delivery, and the server-wide views its connections serve
+ * or its tick drives, through owner. */
+typedef struct worker_deps {
+    const config *cfg;
+    SSL_CTX *tls;
+    delivery_hub *hub;
+    uint64_t start_ms;
+    const atomic_bool *pressure; /* over the --max-memory mark */
+    size_t (*metrics_text)(void *owner, char *buf, size_t cap, int json);
+    void (*memory_tick)(void *owner, uint64_t now_ms); /* worker 0, every tick */
+    void *owner;
+} worker_deps;
 
 typedef struct worker {
     delivery dl; /* first: its inbox ring's cache-line-aligned indices */
@@ -31,7 +44,7 @@ typedef struct worker {
     _Atomic uint64_t seen_generation; /* config generation at the last loop pass */
     atomic_bool done;             /* the thread has left its loop */
     int id;
-    struct server *srv;
+    const worker_deps *deps;
     const config *cfg;
     pthread_t thread;
     listener ls;
@@ -41,7 +54,8 @@ typedef struct worker {
     metrics m;
 } worker;
 
-int worker_init(worker *w, struct server *srv, int id, int listen_fd);
+/* deps must outlive the worker. */
+int worker_init(worker *w, const worker_deps *deps, int id, int listen_fd);
 int worker_start(worker *w);
 /* One pass of the loop: waits up to max_wait_ms for events, then handles
  * them, the inbox, flushes, timers. False once a stop has finished. The

@@ -521,6 +521,7 @@ static struct {
     SSL_CTX *tls_server, *tls_client[2]; /* client: up to TLS 1.3 / TLS 1.2 only */
     SSL_SESSION *tls_session;            /* TLS 1.3 clients resume it */
     server srv;
+    worker_deps deps;
     worker w;
     bool stopped;
     uint8_t flags;
@@ -1070,7 +1071,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                      .tls = (F.flags & FZ_TLS) ? F.tls_server : NULL};
     int lfd = fcntl(F.lfd, F_DUPFD_CLOEXEC, 0);
     CHECK(lfd >= 0, "dup: %s", strerror(errno));
-    CHECK(worker_init(&F.w, &F.srv, 0, lfd) == 0, "worker_init: %s", strerror(errno));
+    F.deps = server_worker_deps(&F.srv);
+    CHECK(worker_init(&F.w, &F.deps, 0, lfd) == 0, "worker_init: %s", strerror(errno));
 
     for (size_t i = 1; i + 1 < slen; i += 2)
         fz_op(script[i], script[i + 1]);
