@@ -17,7 +17,7 @@
 /* An idle connection's size is herald's memory per client: SSE (sse) and
  * permessage-deflate (zin, pmd bits) together must not grow it. */
 #if UINTPTR_MAX == UINT64_MAX
-_Static_assert(sizeof(conn) <= 248, "struct conn grew past 248 bytes");
+_Static_assert(sizeof(conn) <= 240, "struct conn grew past 240 bytes");
 #endif
 
 #define CONN_IOV 128
