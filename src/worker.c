@@ -1,36 +1,15 @@
 #include "worker.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "broker.h"
 #include "chan.h"
 #include "conn.h"
 #include "conn_sse_route.h"
 #include "deflate.h"
-#include "envelope.h"
-#include "log.h"
 
-#define WORKER_INBOX 16384
-#define WORKER_EVENTS 256
 #define WORKER_TICK_MS 100
-/* Adaptive coalescing. A flush pass that wrote to many sockets (a large
- * fan-out, where each write carries one frame and syscalls are the cost)
- * holds the next pass back for twice as long as it took, capped: under load
- * more frames then share each write on both ends, while passes over fewer
- * sockets (and every idle server) flush at once, so closed-loop publishers
- * are not slowed. Measured in BENCHMARKS.md (S2 vs S3). */
-#define WORKER_FLUSH_DELAY_MAX_NS (20 * 1000000ull)
-#define WORKER_FLUSH_COALESCE_CONNS 1024
 
 static int worker_before_wait(void *ctx, int timeout_ms);
 static void worker_after_events(void *ctx);
@@ -142,12 +121,8 @@ static void worker_check_stop(worker *w)
 static int worker_before_wait(void *ctx, int timeout)
 {
     worker *w = ctx;
-    if (w->env.dirty) { /* a flush is being held back: wake up for it */
-        uint64_t now = loop_clock_ns();
-        int due = now >= w->flush_after_ns ? 0 : (int)((w->flush_after_ns - now) / 1000000u) + 1;
-        if (due < timeout)
-            timeout = due;
-    }
+    if (w->env.dirty) /* a flush is being held back: wake up for it */
+        timeout = coalesce_wait_ms(&w->coalesce, loop_clock_ns(), timeout);
     return timeout;
 }
 
@@ -164,12 +139,9 @@ static void worker_after_events(void *ctx)
     if (w->drain.active && w->drain.restart)
         drain_step(&w->drain, &w->env);
     uint64_t f0 = loop_clock_ns();
-    if (f0 >= w->flush_after_ns || w->drain.active) {
+    if (coalesce_due(&w->coalesce, f0) || w->drain.active) {
         uint32_t written = conn_flush_dirty(&w->env);
-        uint64_t took = loop_clock_ns() - f0, hold = 2 * took;
-        if (hold > WORKER_FLUSH_DELAY_MAX_NS)
-            hold = WORKER_FLUSH_DELAY_MAX_NS;
-        w->flush_after_ns = written >= WORKER_FLUSH_COALESCE_CONNS ? f0 + took + hold : 0;
+        coalesce_after_pass(&w->coalesce, f0, loop_clock_ns() - f0, written);
     }
     listener_resume_due(&w->ls);
 }

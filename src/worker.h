@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "coalesce.h"
 #include "config.h"
 #include "conn.h"
 #include "delivery.h"
@@ -49,7 +50,7 @@ typedef struct worker {
     pthread_t thread;
     listener ls;
     drain drain;
-    uint64_t flush_after_ns;  /* adaptive coalescing: no flush pass before this */
+    coalesce coalesce;        /* when the next flush pass may run */
     conn_env env;             /* what its connections reach of it (conn.h) */
     metrics m;
 } worker;

@@ -195,4 +195,6 @@ def test_keyupdate_replies_stay_bounded_without_rate_limit(tls_server):
     assert metric_of(after, "herald_rate_limited_total") == metric_of(before, "herald_rate_limited_total")
     closes = sum(metric_of(after, k) - metric_of(before, k)
                  for k in ("herald_slow_consumer_closes_total", "herald_write_timeouts_total"))
-    assert closes == int(report["closed"]), f"{closes} counted closes for {line}"
+    # A close the client saw was counted; the server may also have closed in the flood's last
+    # moments, before the client noticed.
+    assert int(report["closed"]) <= closes <= 1, f"{closes} counted closes for {line}"
