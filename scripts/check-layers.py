@@ -40,18 +40,25 @@ SAME_MODULE = {"memwatch": "server", "conn_sse": "conn"}
 DEBT = {
 }
 
-INCLUDE = re.compile(r'^\s*#\s*include\s+"([A-Za-z0-9_]+)\.h"', re.M)
+# Any spelling the preprocessor takes: quotes or angle brackets, with or without a space, with a
+# path in front. Angle-bracket includes of names that are not src modules are system headers.
+INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^">]*)[">]', re.M)
 
 
 def main():
     src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "src")
-    layer_of, names = {}, []
-    for i, (name, mods) in enumerate(LAYERS):
-        names.append(name)
-        for m in mods.split():
-            layer_of[m] = i
     problems, edges, used_debt = [], {}, set()
+    layer_of, names = {}, [name for name, _ in LAYERS]
+    for i, (name, mods) in enumerate(LAYERS):
+        for m in mods.split():
+            if m in layer_of:
+                problems.append(f"module '{m}' is placed twice ({names[layer_of[m]]} and {name})")
+            else:
+                layer_of[m] = i
     for fn in sorted(os.listdir(src)):
+        if os.path.isdir(os.path.join(src, fn)):
+            problems.append(f"src/{fn}/: subdirectories are not checked (keep src/ flat)")
+            continue
         if not fn.endswith((".c", ".h")):
             continue
         mod = fn[:-2]
@@ -60,15 +67,17 @@ def main():
             continue
         with open(os.path.join(src, fn), encoding="utf-8") as f:
             text = f.read()
-        for dep in INCLUDE.findall(text):
+        for quote, path in INCLUDE.findall(text):
+            base = os.path.basename(path)
+            dep = base[:-2] if base.endswith(".h") else base
+            if quote == "<" and dep not in layer_of:
+                continue  # a system header
             if dep == mod:
                 continue
             if dep not in layer_of:
-                problems.append(f"src/{fn}: includes {dep}.h, which is in no layer")
+                problems.append(f"src/{fn}: includes {path}, which is no module in a layer")
                 continue
             edges.setdefault(mod, set()).add(dep)
-            if (mod, dep) in DEBT:
-                used_debt.add((mod, dep))
             lm, ld = layer_of[mod], layer_of[dep]
             # The broker rides on the loop and hands messages to delivery: nothing else above data.
             broker_bad = names[lm] == "broker" and names[ld] not in BROKER_MAY_USE

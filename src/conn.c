@@ -138,8 +138,10 @@ void conn_env_cleanup(conn_env *e)
 conn *conn_new(conn_env *w, int fd)
 {
     conn *c = calloc(1, sizeof *c);
-    if (!c)
+    if (!c) {
+        close(fd);
         return NULL;
+    }
     c->io.on_io = conn_on_io;
     c->env = w;
     c->state = CONN_HTTP;
@@ -147,11 +149,12 @@ conn *conn_new(conn_env *w, int fd)
     c->last_read_ms = w->loop->now_ms;
     c->last_progress_ms = w->loop->now_ms;
     if (!transport_open(&c->t, fd, w->tls, &c->ctl_frames)) {
+        close(fd);
         free(c);
         return NULL;
     }
     if (!conn_register(w, c)) {
-        transport_close(&c->t);
+        transport_close(&c->t); /* closes fd */
         free(c);
         return NULL;
     }
@@ -569,8 +572,9 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
         }
     }
     /* The handshake (or a key update) may have produced bytes to send, or
-     * just finished with a response already waiting in the queue. */
-    if (owed > 0 || (!was_ready && c->t.ready && !outq_empty(&c->q)))
+     * let a write go on that it had stopped (TRANSPORT_NOT_READY turns
+     * EPOLLOUT off): a response waiting in the queue goes now. */
+    if (owed > 0 || (c->t.ready && !outq_empty(&c->q)))
         conn_mark_dirty(c);
     if (r == TRANSPORT_AGAIN)
         return -1;

@@ -150,6 +150,7 @@ typedef struct conn {
     ws_reader *rd;
 } conn;
 
+/* Takes fd over: on failure (NULL) it is closed. */
 conn *conn_new(conn_env *env, int fd);
 
 /* The environment's lists: flushes every connection marked dirty (then

@@ -36,6 +36,12 @@ bool inbox_init(inbox *ib, size_t cap, loop *l)
 
 void inbox_destroy(inbox *ib)
 {
+    if (!ib->ring.slots) { /* never initialised (a worker that failed to start) */
+        if (ib->efd >= 0)
+            close(ib->efd);
+        ib->efd = -1;
+        return;
+    }
     msg *m;
     while ((m = ring_pop(&ib->ring)))
         msg_unref(m);

@@ -62,11 +62,9 @@ bool listener_init(listener *ls, int fd, conn_env *env)
 struct conn *listener_adopt(listener *ls, int fd, const struct sockaddr_storage *peer)
 {
     conn_env *env = ls->env;
-    conn *c = conn_new(env, fd);
-    if (!c) {
-        close(fd);
+    conn *c = conn_new(env, fd); /* closes fd on failure */
+    if (!c)
         return NULL;
-    }
     if (loop_add(env->loop, fd, &c->io, EPOLLIN) < 0) {
         conn_destroy(c);
         return NULL;

@@ -10,7 +10,6 @@
 #include "tls.h"
 #include "worker.h"
 
-/* Queues smaller than this are not worth closing a client over. */
 /* Groups whose history one tick may drop under pressure: the rest next tick,
  * so worker 0's clients never wait for a whole table. */
 #define MEMWATCH_EVICT_BATCH 4096

@@ -29,8 +29,11 @@ int worker_init(worker *w, const worker_deps *deps, int id, int listen_fd)
     memset(w, 0, sizeof *w);
     w->id = id;
     w->deps = deps;
-    /* Set before anything can fail: worker_cleanup closes the listener. */
+    /* Set before anything can fail: worker_cleanup closes the listener and
+     * the inbox's eventfd, and must not take descriptor 0 for either. */
     w->ls = (listener){.fd = listen_fd, .reserve_fd = -1, .env = &w->env};
+    w->dl.in.efd = -1;
+    w->loop.epfd = -1;
     w->cfg = deps->cfg;
     w->env = (conn_env){.cfg = w->cfg, .loop = &w->loop, .m = &w->m, .tls = deps->tls,
                         .dl = &w->dl, .forget = delivery_forget, .start_ms = deps->start_ms,

@@ -275,3 +275,19 @@ def test_size_suffix_m_and_fractional_seconds(herald):
 def test_listen_port_printed_and_used(herald):
     srv = herald()
     assert srv.host == "127.0.0.1" and srv.port > 0
+
+
+@pytest.mark.parametrize("nofile", [4, 5])
+def test_too_few_descriptors_to_start_exits_1(nofile):
+    """A descriptor limit too small for a worker's epoll, eventfd or listener: herald says so and
+    exits with status 1 (a worker that failed to set up is cleaned up without touching what it
+    never opened: no crash, no close of descriptor 0)."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    p = subprocess.run([herald_bin(), "--listen", "127.0.0.1:0", "--workers", "1"], env=clean_env(),
+                       capture_output=True, timeout=10, preexec_fn=limit)
+    err = p.stderr.decode()
+    assert p.returncode == 1, f"RLIMIT_NOFILE {nofile}: exit status {p.returncode} (stderr: {err!r})"
+    assert "cannot set up worker 0: Too many open files" in err, err

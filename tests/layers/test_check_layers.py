@@ -38,6 +38,16 @@ def main():
     rc, out = with_change("loop", lambda s: append(os.path.join(s, "loop.c"), '#include "conn.h"\n'))
     assert rc == 1 and "src/loop.c: includes conn.h: loop may not depend on conn" in out, out
 
+    # every spelling the preprocessor accepts, in a header too
+    for spelling in ['#include"conn.h"', '#include "./conn.h"', '#include <conn.h>', '#  include "conn.h"']:
+        rc, out = with_change("spelling", lambda s: append(os.path.join(s, "loop.h"), spelling + "\n"))
+        assert rc == 1 and "src/loop.h: includes conn.h: loop may not depend on conn" in out, (spelling, out)
+    # a system header is no module; a quoted include of an unknown header is reported
+    rc, out = with_change("system", lambda s: append(os.path.join(s, "loop.c"), "#include <stdio.h>\n"))
+    assert rc == 0, out
+    rc, out = with_change("unknown", lambda s: append(os.path.join(s, "loop.c"), '#include "nowhere.h"\n'))
+    assert rc == 1 and "includes nowhere.h, which is no module in a layer" in out, out
+
     rc, out = with_change("new", lambda s: append(os.path.join(s, "stray.c"), "int x;\n"))
     assert rc == 1 and "module 'stray' is in no layer" in out, out
 
@@ -59,6 +69,14 @@ def main():
             f.write(text)
         rc, out = run(os.path.join(ROOT, "src"), script)
         assert rc == 1 and "DEBT entry loop -> conn is no longer needed" in out, out
+        # an entry for an include that is there but not upward is no exception either
+        down = text.replace('("loop", "conn"): "test"', '("conn", "loop"): "test"')
+        with open(script, "w", encoding="utf-8") as f:
+            f.write(down)
+        rc, out = run(os.path.join(ROOT, "src"), script)
+        assert rc == 1 and "DEBT entry conn -> loop is no longer needed" in out, out
+        with open(script, "w", encoding="utf-8") as f:
+            f.write(text)
         # ... and an exception that is needed lets its include pass
         rc, out = with_change("debt", lambda s: append(os.path.join(s, "loop.c"), '#include "conn.h"\n'))
         assert rc == 1, out
