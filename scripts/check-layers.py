@@ -17,7 +17,7 @@ import re
 import sys
 
 LAYERS = [
-    ("codecs", "ws http utf8 auth pmd sse redis_slot broker_url names log config query coalesce"),
+    ("codecs", "ws http utf8 auth pmd sse redis_slot broker_url names log config query coalesce tls13rec"),
     ("data", "msg outq ring chan groups envelope metrics admit deflate broker_info"),
     ("loop", "loop"),
     ("transport", "transport tls"),

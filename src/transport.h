@@ -19,6 +19,7 @@
 
 typedef struct ssl_st SSL;
 typedef struct ssl_ctx_st SSL_CTX;
+struct tls_conn;
 
 /* Results other than a byte count. */
 enum {
@@ -33,11 +34,19 @@ enum {
 #define TRANSPORT_TLS_STAGE 65536
 
 typedef struct transport {
-    SSL *ssl;       /* NULL: plaintext */
+    /* One pointer, so a connection does not grow: OpenSSL's SSL during the
+     * handshake (and for TLS 1.2 throughout), then, for TLS 1.3, the records
+     * carried on without it (tls.c's hand-off, tls13rec.c). */
+    union {
+        SSL *ssl;             /* tls && !handed */
+        struct tls_conn *rec; /* tls && handed */
+    };
     int fd;
-    bool ready : 1; /* the first TLS handshake finished (always, in plaintext); a
-                     * KeyUpdate later puts OpenSSL "in init" again: no new handshake */
-    bool shut : 1;  /* our side is shut down (close_notify generated) */
+    bool ready : 1;  /* the first TLS handshake finished (always, in plaintext); a
+                      * KeyUpdate later puts OpenSSL "in init" again: no new handshake */
+    bool shut : 1;   /* our side is shut down (close_notify generated) */
+    bool tls : 1;    /* TLS, through ssl or rec; false: plaintext */
+    bool handed : 1; /* the SSL is freed: rec carries the records */
 } transport;
 
 /* Over fd; TLS (server side) when tls is set, its post-handshake requests
