@@ -196,3 +196,33 @@ def test_keyupdate_replies_stay_bounded_without_rate_limit(tls_server):
     closes = sum(metric_of(after, k) - metric_of(before, k)
                  for k in ("herald_slow_consumer_closes_total", "herald_write_timeouts_total"))
     assert closes == int(report["closed"]), f"{closes} counted closes for {line}"
+
+
+def test_keyupdates_after_the_handoff_then_data_both_ways(tls_server):
+    """After the hand-off (tls.c frees the SSL of an idle TLS 1.3 connection and carries its records
+    itself), a subscriber's KeyUpdate(update_requested) is followed: the server reads under the
+    client's next key and answers with a KeyUpdate of its own, so a ping after 5 KeyUpdates gets its
+    pong, a published message arrives under the new keys, and the client's close_notify ends it."""
+    srv = tls_server("--write-timeout", WRITE_TIMEOUT)
+    p = subprocess.Popen([keyupdate_client(), "127.0.0.1", str(srv.port), "subscribe", "ku", "5"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        lines = []
+        for _ in range(2):
+            lines.append(p.stdout.readline().decode().strip())
+        assert lines == ["pong server_keyupdates=5", "ready"], (
+            lines, p.stderr.read().decode() if p.poll() is not None else "")
+        srv.publish("after five key updates", group="ku")
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, (out, err)
+    assert out.decode().split() == ["msg=after", "five", "key", "updates", "closed=eof"], out
+    m = srv.metrics()
+    assert metric_of(m, "herald_rate_limited_total") == 0
+    deadline = time.monotonic() + 5
+    while metric_of(srv.metrics(), "herald_subscribers_open") != 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert metric_of(srv.metrics(), "herald_subscribers_open") == 0
