@@ -152,6 +152,7 @@ static void tls_on_message(int write_p, int version, int content_type, const voi
             h->fin_r = true;
     } else if (p[0] == SSL3_MT_KEY_UPDATE) {
         h->stay = true; /* the keylog does not report updated secrets */
+        OPENSSL_cleanse(&h->rec, sizeof h->rec);
     }
 }
 
@@ -372,9 +373,12 @@ static ssize_t rec_read(transport *t, uint8_t *buf, size_t cap, size_t owe_limit
         h->in_len = 0;
     }
     bool over = false, again = false;
-    int quiet = 0; /* records without data: a bounded number per call, as with OpenSSL */
+    /* Records without data bound the socket reads of one call (as with
+     * OpenSSL); the records already read are all opened (at most a stage's
+     * worth), so none is left whole in the buffer where epoll cannot see it. */
+    int quiet = 0;
     while (!h->failed && !h->peer_closed) {
-        while (got < cap && !over && quiet < TLS_RECORDS_PER_READ) {
+        while (got < cap && !over) {
             tls13rec_msg m;
             long k = tls13rec_open(&h->rec, stage + off, have - off, &m);
             if (k == 0)
@@ -539,10 +543,12 @@ size_t tls_pending(const transport *t)
     return t->handed ? rec_pending(t->rec) : BIO_ctrl_pending(SSL_get_wbio(t->ssl));
 }
 
+/* After the hand-off: plaintext, or whole records, waiting; or an end the
+ * connection has not read yet (data came before it). */
 bool tls_buffered(const transport *t)
 {
     if (t->handed)
-        return t->rec->plain || (!t->rec->failed && !t->rec->peer_closed && rec_whole_record(t->rec));
+        return t->rec->plain || t->rec->failed || t->rec->peer_closed || rec_whole_record(t->rec);
     return SSL_pending(t->ssl) > 0;
 }
 
@@ -572,6 +578,10 @@ ssize_t tls_read(transport *t, uint8_t *buf, size_t cap, size_t owe_limit)
         t->ready = true;
         if (h && h->requests)
             *h->requests = 0; /* the handshake's own messages ask nothing extra */
+        if (h && SSL_version(t->ssl) != TLS1_3_VERSION) {
+            h->stay = true; /* TLS 1.2 stays with OpenSSL: its secrets are not ours to keep */
+            OPENSSL_cleanse(&h->rec, sizeof h->rec);
+        }
     }
     if (over)
         return TRANSPORT_OVER;
