@@ -198,19 +198,22 @@ def test_keyupdate_replies_stay_bounded_without_rate_limit(tls_server):
     assert closes == int(report["closed"]), f"{closes} counted closes for {line}"
 
 
-def test_keyupdates_after_the_handoff_then_data_both_ways(tls_server):
+@pytest.mark.parametrize("count", [5, 70])
+def test_keyupdates_after_the_handoff_then_data_both_ways(tls_server, count):
     """After the hand-off (tls.c frees the SSL of an idle TLS 1.3 connection and carries its records
     itself), a subscriber's KeyUpdate(update_requested) is followed: the server reads under the
-    client's next key and answers with a KeyUpdate of its own, so a ping after 5 KeyUpdates gets its
-    pong, a published message arrives under the new keys, and the client's close_notify ends it."""
+    client's next key and answers with a KeyUpdate of its own, so a ping after the KeyUpdates gets its
+    pong, a published message arrives under the new keys, and the client's close_notify ends it.
+    70 KeyUpdates arrive as more data-less records than one read takes (64): the ping behind them
+    must still be read."""
     srv = tls_server("--write-timeout", WRITE_TIMEOUT)
-    p = subprocess.Popen([keyupdate_client(), "127.0.0.1", str(srv.port), "subscribe", "ku", "5"],
+    p = subprocess.Popen([keyupdate_client(), "127.0.0.1", str(srv.port), "subscribe", "ku", str(count)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         lines = []
         for _ in range(2):
             lines.append(p.stdout.readline().decode().strip())
-        assert lines == ["pong server_keyupdates=5", "ready"], (
+        assert lines == [f"pong server_keyupdates={count}", "ready"], (
             lines, p.stderr.read().decode() if p.poll() is not None else "")
         srv.publish("after five key updates", group="ku")
         out, err = p.communicate(timeout=20)
