@@ -316,6 +316,17 @@ static int rec_flush(transport *t)
     return 1;
 }
 
+/* Buffers that come and go with partial records are sized in powers of
+ * two, so an allocator that keeps size classes apart (ASan's, jemalloc's)
+ * reuses a few classes instead of touching one per odd size. */
+static size_t rec_round(size_t n)
+{
+    size_t r = 64;
+    while (r < n)
+        r *= 2;
+    return r;
+}
+
 static bool rec_whole_record(const tls_conn *h)
 {
     return h->in_len >= TLS13REC_HEADER &&
@@ -337,7 +348,7 @@ static bool rec_deliver(tls_conn *h, const uint8_t *p, size_t n, uint8_t *buf, s
     *got += k;
     if (k == n)
         return true;
-    h->plain = OPENSSL_malloc(n - k);
+    h->plain = OPENSSL_malloc(rec_round(n - k));
     if (!h->plain)
         return false;
     memcpy(h->plain, p + k, n - k);
@@ -439,7 +450,7 @@ static ssize_t rec_read(transport *t, uint8_t *buf, size_t cap, size_t owe_limit
         have += (size_t)r;
     }
     if (have > off) { /* records not opened yet wait, until they are */
-        h->in = OPENSSL_malloc(have - off);
+        h->in = OPENSSL_malloc(rec_round(have - off));
         if (!h->in)
             return TRANSPORT_ERROR;
         memcpy(h->in, stage + off, have - off);

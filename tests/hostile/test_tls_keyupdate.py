@@ -96,7 +96,11 @@ def test_keyupdate_flood_is_bounded(tls_server):
     # OpenSSL handles post-handshake messages inside SSL_read: a server that lets one SSL_read run
     # while the socket stays fed is stuck there, its other connections starved
     probe.assert_fast(slack(1.0), "KeyUpdate flood")
-    rss.assert_growth_below(slack(4, 2), "KeyUpdate flood")
+    # Under ASan the bound is 3x: ASan's allocator fills a per-thread cache per size class the first
+    # time a worker allocates in it, and a worker that has handed a connection off (tls.c) uses a few
+    # more classes: +1.3 MiB per worker, once (measured: 7.9 MiB growth with the hand-off, 5.3 MiB
+    # without; the release build grows ~0.3 MiB either way).
+    rss.assert_growth_below(slack(4, 3), "KeyUpdate flood")
     after = srv.metrics()
     limited = metric_of(after, "herald_rate_limited_total") - metric_of(before, "herald_rate_limited_total")
     assert limited == len(lines), (f"{len(lines)} flooders, {limited} closed by --client-frame-rate: "
