@@ -202,16 +202,17 @@ def test_keyupdate_replies_stay_bounded_without_rate_limit(tls_server):
     assert closes == int(report["closed"]), f"{closes} counted closes for {line}"
 
 
-@pytest.mark.parametrize("count", [5, 70])
-def test_keyupdates_after_the_handoff_then_data_both_ways(tls_server, count):
+@pytest.mark.parametrize("count,suite", [(5, "TLS_AES_256_GCM_SHA384"), (70, "TLS_AES_256_GCM_SHA384"),
+                                         (5, "TLS_AES_128_GCM_SHA256"), (5, "TLS_CHACHA20_POLY1305_SHA256")])
+def test_keyupdates_after_the_handoff_then_data_both_ways(tls_server, count, suite):
     """After the hand-off (tls.c frees the SSL of an idle TLS 1.3 connection and carries its records
     itself), a subscriber's KeyUpdate(update_requested) is followed: the server reads under the
     client's next key and answers with a KeyUpdate of its own, so a ping after the KeyUpdates gets its
     pong, a published message arrives under the new keys, and the client's close_notify ends it.
     70 KeyUpdates arrive as more data-less records than one read takes (64): the ping behind them
-    must still be read."""
+    must still be read. Each TLS 1.3 suite the hand-off carries (SHA-384 and SHA-256 key schedules)."""
     srv = tls_server("--write-timeout", WRITE_TIMEOUT)
-    p = subprocess.Popen([keyupdate_client(), "127.0.0.1", str(srv.port), "subscribe", "ku", str(count)],
+    p = subprocess.Popen([keyupdate_client(), "127.0.0.1", str(srv.port), "subscribe", "ku", str(count), suite],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         lines = []

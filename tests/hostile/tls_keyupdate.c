@@ -11,7 +11,7 @@
  * (closed_s: seconds from the first KeyUpdate to the moment we saw the close, -1 if never).
  * Exit status 0 when the report is meaningful, 2 for usage or setup errors.
  *
- * usage: tls_keyupdate HOST PORT subscribe GROUP COUNT
+ * usage: tls_keyupdate HOST PORT subscribe GROUP COUNT [CIPHERSUITE]
  *
  * A well-behaved client instead (the server's records after its hand-off, tls.c): a WebSocket
  * subscriber to GROUP over TLS 1.3 that, once subscribed and idle for a moment (the server frees its
@@ -190,17 +190,23 @@ static int subscribe(SSL *ssl, int fd, const char *group, long count)
 
 int main(int argc, char **argv)
 {
-    if (argc == 6 && !strcmp(argv[3], "subscribe")) {
+    if ((argc == 6 || argc == 7) && !strcmp(argv[3], "subscribe")) {
         signal(SIGPIPE, SIG_IGN);
         SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
         if (!ctx || !SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION))
             return die("SSL_CTX");
+        if (argc == 7 && !SSL_CTX_set_ciphersuites(ctx, argv[6]))
+            return die("ciphersuite");
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
         SSL_CTX_set_msg_callback(ctx, on_message);
         int fd = tcp_connect(argv[1], argv[2]);
         SSL *ssl = fd < 0 ? NULL : SSL_new(ctx);
         if (!ssl || !SSL_set_fd(ssl, fd) || SSL_connect(ssl) != 1)
             return die("TLS handshake");
+        if (argc == 7 && strcmp(SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)), argv[6])) {
+            fprintf(stderr, "tls_keyupdate: negotiated %s\n", SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)));
+            return 1;
+        }
         int rc = subscribe(ssl, fd, argv[4], atol(argv[5]));
         SSL_free(ssl);
         close(fd);
