@@ -738,3 +738,31 @@ def test_bad_record_after_the_handoff_closes(tls_herald, spoil):
     srv.publish("others carry on", group="bad")
     assert other.recv_message(10) == (OP_TEXT, b"others carry on")
     other.close()
+
+
+def test_resumed_tls13_session_is_handed_off_too(tls_herald):
+    """A client resuming a TLS 1.3 session (PSK, no certificate) gets the same hand-off: its traffic
+    secrets come from the resumption's key schedule, and its records still open on both sides."""
+    srv = tls_herald()
+    first = tls_ws(srv, "/ws?groups=res")
+    srv.publish("for the ticket", group="res")  # reading data also takes the session tickets
+    assert first.recv_message(10) == (OP_TEXT, b"for the ticket")
+    session = first.sock.session
+    first.close()
+    assert session is not None and session.has_ticket
+    base = tls_memory(srv)
+    s = socket.create_connection((HOST, srv.port), timeout=5)
+    t = srv.ctx.wrap_socket(s, server_hostname=HOST, session=session)
+    t.sendall(ws_request_bytes(path="/ws?groups=res", host=f"{HOST}:{srv.port}"))
+    resp, rest = read_response(t, timeout=5)
+    assert resp.status == 101, resp
+    assert t.session_reused
+    sub = RawWS(t, rest, resp)
+    try:
+        time.sleep(0.3)
+        assert tls_memory(srv) - base < 1500, "no hand-off for the resumed session?"
+        srv.publish("resumed", group="res")
+        assert sub.recv_message(10) == (OP_TEXT, b"resumed")
+        sub.ping_roundtrip(b"after resumption")
+    finally:
+        sub.close()
