@@ -716,12 +716,11 @@ void tls_close(transport *t)
 {
     if (t->handed) {
         tls_conn_free(t->rec);
-        t->rec = NULL;
-        t->handed = false;
-        return;
+    } else {
+        tls_conn *h = SSL_get_app_data(t->ssl);
+        SSL_free(t->ssl); /* frees both BIOs; the socket BIO leaves the fd to us */
+        tls_conn_free(h);
     }
-    tls_conn *h = SSL_get_app_data(t->ssl);
-    SSL_free(t->ssl); /* frees both BIOs; the socket BIO leaves the fd to us */
-    tls_conn_free(h);
     t->ssl = NULL;
+    t->tls = t->handed = false;
 }

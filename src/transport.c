@@ -6,6 +6,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* A transport is embedded in every connection: the hand-off's state hangs
+ * off the same pointer as the SSL, so it stays two words. */
+#if UINTPTR_MAX == UINT64_MAX
+_Static_assert(sizeof(transport) == 16, "struct transport grew past 16 bytes");
+#endif
+
 bool transport_open(transport *t, int fd, SSL_CTX *tls, uint32_t *requests)
 {
     *t = (transport){.fd = fd, .ready = true};
