@@ -742,8 +742,10 @@ def test_bad_record_after_the_handoff_closes(tls_herald, spoil):
 
 def test_resumed_tls13_session_is_handed_off_too(tls_herald):
     """A client resuming a TLS 1.3 session (PSK, no certificate) gets the same hand-off: its traffic
-    secrets come from the resumption's key schedule, and its records still open on both sides."""
-    srv = tls_herald()
+    secrets come from the resumption's key schedule, and its records still open on both sides.
+    One worker: a worker's first TLS connection allocates OpenSSL's per-thread state (~16 KB, once),
+    which must not land between the two measurements."""
+    srv = tls_herald(workers=1)
     first = tls_ws(srv, "/ws?groups=res")
     srv.publish("for the ticket", group="res")  # reading data also takes the session tickets
     assert first.recv_message(10) == (OP_TEXT, b"for the ticket")
