@@ -173,35 +173,6 @@ def test_tls_head_trickled_in_split_records_gets_408(tls_server):
     assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
 
 
-def test_a_few_keyupdates_are_fine(tls_server):
-    """A client that updates its keys now and then (50 at once, under the 100/s frame rate) stays."""
-    srv = tls_server("--write-timeout", WRITE_TIMEOUT)
-    report, line = run_client(srv.port, 50, 3)
-    assert report["closed"] == "0", f"a client with 50 KeyUpdates was closed: {line}"
-    assert metric_of(srv.metrics(), "herald_rate_limited_total") == 0
-
-
-def test_keyupdate_replies_stay_bounded_without_rate_limit(tls_server):
-    """With --client-frame-rate 0 nothing counts the KeyUpdates: their replies then wait in the kernel's
-    socket buffers and in herald, where the 256 KiB queue limit bounds them. herald's memory stays flat
-    and its other connections stay served; if the flooder is closed, the close is counted as a slow
-    consumer or a write timeout (whether it is depends on the kernel's buffer sizes)."""
-    srv = tls_server("--client-frame-rate", "0", "--write-timeout", WRITE_TIMEOUT, "--queue-limit", "256k")
-    before = srv.metrics()
-    with RssWatch(srv.pid) as rss, HealthProbe(srv.port, request=https_healthz_seconds(srv)) as probe:
-        report, line = run_client(srv.port, 400000, 3)
-    print(line, f"RSS {rss.baseline_kb} -> peak {rss.peak_kb} kB; worst https /healthz "
-          f"{probe.worst * 1000:.0f} ms over {probe.requests} probes")
-    assert int(report["sent"]) > 1000, f"the flood never got going: {line}"
-    probe.assert_fast(slack(1.0), "KeyUpdate flood without rate limit")
-    rss.assert_growth_below(slack(4, 2), "KeyUpdate flood without rate limit")
-    after = srv.metrics()
-    assert metric_of(after, "herald_rate_limited_total") == metric_of(before, "herald_rate_limited_total")
-    closes = sum(metric_of(after, k) - metric_of(before, k)
-                 for k in ("herald_slow_consumer_closes_total", "herald_write_timeouts_total"))
-    assert closes == int(report["closed"]), f"{closes} counted closes for {line}"
-
-
 @pytest.mark.parametrize("count,suite", [(5, "TLS_AES_256_GCM_SHA384"), (70, "TLS_AES_256_GCM_SHA384"),
                                          (5, "TLS_AES_128_GCM_SHA256"), (5, "TLS_CHACHA20_POLY1305_SHA256")])
 def test_keyupdates_after_the_handoff_then_data_both_ways(tls_server, count, suite):
@@ -234,3 +205,34 @@ def test_keyupdates_after_the_handoff_then_data_both_ways(tls_server, count, sui
     while metric_of(srv.metrics(), "herald_subscribers_open") != 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert metric_of(srv.metrics(), "herald_subscribers_open") == 0
+
+
+def test_a_few_keyupdates_are_fine(tls_server):
+    """A client that updates its keys now and then (50 at once, under the 100/s frame rate) stays."""
+    srv = tls_server("--write-timeout", WRITE_TIMEOUT)
+    report, line = run_client(srv.port, 50, 3)
+    assert report["closed"] == "0", f"a client with 50 KeyUpdates was closed: {line}"
+    assert metric_of(srv.metrics(), "herald_rate_limited_total") == 0
+
+
+def test_keyupdate_replies_stay_bounded_without_rate_limit(tls_server):
+    """With --client-frame-rate 0 nothing counts the KeyUpdates: their replies then wait in the kernel's
+    socket buffers and in herald, where the 256 KiB queue limit bounds them. herald's memory stays flat
+    and its other connections stay served; if the flooder is closed, the close is counted as a slow
+    consumer or a write timeout (whether it is depends on the kernel's buffer sizes)."""
+    srv = tls_server("--client-frame-rate", "0", "--write-timeout", WRITE_TIMEOUT, "--queue-limit", "256k")
+    before = srv.metrics()
+    with RssWatch(srv.pid) as rss, HealthProbe(srv.port, request=https_healthz_seconds(srv)) as probe:
+        report, line = run_client(srv.port, 400000, 3)
+    print(line, f"RSS {rss.baseline_kb} -> peak {rss.peak_kb} kB; worst https /healthz "
+          f"{probe.worst * 1000:.0f} ms over {probe.requests} probes")
+    assert int(report["sent"]) > 1000, f"the flood never got going: {line}"
+    probe.assert_fast(slack(1.0), "KeyUpdate flood without rate limit")
+    rss.assert_growth_below(slack(4, 2), "KeyUpdate flood without rate limit")
+    after = srv.metrics()
+    assert metric_of(after, "herald_rate_limited_total") == metric_of(before, "herald_rate_limited_total")
+    closes = sum(metric_of(after, k) - metric_of(before, k)
+                 for k in ("herald_slow_consumer_closes_total", "herald_write_timeouts_total"))
+    # A close the client saw was counted; the server may also have closed in the flood's last
+    # moments, before the client noticed.
+    assert int(report["closed"]) <= closes <= 1, f"{closes} counted closes for {line}"
