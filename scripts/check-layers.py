@@ -20,7 +20,7 @@ LAYERS = [
     ("codecs", "ws http utf8 auth pmd sse redis_slot broker_url names log config query coalesce assets"),
     ("data", "msg outq ring chan groups envelope metrics admit deflate broker_info"),
     ("loop", "loop"),
-    ("transport", "transport tls"),
+    ("transport", "transport tls tls13rec"),
     ("conn", "conn conn_sse"),
     ("delivery", "delivery inbox"),
     ("broker", "broker broker_redis resp"),

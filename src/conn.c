@@ -412,7 +412,7 @@ void conn_flush(conn *c)
         outq_consume(&c->q, (size_t)r, &done);
         conn_account(c, before);
         conn_after_write(c, &done);
-        if (done.data_msgs && c->t.ssl && !c->sse)
+        if (done.data_msgs && c->t.tls && !c->sse)
             METRIC_ADD(c->env->m, deliveries_tls, done.data_msgs);
     }
     conn_flush_done(c);

@@ -19,4 +19,8 @@ bool tls_count_memory(void);
 /* Bytes OpenSSL holds now (0 when counting is off). */
 uint64_t tls_memory(void);
 
+/* Records that failed after a hand-off (bad tag, malformed, unexpected
+ * message): connections closed for it, process-wide. */
+uint64_t tls_record_errors(void);
+
 #endif

@@ -7,7 +7,11 @@
  * hands the keys to the kernel (SSL_OP_ENABLE_KTLS with a socket BIO for
  * writing), and transport_writev becomes a plain writev of the frames again,
  * with no staging copy and no ciphertext held here. It needs the kernel's
- * `tls` ULP, which this machine's kernel does not offer (docs/architecture.md). */
+ * `tls` ULP, which this machine's kernel does not offer (docs/architecture.md).
+ * What herald does instead is a user-space version of that hand-off for TLS
+ * 1.3: tls.c frees the SSL after the handshake and protects the records
+ * itself (tls13rec.c), so an idle TLS connection keeps ~300 bytes of TLS
+ * state instead of OpenSSL's ~15 KB. */
 #ifndef HERALD_TRANSPORT_H
 #define HERALD_TRANSPORT_H
 
@@ -19,6 +23,7 @@
 
 typedef struct ssl_st SSL;
 typedef struct ssl_ctx_st SSL_CTX;
+struct tls_conn;
 
 /* Results other than a byte count. */
 enum {
@@ -33,11 +38,19 @@ enum {
 #define TRANSPORT_TLS_STAGE 65536
 
 typedef struct transport {
-    SSL *ssl;       /* NULL: plaintext */
+    /* One pointer, so a connection does not grow: OpenSSL's SSL during the
+     * handshake (and for TLS 1.2 throughout), then, for TLS 1.3, the records
+     * carried on without it (tls.c's hand-off, tls13rec.c). */
+    union {
+        SSL *ssl;             /* tls && !handed */
+        struct tls_conn *rec; /* tls && handed */
+    };
     int fd;
-    bool ready : 1; /* the first TLS handshake finished (always, in plaintext); a
-                     * KeyUpdate later puts OpenSSL "in init" again: no new handshake */
-    bool shut : 1;  /* our side is shut down (close_notify generated) */
+    bool ready : 1;  /* the first TLS handshake finished (always, in plaintext); a
+                      * KeyUpdate later puts OpenSSL "in init" again: no new handshake */
+    bool shut : 1;   /* our side is shut down (close_notify generated) */
+    bool tls : 1;    /* TLS, through ssl or rec; false: plaintext */
+    bool handed : 1; /* the SSL is freed: rec carries the records */
 } transport;
 
 /* Over fd; TLS (server side) when tls is set, its post-handshake requests

@@ -96,7 +96,11 @@ def test_keyupdate_flood_is_bounded(tls_server):
     # OpenSSL handles post-handshake messages inside SSL_read: a server that lets one SSL_read run
     # while the socket stays fed is stuck there, its other connections starved
     probe.assert_fast(slack(1.0), "KeyUpdate flood")
-    rss.assert_growth_below(slack(4, 2), "KeyUpdate flood")
+    # Under ASan the bound is 3x: ASan's allocator fills a per-thread cache per size class the first
+    # time a worker allocates in it, and a worker that has handed a connection off (tls.c) uses a few
+    # more classes: +1.3 MiB per worker, once (measured: 7.9 MiB growth with the hand-off, 5.3 MiB
+    # without; the release build grows ~0.3 MiB either way).
+    rss.assert_growth_below(slack(4, 3), "KeyUpdate flood")
     after = srv.metrics()
     limited = metric_of(after, "herald_rate_limited_total") - metric_of(before, "herald_rate_limited_total")
     assert limited == len(lines), (f"{len(lines)} flooders, {limited} closed by --client-frame-rate: "
@@ -167,6 +171,40 @@ def test_tls_head_trickled_in_split_records_gets_408(tls_server):
     took = closed_at - t0
     assert took < slack(3.5), f"closed {took:.2f}s after the head's first byte (--header-timeout 2)"
     assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+
+
+@pytest.mark.parametrize("count,suite", [(5, "TLS_AES_256_GCM_SHA384"), (70, "TLS_AES_256_GCM_SHA384"),
+                                         (5, "TLS_AES_128_GCM_SHA256"), (5, "TLS_CHACHA20_POLY1305_SHA256")])
+def test_keyupdates_after_the_handoff_then_data_both_ways(tls_server, count, suite):
+    """After the hand-off (tls.c frees the SSL of an idle TLS 1.3 connection and carries its records
+    itself), a subscriber's KeyUpdate(update_requested) is followed: the server reads under the
+    client's next key and answers with a KeyUpdate of its own, so a ping after the KeyUpdates gets its
+    pong, a published message arrives under the new keys, and the client's close_notify ends it.
+    70 KeyUpdates arrive as more data-less records than one read takes (64): the ping behind them
+    must still be read. Each TLS 1.3 suite the hand-off carries (SHA-384 and SHA-256 key schedules)."""
+    srv = tls_server("--write-timeout", WRITE_TIMEOUT)
+    p = subprocess.Popen([keyupdate_client(), "127.0.0.1", str(srv.port), "subscribe", "ku", str(count), suite],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        lines = []
+        for _ in range(2):
+            lines.append(p.stdout.readline().decode().strip())
+        assert lines == [f"pong server_keyupdates={count}", "ready"], (
+            lines, p.stderr.read().decode() if p.poll() is not None else "")
+        srv.publish("after five key updates", group="ku")
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, (out, err)
+    assert out.decode().split() == ["msg=after", "five", "key", "updates", "closed=eof"], out
+    m = srv.metrics()
+    assert metric_of(m, "herald_rate_limited_total") == 0
+    deadline = time.monotonic() + 5
+    while metric_of(srv.metrics(), "herald_subscribers_open") != 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert metric_of(srv.metrics(), "herald_subscribers_open") == 0
 
 
 def test_a_few_keyupdates_are_fine(tls_server):

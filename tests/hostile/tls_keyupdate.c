@@ -9,7 +9,15 @@
  * or the SECONDS deadline, only to learn whether the server has closed it. Prints one line:
  *   sent=N flood_s=F closed=0|1 how=WORD closed_s=C
  * (closed_s: seconds from the first KeyUpdate to the moment we saw the close, -1 if never).
- * Exit status 0 when the report is meaningful, 2 for usage or setup errors. */
+ * Exit status 0 when the report is meaningful, 2 for usage or setup errors.
+ *
+ * usage: tls_keyupdate HOST PORT subscribe GROUP COUNT [CIPHERSUITE]
+ *
+ * A well-behaved client instead (the server's records after its hand-off, tls.c): a WebSocket
+ * subscriber to GROUP over TLS 1.3 that, once subscribed and idle for a moment (the server frees its
+ * SSL then), sends COUNT KeyUpdate(update_requested), then a ping, and expects the pong (both sides
+ * under new keys). Prints "pong server_keyupdates=N" (the KeyUpdates the server answered with) and "ready", then "msg=PAYLOAD" for the first data message, then
+ * sends close_notify and prints "closed=eof" once the server has closed. Exit status 1 on a failure. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +26,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,8 +96,123 @@ static const char *wait_closed(int fd, double deadline)
     return NULL;
 }
 
+/* KeyUpdates the server sent us (its answers to ours). */
+static long server_keyupdates;
+
+static void on_message(int write_p, int version, int type, const void *buf, size_t len, SSL *ssl,
+                       void *arg)
+{
+    (void)version, (void)ssl, (void)arg;
+    if (!write_p && type == SSL3_RT_HANDSHAKE && len && ((const uint8_t *)buf)[0] == SSL3_MT_KEY_UPDATE)
+        server_keyupdates++;
+}
+
+static int read_full(SSL *ssl, uint8_t *p, size_t n)
+{
+    while (n) {
+        int r = SSL_read(ssl, p, (int)n);
+        if (r <= 0)
+            return -1;
+        p += r, n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* One server frame (unmasked): its opcode, payload into buf (cap bytes). */
+static long read_frame(SSL *ssl, int *op, uint8_t *buf, size_t cap)
+{
+    uint8_t h[8];
+    if (read_full(ssl, h, 2) < 0)
+        return -1;
+    *op = h[0] & 15;
+    uint64_t len = h[1] & 127;
+    if (len >= 126) {
+        size_t k = len == 126 ? 2 : 8;
+        if (read_full(ssl, h, k) < 0)
+            return -1;
+        len = 0;
+        for (size_t i = 0; i < k; i++)
+            len = len << 8 | h[i];
+    }
+    if (len > cap || read_full(ssl, buf, len) < 0)
+        return -1;
+    return (long)len;
+}
+
+static int subscribe(SSL *ssl, int fd, const char *group, long count)
+{
+    static uint8_t buf[1 << 20];
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET /ws?groups=%s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n",
+                     group);
+    if (SSL_write(ssl, req, n) != n)
+        return die("write upgrade");
+    size_t have = 0;
+    while (have < 4 || memcmp(buf + have - 4, "\r\n\r\n", 4)) { /* the 101, byte by byte */
+        if (have == 4096 || SSL_read(ssl, buf + have, 1) != 1)
+            return die("read 101");
+        have++;
+    }
+    if (strncmp((char *)buf, "HTTP/1.1 101", 12)) {
+        fprintf(stderr, "tls_keyupdate: no 101: %.*s\n", (int)have, buf);
+        return 1;
+    }
+    usleep(300 * 1000); /* idle: the server hands the connection off */
+    for (long i = 0; i < count; i++)
+        if (!SSL_key_update(ssl, SSL_KEY_UPDATE_REQUESTED) || SSL_do_handshake(ssl) != 1)
+            return die("KeyUpdate");
+    const uint8_t ping[] = {0x89, 0x82, 1, 2, 3, 4, 'k' ^ 1, 'p' ^ 2};
+    if (SSL_write(ssl, ping, sizeof ping) != (int)sizeof ping)
+        return die("write ping");
+    int op;
+    long len = read_frame(ssl, &op, buf, sizeof buf);
+    if (len != 2 || op != 0xA || memcmp(buf, "kp", 2)) {
+        fprintf(stderr, "tls_keyupdate: expected the pong, got op %d len %ld\n", op, len);
+        return 1;
+    }
+    printf("pong server_keyupdates=%ld\nready\n", server_keyupdates);
+    fflush(stdout);
+    len = read_frame(ssl, &op, buf, sizeof buf);
+    if (len < 0 || (op != 1 && op != 2)) {
+        fprintf(stderr, "tls_keyupdate: expected a message, got op %d len %ld\n", op, len);
+        return 1;
+    }
+    printf("msg=%.*s\n", (int)len, buf);
+    fflush(stdout);
+    SSL_shutdown(ssl); /* close_notify */
+    const char *how = wait_closed(fd, now_s() + 10);
+    printf("closed=%s\n", how ? how : "no");
+    return how ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
+    if ((argc == 6 || argc == 7) && !strcmp(argv[3], "subscribe")) {
+        signal(SIGPIPE, SIG_IGN);
+        SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+        if (!ctx || !SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION))
+            return die("SSL_CTX");
+        if (argc == 7 && !SSL_CTX_set_ciphersuites(ctx, argv[6]))
+            return die("ciphersuite");
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_msg_callback(ctx, on_message);
+        int fd = tcp_connect(argv[1], argv[2]);
+        SSL *ssl = fd < 0 ? NULL : SSL_new(ctx);
+        if (!ssl || !SSL_set_fd(ssl, fd) || SSL_connect(ssl) != 1)
+            return die("TLS handshake");
+        if (argc == 7 && strcmp(SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)), argv[6])) {
+            fprintf(stderr, "tls_keyupdate: negotiated %s\n", SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)));
+            return 1;
+        }
+        int rc = subscribe(ssl, fd, argv[4], atol(argv[5]));
+        SSL_free(ssl);
+        close(fd);
+        SSL_CTX_free(ctx);
+        return rc;
+    }
     if (argc != 5) {
         fprintf(stderr, "usage: %s HOST PORT COUNT SECONDS\n", argv[0]);
         return 2;

@@ -21,7 +21,7 @@ import websockets.client
 import websockets.exceptions
 
 from conftest import LISTEN_RE, SANITIZER_PATTERNS, binary_is_sanitized, clean_env, herald_bin
-from herald_helpers import (HOST, OP_BINARY, OP_TEXT, RawWS, accept_for, expect_ws_close, parse_prometheus,
+from herald_helpers import (HOST, OP_BINARY, OP_TEXT, RawWS, accept_for, build_frame, expect_ws_close, parse_prometheus,
                             read_response, recv, recv_n, run, ws_request_bytes)
 
 
@@ -561,3 +561,238 @@ def test_deflate_inflate_budget_over_tls(tls_herald):
                 await asyncio.sleep(0.05)
             assert s["published_ws"] == n, s
     run(main(), timeout=60)
+
+
+# --------------------------------------------------------------------------
+# the TLS 1.3 hand-off (tls.c, tls13rec.c): an idle TLS 1.3 connection's SSL object is freed and
+# herald protects its records itself; Python's ssl module is the independent peer.
+# --------------------------------------------------------------------------
+
+class TlsMemory:
+    """The memory view's `tls` kind, read over one kept-alive connection: a fresh connection per read
+    would count its own TLS state, which is OpenSSL's whole SSL or the handed-off few hundred bytes
+    depending on whether the request came before the hand-off (timing). One warm-up request first."""
+    def __init__(self, srv):
+        self.c = http.client.HTTPSConnection(HOST, srv.port, context=srv.ctx, timeout=10)
+        self()
+        time.sleep(0.2)
+
+    def __call__(self):
+        self.c.request("GET", "/stats")
+        r = self.c.getresponse()
+        assert r.status == 200
+        return json.loads(r.read())["memory"]["tls"]
+
+    def close(self):
+        self.c.close()
+
+
+def tls_ws(srv, path, ctx=None, timeout=5):
+    """A raw WebSocket over a TLS socket of the given client context (default: the server's)."""
+    s = socket.create_connection((HOST, srv.port), timeout=timeout)
+    t = (ctx or srv.ctx).wrap_socket(s, server_hostname=HOST)
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    t.sendall(ws_request_bytes(path=path, host=f"{HOST}:{srv.port}", key=key))
+    resp, rest = read_response(t, timeout=timeout)
+    assert resp.status == 101, resp
+    return RawWS(t, rest, resp)
+
+
+def wait_subscribers(srv, n, timeout=5):
+    deadline = time.monotonic() + timeout
+    while srv.metrics()["herald_subscribers_open"] != n:
+        assert time.monotonic() < deadline, f"subscribers_open stays {srv.metrics()['herald_subscribers_open']}"
+        time.sleep(0.05)
+
+
+def test_long_lived_tls13_subscribers_after_the_handoff(tls_herald):
+    """Idle TLS 1.3 subscribers hold a few hundred bytes of TLS state instead of OpenSSL's ~15 KB
+    (so the hand-off happened), and keep receiving: small and large messages (many records), pings,
+    again after a pause, in order."""
+    srv = tls_herald()
+    n = 20
+    tls_memory = TlsMemory(srv)
+    base = tls_memory()
+    subs = [tls_ws(srv, "/ws?groups=ho") for _ in range(n)]
+    try:
+        for s in subs:
+            assert s.sock.version() == "TLSv1.3"
+        time.sleep(0.4)  # idle: the tick hands off any not handed off on the spot
+        per = (tls_memory() - base) / n
+        assert per < 1000, f"{per:.0f} bytes of TLS state per idle TLS 1.3 subscriber: no hand-off?"
+        big = os.urandom(200 * 1024)
+        srv.publish("first after the hand-off", group="ho")
+        srv.publish(big, "ho", "application/octet-stream")
+        for s in subs:
+            assert s.recv_message(10) == (OP_TEXT, b"first after the hand-off")
+            assert s.recv_message(20) == (OP_BINARY, big)
+            s.ping_roundtrip(b"still here")
+        time.sleep(0.3)
+        for i in range(50):
+            srv.publish(f"m{i}", group="ho")
+        for s in subs:
+            assert [s.recv_message(10)[1] for _ in range(50)] == [f"m{i}".encode() for i in range(50)]
+        m = srv.metrics()
+        assert m['herald_deliveries_by_transport_total{transport="wss"}'] >= n * 52, m
+    finally:
+        for s in subs:
+            s.close()
+
+
+def test_tls12_client_stays_on_openssl(tls_herald, certs):
+    """TLS 1.2 has no hand-off: its connections stay with OpenSSL, and work as before."""
+    srv = tls_herald()
+    ctx = client_ctx(certs["cert"])
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    tls_memory = TlsMemory(srv)
+    base = tls_memory()
+    subs = [tls_ws(srv, "/ws?groups=t12", ctx=ctx) for _ in range(5)]
+    try:
+        assert all(s.sock.version() == "TLSv1.2" for s in subs)
+        time.sleep(0.3)
+        per = (tls_memory() - base) / 5
+        assert per > 4000, f"{per:.0f} bytes per TLS 1.2 connection: OpenSSL's SSL should still be there"
+        srv.publish("over TLS 1.2", group="t12")
+        for s in subs:
+            assert s.recv_message(10) == (OP_TEXT, b"over TLS 1.2")
+            s.ping_roundtrip()
+    finally:
+        for s in subs:
+            s.close()
+
+
+def test_client_close_notify_after_the_handoff_ends_the_connection(tls_herald):
+    srv = tls_herald()
+    sub = tls_ws(srv, "/ws?groups=cn")
+    wait_subscribers(srv, 1)
+    time.sleep(0.3)
+    sub.sock.settimeout(5)
+    try:
+        sub.sock.unwrap()  # our close_notify; herald ends the stream and closes
+    except (ssl.SSLError, OSError):
+        pass  # herald closes without answering with its own close_notify: EOF here is fine
+    wait_subscribers(srv, 0)
+    assert srv.metrics()["herald_connections_open"] <= 1  # only the /metrics request itself
+
+
+def tls_over_memory(srv, path):
+    """A TLS 1.3 WebSocket client over memory BIOs, so the test sees (and can spoil) its records."""
+    sock = socket.create_connection((HOST, srv.port), timeout=5)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = srv.ctx.wrap_bio(incoming, outgoing, server_hostname=HOST)
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            incoming.write(sock.recv(65536))
+    sock.sendall(outgoing.read())
+    tls.write(ws_request_bytes(path=path, host=f"{HOST}:{srv.port}"))
+    sock.sendall(outgoing.read())
+    got = b""
+    while b"\r\n\r\n" not in got:
+        d = sock.recv(65536)
+        assert d, "closed before the 101"
+        incoming.write(d)
+        try:
+            got += tls.read(65536)
+        except ssl.SSLWantReadError:
+            pass
+    assert got.startswith(b"HTTP/1.1 101"), got
+    return sock, tls, outgoing
+
+
+def read_until_eof(sock, timeout=5):
+    sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not sock.recv(65536):
+                return True
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            break
+    return False
+
+
+@pytest.mark.parametrize("spoil", ["flip_body", "flip_tag", "flip_header_length", "replay",
+                                   "cleartext_alert", "truncated_then_eof"])
+def test_bad_record_after_the_handoff_closes(tls_herald, spoil):
+    """After the hand-off herald checks every record itself: a forged or altered record, a replayed
+    one, a cleartext record, or a stream cut inside a record closes the connection, and the others
+    carry on."""
+    srv = tls_herald()
+    other = tls_ws(srv, "/ws?groups=bad")
+    sock, tls, outgoing = tls_over_memory(srv, "/ws?groups=bad")
+    wait_subscribers(srv, 2)
+    time.sleep(0.3)  # idle: handed off
+    tls.write(build_frame(0x9, b"ping one"))
+    good = outgoing.read()
+    sock.sendall(good)  # one good record first: the server reads under the right key and sequence
+    tls.write(build_frame(0x9, b"ping two"))
+    rec = bytearray(outgoing.read())
+    if spoil == "flip_body":
+        rec[8] ^= 1
+    elif spoil == "flip_tag":
+        rec[-1] ^= 0x80
+    elif spoil == "flip_header_length":
+        rec[4] ^= 1
+        rec += b"\0" * 2
+    elif spoil == "replay":
+        rec = bytearray(good)
+    elif spoil == "cleartext_alert":
+        rec = bytearray(b"\x15\x03\x03\x00\x02\x02\x28")
+    if spoil == "truncated_then_eof":
+        sock.sendall(bytes(rec[:len(rec) // 2]))
+        sock.shutdown(socket.SHUT_WR)
+    else:
+        sock.sendall(bytes(rec))
+    assert read_until_eof(sock), f"{spoil}: the connection stayed open"
+    sock.close()
+    wait_subscribers(srv, 1)
+    srv.publish("others carry on", group="bad")
+    assert other.recv_message(10) == (OP_TEXT, b"others carry on")
+    other.close()
+
+
+def test_resumed_tls13_session_is_handed_off_too(tls_herald):
+    """A client resuming a TLS 1.3 session (PSK, no certificate) gets the same hand-off: its traffic
+    secrets come from the resumption's key schedule, and its records still open on both sides.
+    One worker, and one resumption before measuring: a worker's first TLS connection, and the
+    process's first resumption, allocate OpenSSL state once (~16 KB), which must not land between
+    the two measurements."""
+    srv = tls_herald(workers=1)
+
+    def resumed(session):
+        s = socket.create_connection((HOST, srv.port), timeout=5)
+        t = srv.ctx.wrap_socket(s, server_hostname=HOST, session=session)
+        t.sendall(ws_request_bytes(path="/ws?groups=res", host=f"{HOST}:{srv.port}"))
+        resp, rest = read_response(t, timeout=5)
+        assert resp.status == 101, resp
+        assert t.session_reused
+        return RawWS(t, rest, resp)
+
+    first = tls_ws(srv, "/ws?groups=res")
+    srv.publish("for the ticket", group="res")  # reading data also takes the session tickets
+    assert first.recv_message(10) == (OP_TEXT, b"for the ticket")
+    session = first.sock.session
+    first.close()
+    assert session is not None and session.has_ticket
+    warm = resumed(session)
+    srv.publish("warm", group="res")
+    assert warm.recv_message(10) == (OP_TEXT, b"warm")
+    session = warm.sock.session
+    warm.close()
+    tls_memory = TlsMemory(srv)
+    base = tls_memory()
+    sub = resumed(session)
+    try:
+        time.sleep(0.3)
+        assert tls_memory() - base < 1500, "no hand-off for the resumed session?"
+        srv.publish("resumed", group="res")
+        assert sub.recv_message(10) == (OP_TEXT, b"resumed")
+        sub.ping_roundtrip(b"after resumption")
+    finally:
+        sub.close()
