@@ -35,6 +35,7 @@ void memwatch_collect(server *s, metrics_memory *out)
     out->messages = all > out->history ? all - out->history : 0;
     out->groups = chan_record_total();
     out->evictions = chan_evictions();
+    out->tls_record_errors = tls_record_errors();
     out->tls = tls_memory();
     out->deflate = deflate_memory();
     for (int i = 0; i < s->nworkers; i++) {

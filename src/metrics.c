@@ -201,9 +201,14 @@ static void metrics_prom_memory(const metrics_memory *mem, char *buf, size_t cap
                    "# TYPE herald_memory_pressure gauge\nherald_memory_pressure %d\n"
                    "# HELP herald_history_evictions_total Groups whose history the budget dropped\n"
                    "# TYPE herald_history_evictions_total counter\n"
-                   "herald_history_evictions_total %llu\n",
+                   "herald_history_evictions_total %llu\n"
+                   "# HELP herald_tls_record_errors_total TLS records herald opened itself that "
+                   "failed (forged, altered, replayed, malformed): the connection was closed\n"
+                   "# TYPE herald_tls_record_errors_total counter\n"
+                   "herald_tls_record_errors_total %llu\n",
                    (unsigned long long)mem->rss, (unsigned long long)mem->limit,
-                   mem->pressure ? 1 : 0, (unsigned long long)mem->evictions);
+                   mem->pressure ? 1 : 0, (unsigned long long)mem->evictions,
+                   (unsigned long long)mem->tls_record_errors);
 }
 
 /* Per broker connection, and the broker's failovers, redirections and the
@@ -327,9 +332,11 @@ size_t metrics_json(const metrics *m, int workers, const metrics_memory *mem,
         metrics_append(buf, cap, &len, "\"%s\":%llu,", metrics_mem_kinds[k],
                        (unsigned long long)v[k]);
     metrics_append(buf, cap, &len,
-                   "\"rss\":%llu,\"limit\":%llu,\"pressure\":%s},\"history_evictions\":%llu,",
+                   "\"rss\":%llu,\"limit\":%llu,\"pressure\":%s},\"history_evictions\":%llu,"
+                   "\"tls_record_errors\":%llu,",
                    (unsigned long long)mem->rss, (unsigned long long)mem->limit,
-                   mem->pressure ? "true" : "false", (unsigned long long)mem->evictions);
+                   mem->pressure ? "true" : "false", (unsigned long long)mem->evictions,
+                   (unsigned long long)mem->tls_record_errors);
     metrics_json_broker(bi, buf, cap, &len);
     metrics_append(buf, cap, &len,
                    "\"workers\":%d,\"uptime_seconds\":%.3f,\"version\":\"%s\",\"epoch\":\"%s\","

@@ -112,6 +112,7 @@ typedef struct metrics_memory {
     uint64_t rss;         /* resident set size, from /proc */
     uint64_t limit;       /* --max-memory, 0 = off */
     uint64_t evictions;   /* groups whose history the budget dropped */
+    uint64_t tls_record_errors; /* handed-off TLS records that failed to open (tls.c) */
     bool pressure;        /* over the --max-memory mark */
 } metrics_memory;
 

@@ -724,6 +724,7 @@ def test_bad_record_after_the_handoff_closes(tls_herald, spoil):
     one, a cleartext record, or a stream cut inside a record closes the connection, and the others
     carry on."""
     srv = tls_herald()
+    errors_before = srv.metrics()["herald_tls_record_errors_total"]
     other = tls_ws(srv, "/ws?groups=bad")
     sock, tls, outgoing = tls_over_memory(srv, "/ws?groups=bad")
     wait_subscribers(srv, 2)
@@ -755,6 +756,9 @@ def test_bad_record_after_the_handoff_closes(tls_herald, spoil):
     srv.publish("others carry on", group="bad")
     assert other.recv_message(10) == (OP_TEXT, b"others carry on")
     other.close()
+    # A bad record is counted; a stream cut inside a record is an end, not an attack.
+    errors = srv.metrics()["herald_tls_record_errors_total"] - errors_before
+    assert errors == (0 if spoil == "truncated_then_eof" else 1), f"{spoil}: {errors} record errors counted"
 
 
 def test_resumed_tls13_session_is_handed_off_too(tls_herald):
