@@ -27,13 +27,17 @@ _Static_assert(sizeof(conn) <= 240, "struct conn grew past 240 bytes");
  * not make us queue responses without bound. */
 #define CONN_HTTP_BACKLOG 65536
 
+static void conn_on_readable(conn *c);
+
+/* The loop's entry point: writable first (a flush frees queue room), then
+ * readable. */
 static void conn_on_io(loop_handler *h, uint32_t events)
 {
     conn *c = (conn *)h;
     if (c->dead)
         return;
     if (events & EPOLLOUT)
-        conn_on_writable(c);
+        conn_flush(c);
     if (!c->dead && (events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
         conn_on_readable(c);
 }
@@ -458,8 +462,6 @@ static void conn_flush_done(conn *c)
     }
 }
 
-void conn_on_writable(conn *c) { conn_flush(c); }
-
 bool conn_keep_pending(conn *c, const uint8_t *p, size_t n)
 {
     c->pend = malloc(n);
@@ -581,7 +583,7 @@ static ssize_t conn_io_read(conn *c, uint8_t *buf, size_t cap)
     return r < 0 ? -2 : r;
 }
 
-void conn_on_readable(conn *c)
+static void conn_on_readable(conn *c)
 {
     conn_env *w = c->env;
     do {

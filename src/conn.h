@@ -167,9 +167,6 @@ void conn_shed_largest(conn_env *e, size_t min, const char *reason);
  * EPOLLOUT when want_out. */
 int conn_watch(conn *c, bool want_out);
 
-/* Event entry points from the worker loop. */
-void conn_on_readable(conn *c);
-void conn_on_writable(conn *c);
 /* Marks the connection for the pass's flush. */
 void conn_mark_dirty(conn *c);
 /* The delivery state of the connection's worker. */

@@ -12,6 +12,8 @@
 
 #define DELIVERY_INBOX 16384
 
+static void delivery_finish_recoveries(conn *c);
+
 static const delivery_upstream *delivery_up;
 
 void delivery_set_upstream(const delivery_upstream *u) { delivery_up = u; }
@@ -202,7 +204,7 @@ bool delivery_hold(delivery *d, conn *c)
     return true;
 }
 
-void delivery_unhold(delivery *d, conn *c)
+static void delivery_unhold(delivery *d, conn *c)
 {
     for (uint32_t i = 0; i < d->nheld; i++)
         if (d->held[i] == c) {
@@ -443,7 +445,10 @@ bool delivery_subscribe(conn *c, const char *name, size_t len, bool recover, uin
     return true;
 }
 
-void delivery_finish_recoveries(conn *c)
+/* Cluster: a held subscriber goes live; first replays what its deferred
+ * recoveries ask, from the now filled records (or says too_old), and sends
+ * the joined notices it owes. */
+static void delivery_finish_recoveries(conn *c)
 {
     delivery *d = conn_delivery(c);
     for (uint16_t i = 0; i < c->nsubs && !c->dead; i++) {
@@ -490,7 +495,8 @@ void delivery_finish_recoveries(conn *c)
     }
 }
 
-void delivery_leave_all(conn *c)
+/* Leaves every group (and the broadcast list). */
+static void delivery_leave_all(conn *c)
 {
     delivery *d = conn_delivery(c);
     for (uint16_t i = 0; i < c->nsubs; i++) {

@@ -92,22 +92,14 @@ void delivery_drain(delivery *d);
  * filled (at release of the hold). */
 bool delivery_subscribe(struct conn *c, const char *name, size_t len, bool recover, uint64_t since,
                         bool epoch_ok, bool joined);
-/* Leaves every group (and the broadcast list). */
-void delivery_leave_all(struct conn *c);
 /* A connection goes: leaves the cluster hold, its groups and the broadcast
  * list (the conn environment's forget hook). */
 void delivery_forget(struct conn *c);
 /* Adds a subscriber to the broadcast-to-all list. */
 bool delivery_add_all(delivery *d, struct conn *c);
 
-/* Cluster: a held subscriber goes live; first replays what its deferred
- * recoveries ask, from the now filled records (or says too_old), and sends
- * the joined notices it owes. */
-void delivery_finish_recoveries(struct conn *c);
-
 /* The cluster hold. */
 bool delivery_hold(delivery *d, struct conn *c);
-void delivery_unhold(delivery *d, struct conn *c);
 /* Once per pass: releases the held subscribers that are ready. */
 void delivery_check_held(delivery *d);
 /* Any thread: every worker re-checks its held subscribers. */

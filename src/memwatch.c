@@ -27,6 +27,11 @@ static uint64_t memwatch_read_rss(void)
     return n == 2 ? resident * (uint64_t)sysconf(_SC_PAGESIZE) : 0;
 }
 
+static bool memwatch_pressure(const server *s)
+{
+    return atomic_load_explicit(&s->mem_pressure, memory_order_relaxed);
+}
+
 void memwatch_collect(server *s, metrics_memory *out)
 {
     *out = (metrics_memory){0};
@@ -47,11 +52,6 @@ void memwatch_collect(server *s, metrics_memory *out)
     out->rss = memwatch_read_rss(); /* fresh: the tick's sample may predate a shrink */
     out->limit = config_get()->max_memory;
     out->pressure = memwatch_pressure(s);
-}
-
-bool memwatch_pressure(const server *s)
-{
-    return atomic_load_explicit(&s->mem_pressure, memory_order_relaxed);
 }
 
 void memwatch_tick(server *s, uint64_t now_ms)

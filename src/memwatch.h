@@ -22,6 +22,4 @@ void memwatch_collect(struct server *s, metrics_memory *out);
  * are handed back to the kernel. */
 void memwatch_tick(struct server *s, uint64_t now_ms);
 
-bool memwatch_pressure(const struct server *s);
-
 #endif

@@ -34,12 +34,11 @@ int worker_init(worker *w, const worker_deps *deps, int id, int listen_fd)
     w->ls = (listener){.fd = listen_fd, .reserve_fd = -1, .env = &w->env};
     w->dl.in.efd = -1;
     w->loop.epfd = -1;
-    w->cfg = deps->cfg;
-    w->env = (conn_env){.cfg = w->cfg, .loop = &w->loop, .m = &w->m, .tls = deps->tls,
+    w->env = (conn_env){.cfg = deps->cfg, .loop = &w->loop, .m = &w->m, .tls = deps->tls,
                         .dl = &w->dl, .forget = delivery_forget, .start_ms = deps->start_ms,
                         .pressure = deps->pressure, .metrics_text = deps->metrics_text,
                         .owner = deps->owner};
-    w->env.scratch_cap = 65536 + w->cfg->max_header_size;
+    w->env.scratch_cap = 65536 + w->env.cfg->max_header_size;
     w->env.scratch = malloc(w->env.scratch_cap);
     atomic_init(&w->stop, 0);
     atomic_init(&w->seen_generation, 0);
@@ -75,7 +74,7 @@ static void worker_tick(void *ctx)
      * itself and must not restart a group's offsets. */
     chan_history_cfg hc = delivery_history_cfg(&w->dl);
     if (!broker_enabled() || broker_up())
-        chan_sweep(WORKER_SWEEP_SHARDS, &hc, w->loop.now_ms, w->cfg->group_linger_ms);
+        chan_sweep(WORKER_SWEEP_SHARDS, &hc, w->loop.now_ms, w->env.cfg->group_linger_ms);
     if (hc.memory)
         chan_enforce_budget(hc.memory, WORKER_EVICT_BATCH);
     if (w->id == 0 && w->deps->memory_tick)
@@ -91,7 +90,7 @@ static void worker_tick(void *ctx)
 static void worker_refresh_config(worker *w)
 {
     const config *c = config_get();
-    if (c != w->cfg) {
+    if (c != w->env.cfg) {
         size_t need = 65536 + c->max_header_size;
         if (need > w->env.scratch_cap) {
             uint8_t *s = realloc(w->env.scratch, need);
@@ -100,7 +99,7 @@ static void worker_refresh_config(worker *w)
                 w->env.scratch_cap = need;
             }
         }
-        w->cfg = w->env.cfg = c;
+        w->env.cfg = c;
     }
     atomic_store_explicit(&w->seen_generation, c->generation, memory_order_release);
 }

@@ -46,7 +46,6 @@ typedef struct worker {
     atomic_bool done;             /* the thread has left its loop */
     int id;
     const worker_deps *deps;
-    const config *cfg;
     pthread_t thread;
     listener ls;
     drain drain;
