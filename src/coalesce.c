@@ -1,11 +1,29 @@
 #include "coalesce.h"
 
-void coalesce_after_pass(coalesce *c, uint64_t start_ns, uint64_t took_ns, uint32_t written)
+uint64_t coalesce_slice_begin(coalesce *c, uint64_t now_ns, uint64_t frames)
 {
-    uint64_t hold = 2 * took_ns;
-    if (hold > COALESCE_HOLD_MAX_NS)
-        hold = COALESCE_HOLD_MAX_NS;
-    c->flush_after_ns = written >= COALESCE_MIN_SOCKETS ? start_ns + took_ns + hold : 0;
+    if (!c->in_round) {
+        c->in_round = true;
+        c->round_start_ns = now_ns;
+        c->round_frames0 = frames;
+        c->round_writes = 0;
+    }
+    return now_ns + COALESCE_SLICE_NS;
+}
+
+void coalesce_slice_end(coalesce *c, uint64_t now_ns, uint32_t writes, uint64_t frames,
+                        bool round_done)
+{
+    c->round_writes += writes;
+    c->flush_after_ns = 0;
+    if (!round_done)
+        return;
+    c->in_round = false;
+    uint64_t took = now_ns - c->round_start_ns, batched = frames - c->round_frames0;
+    if (took < COALESCE_BEHIND_NS || batched < COALESCE_MIN_BATCH * c->round_writes ||
+        batched >= COALESCE_MAX_BATCH * c->round_writes)
+        return;
+    c->flush_after_ns = now_ns + (took < COALESCE_HOLD_MAX_NS ? took : COALESCE_HOLD_MAX_NS);
 }
 
 int coalesce_wait_ms(const coalesce *c, uint64_t now_ns, int timeout_ms)

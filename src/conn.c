@@ -46,9 +46,14 @@ void conn_mark_dirty(conn *c)
 {
     if (c->dirty || c->dead)
         return;
+    conn_env *e = c->env;
     c->dirty = true;
-    c->next_dirty = c->env->dirty;
-    c->env->dirty = c;
+    c->next_dirty = NULL;
+    if (e->dirty)
+        e->dirty_tail->next_dirty = c;
+    else
+        e->dirty = c;
+    e->dirty_tail = c;
 }
 
 int conn_watch(conn *c, bool want_out)
@@ -81,10 +86,20 @@ static void conn_unregister(conn_env *e, conn *c)
     last->slot = c->slot;
 }
 
-uint32_t conn_flush_dirty(conn_env *e)
+/* Clock reads are spread: one per this many writes. */
+#define CONN_FLUSH_CLOCK_EVERY 16
+
+/* A round ends with the connection that was last on the list when it began:
+ * one marked dirty again after its write waits for the next round, behind
+ * those still waiting in this one. round_end stays on the list (and is not
+ * freed: conn_bury spares dirty connections) until it is written. */
+uint32_t conn_flush_dirty(conn_env *e, uint64_t deadline_ns, bool *round_done)
 {
     conn *c;
     uint32_t n = 0;
+    *round_done = false;
+    if (!e->round_end)
+        e->round_end = e->dirty_tail;
     while ((c = e->dirty)) {
         e->dirty = c->next_dirty;
         c->dirty = false;
@@ -92,7 +107,16 @@ uint32_t conn_flush_dirty(conn_env *e)
             conn_flush(c);
             n++;
         }
+        if (c == e->round_end) {
+            e->round_end = NULL;
+            *round_done = true;
+            break;
+        }
+        if (n % CONN_FLUSH_CLOCK_EVERY == 0 && loop_clock_ns() >= deadline_ns)
+            break;
     }
+    if (!e->dirty)
+        e->dirty_tail = NULL;
     msg_batch_flush(&e->release);
     return n;
 }
@@ -132,7 +156,7 @@ void conn_env_cleanup(conn_env *e)
         conn_destroy(e->conns[i]);
     for (conn *c = e->dirty; c; c = c->next_dirty)
         c->dirty = false;
-    e->dirty = NULL;
+    e->dirty = e->dirty_tail = e->round_end = NULL;
     conn_bury(e);
     msg_batch_flush(&e->release);
     free(e->conns);

@@ -39,7 +39,8 @@ typedef struct conn_env {
     struct delivery *dl;
     struct conn **conns; /* every connection, for the tick and the drain */
     uint32_t nconns, cap_conns;
-    struct conn *dirty;      /* to flush at the end of the pass */
+    struct conn *dirty, *dirty_tail; /* to write, oldest first */
+    struct conn *round_end;          /* the last one of the current flush round */
     struct conn *graveyard;  /* destroyed, freed after the pass */
     /* Server-wide views the HTTP routes serve: process start (resume grace),
      * the memory-pressure flag, and the metrics text (/metrics, /stats) of
@@ -153,10 +154,13 @@ typedef struct conn {
 /* Takes fd over: on failure (NULL) it is closed. */
 conn *conn_new(conn_env *env, int fd);
 
-/* The environment's lists: flushes every connection marked dirty (then
- * applies the release batch) and returns how many; frees the destroyed;
+/* The environment's lists. conn_flush_dirty writes the connections marked
+ * dirty, oldest first, in rounds: a round is every connection dirty when it
+ * began; one call (a slice) goes on until its round is done (*round_done) or
+ * the clock passes deadline_ns, then applies the release batch, and returns
+ * how many it wrote. conn_bury frees the destroyed; conn_env_cleanup
  * destroys all (worker cleanup). */
-uint32_t conn_flush_dirty(conn_env *e);
+uint32_t conn_flush_dirty(conn_env *e, uint64_t deadline_ns, bool *round_done);
 void conn_bury(conn_env *e);
 void conn_env_cleanup(conn_env *e);
 /* Applies the slow policy to the WebSocket with the largest queue above min

@@ -92,6 +92,8 @@ static inline void metrics_sub(_Atomic uint64_t *c, uint64_t n)
 #define METRIC_INC(m, name) metrics_add(&(m)->name, 1)
 #define METRIC_ADD(m, name, n) metrics_add(&(m)->name, (n))
 #define METRIC_SUB(m, name, n) metrics_sub(&(m)->name, (n))
+/* The owning worker's own read of one of its counters. */
+#define METRIC_GET(m, name) atomic_load_explicit(&(m)->name, memory_order_relaxed)
 
 void metrics_observe_latency(metrics *m, uint64_t us);
 void metrics_count_status(metrics *m, int status);

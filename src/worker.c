@@ -123,13 +123,29 @@ static void worker_check_stop(worker *w)
 static int worker_before_wait(void *ctx, int timeout)
 {
     worker *w = ctx;
-    if (w->env.dirty) /* a flush is being held back: wake up for it */
+    /* Sockets left to write: the next slice at once, or when a hold ends. */
+    if (w->env.dirty && !w->drain.active)
         timeout = coalesce_wait_ms(&w->coalesce, loop_clock_ns(), timeout);
+    else if (w->env.dirty)
+        timeout = 0;
     return timeout;
 }
 
+/* One slice of the current write round (src/coalesce.h). */
+static void worker_flush_slice(worker *w)
+{
+    uint64_t now = loop_clock_ns();
+    if (!w->env.dirty || (!coalesce_due(&w->coalesce, now) && !w->drain.active))
+        return;
+    bool done;
+    uint64_t deadline = coalesce_slice_begin(&w->coalesce, now, METRIC_GET(&w->m, deliveries));
+    uint32_t writes = conn_flush_dirty(&w->env, deadline, &done);
+    coalesce_slice_end(&w->coalesce, loop_clock_ns(), writes, METRIC_GET(&w->m, deliveries),
+                       done);
+}
+
 /* After the pass's events: the broker (worker 0), the inbox, the cluster
- * hold, a stop, the flush (coalesced under load), a paused listener. */
+ * hold, a stop, a slice of writes, a paused listener. */
 static void worker_after_events(void *ctx)
 {
     worker *w = ctx;
@@ -140,11 +156,7 @@ static void worker_after_events(void *ctx)
     worker_check_stop(w);
     if (w->drain.active && w->drain.restart)
         drain_step(&w->drain, &w->env);
-    uint64_t f0 = loop_clock_ns();
-    if (coalesce_due(&w->coalesce, f0) || w->drain.active) {
-        uint32_t written = conn_flush_dirty(&w->env);
-        coalesce_after_pass(&w->coalesce, f0, loop_clock_ns() - f0, written);
-    }
+    worker_flush_slice(w);
     listener_resume_due(&w->ls);
 }
 

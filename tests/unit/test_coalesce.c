@@ -1,7 +1,9 @@
-/* Write coalescing (src/coalesce.c): small passes and idle servers flush at
- * once; a pass over many sockets holds the next one for twice its duration,
- * never more than COALESCE_HOLD_MAX_NS; the wait the loop takes for a held
- * pass is rounded up (never early) and bounded by its own timeout. */
+/* Write coalescing (src/coalesce.c): slices are bounded; a round that keeps
+ * up, or one after a stall whose writes carried one frame each, or one whose
+ * writes already carried many frames, never holds the next; a long round
+ * whose writes merged a few frames each holds the next for as long as it
+ * took, capped; the wait for a held slice is rounded up (never early) and
+ * bounded by the loop's own timeout. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,53 +15,96 @@
 
 #define MS 1000000ull
 
-static void test_idle_and_small_passes_flush_at_once(void **state)
+/* One round in one slice: starts at t, takes `took`, `writes` sockets carrying `frames`. */
+static void one_round(coalesce *c, uint64_t t, uint64_t took, uint32_t writes, uint64_t frames)
+{
+    static uint64_t total;
+    assert_int_equal(coalesce_slice_begin(c, t, total), t + COALESCE_SLICE_NS);
+    total += frames;
+    coalesce_slice_end(c, t + took, writes, total, true);
+}
+
+static void test_keeping_up_never_holds(void **state)
 {
     (void)state;
     coalesce c = {0};
     assert_true(coalesce_due(&c, 0));
-    coalesce_after_pass(&c, 5 * MS, 3 * MS, 0);
-    assert_true(coalesce_due(&c, 8 * MS));
-    coalesce_after_pass(&c, 10 * MS, 3 * MS, COALESCE_MIN_SOCKETS - 1);
+    one_round(&c, 10 * MS, MS / 5, 25, 25); /* S4: a fan-out, one frame each */
     assert_int_equal(c.flush_after_ns, 0);
-    assert_true(coalesce_due(&c, 13 * MS));
-    assert_int_equal(coalesce_wait_ms(&c, 13 * MS, 100), 0);
+    assert_int_equal(coalesce_wait_ms(&c, 11 * MS, 100), 0);
+    /* a short round, even with merged frames: not behind */
+    one_round(&c, 20 * MS, 4 * MS, 500, 3000);
+    assert_true(coalesce_due(&c, 24 * MS));
 }
 
-static void test_large_pass_holds_twice_its_duration(void **state)
+static void test_after_a_stall_single_frames_never_hold(void **state)
 {
     (void)state;
     coalesce c = {0};
-    coalesce_after_pass(&c, 100 * MS, 2 * MS, COALESCE_MIN_SOCKETS);
-    /* ends at 102 ms, held for 4 ms more */
-    assert_int_equal(c.flush_after_ns, 106 * MS);
-    assert_false(coalesce_due(&c, 105 * MS));
-    assert_true(coalesce_due(&c, 106 * MS));
-    /* 103 ms: 3 ms left, rounded up to 4 so the loop never wakes early */
-    assert_int_equal(coalesce_wait_ms(&c, 103 * MS, 100), 4);
-    /* the loop's own timeout wins when it is shorter */
-    assert_int_equal(coalesce_wait_ms(&c, 103 * MS, 2), 2);
-    /* no limit of its own */
-    assert_int_equal(coalesce_wait_ms(&c, 103 * MS, -1), 4);
+    /* a 60 ms round (the machine stalled) whose writes still carried ~1 frame */
+    one_round(&c, 0, 60 * MS, 2500, 2600);
+    assert_true(coalesce_due(&c, 60 * MS));
 }
 
-static void test_hold_is_capped(void **state)
+static void test_full_writes_never_hold(void **state)
 {
     (void)state;
     coalesce c = {0};
-    coalesce_after_pass(&c, 0, 50 * MS, 100000);
-    assert_int_equal(c.flush_after_ns, 50 * MS + COALESCE_HOLD_MAX_NS);
-    /* a later small pass releases the hold at once */
-    coalesce_after_pass(&c, 80 * MS, 1 * MS, 10);
-    assert_true(coalesce_due(&c, 81 * MS));
+    /* S3: 500 sockets, 47 frames each, 6 ms */
+    one_round(&c, 0, 6 * MS, 500, 500 * 47);
+    assert_true(coalesce_due(&c, 6 * MS));
+    one_round(&c, 10 * MS, 6 * MS, 500, 500 * COALESCE_MAX_BATCH);
+    assert_true(coalesce_due(&c, 16 * MS));
+}
+
+static void test_behind_and_merging_holds_as_long_as_the_round(void **state)
+{
+    (void)state;
+    coalesce c = {0};
+    one_round(&c, 100 * MS, 8 * MS, 1000, 1000 * COALESCE_MIN_BATCH);
+    assert_int_equal(c.flush_after_ns, 116 * MS); /* ended at 108, held 8 */
+    assert_false(coalesce_due(&c, 115 * MS));
+    assert_true(coalesce_due(&c, 116 * MS));
+    /* 110 ms: 6 ms left, rounded up so the loop never wakes early */
+    assert_int_equal(coalesce_wait_ms(&c, 110 * MS, 100), 7);
+    assert_int_equal(coalesce_wait_ms(&c, 110 * MS, 2), 2);
+    assert_int_equal(coalesce_wait_ms(&c, 110 * MS, -1), 7);
+    /* capped */
+    one_round(&c, 200 * MS, 45 * MS, 5000, 5000 * 6);
+    assert_int_equal(c.flush_after_ns, 245 * MS + COALESCE_HOLD_MAX_NS);
+}
+
+static void test_a_round_spans_slices(void **state)
+{
+    (void)state;
+    coalesce c = {0};
+    /* three slices of one round: its start, writes and frames add up */
+    uint64_t t = 1000 * MS;
+    assert_int_equal(coalesce_slice_begin(&c, t, 7), t + COALESCE_SLICE_NS);
+    coalesce_slice_end(&c, t + MS, 300, 7 + 900, false);
+    assert_true(coalesce_due(&c, t + MS)); /* mid-round: no hold */
+    coalesce_slice_begin(&c, t + 2 * MS, 907);
+    coalesce_slice_end(&c, t + 3 * MS, 300, 907 + 900, false);
+    coalesce_slice_begin(&c, t + 4 * MS, 1807);
+    coalesce_slice_end(&c, t + 6 * MS, 300, 1807 + 900, true);
+    /* 6 ms, 900 writes, 2700 frames (3 each): held 6 ms */
+    assert_int_equal(c.flush_after_ns, t + 12 * MS);
+    /* the next round starts afresh */
+    coalesce_slice_begin(&c, t + 12 * MS, 2707);
+    assert_int_equal(c.round_start_ns, t + 12 * MS);
+    assert_int_equal(c.round_writes, 0);
+    coalesce_slice_end(&c, t + 12 * MS + MS / 10, 10, 2717, true);
+    assert_true(coalesce_due(&c, t + 12 * MS + MS / 10));
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_idle_and_small_passes_flush_at_once),
-        cmocka_unit_test(test_large_pass_holds_twice_its_duration),
-        cmocka_unit_test(test_hold_is_capped),
+        cmocka_unit_test(test_keeping_up_never_holds),
+        cmocka_unit_test(test_after_a_stall_single_frames_never_hold),
+        cmocka_unit_test(test_full_writes_never_hold),
+        cmocka_unit_test(test_behind_and_merging_holds_as_long_as_the_round),
+        cmocka_unit_test(test_a_round_spans_slices),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
