@@ -11,19 +11,20 @@ uint64_t coalesce_slice_begin(coalesce *c, uint64_t now_ns, uint64_t frames)
     return now_ns + COALESCE_SLICE_NS;
 }
 
-void coalesce_slice_end(coalesce *c, uint64_t now_ns, uint32_t writes, uint64_t frames,
+bool coalesce_slice_end(coalesce *c, uint64_t now_ns, uint32_t writes, uint64_t frames,
                         bool round_done)
 {
     c->round_writes += writes;
     c->flush_after_ns = 0;
     if (!round_done)
-        return;
+        return false;
     c->in_round = false;
     uint64_t took = now_ns - c->round_start_ns, batched = frames - c->round_frames0;
     if (took < COALESCE_BEHIND_NS || batched < COALESCE_MIN_BATCH * c->round_writes ||
         batched >= COALESCE_MAX_BATCH * c->round_writes)
-        return;
+        return false;
     c->flush_after_ns = now_ns + (took < COALESCE_HOLD_MAX_NS ? took : COALESCE_HOLD_MAX_NS);
+    return true;
 }
 
 int coalesce_wait_ms(const coalesce *c, uint64_t now_ns, int timeout_ms)

@@ -49,8 +49,9 @@ static inline bool coalesce_due(const coalesce *c, uint64_t now_ns)
 uint64_t coalesce_slice_begin(coalesce *c, uint64_t now_ns, uint64_t frames);
 
 /* After the slice: it wrote to `writes` sockets, and finished its round when
- * round_done; decides when the next slice may run. */
-void coalesce_slice_end(coalesce *c, uint64_t now_ns, uint32_t writes, uint64_t frames,
+ * round_done; decides when the next slice may run, and says whether it holds
+ * it back. */
+bool coalesce_slice_end(coalesce *c, uint64_t now_ns, uint32_t writes, uint64_t frames,
                         bool round_done);
 
 /* The wait (ms, rounded up) until a held slice is due, at most timeout_ms

@@ -140,8 +140,11 @@ static void worker_flush_slice(worker *w)
     bool done;
     uint64_t deadline = coalesce_slice_begin(&w->coalesce, now, METRIC_GET(&w->m, deliveries));
     uint32_t writes = conn_flush_dirty(&w->env, deadline, &done);
-    coalesce_slice_end(&w->coalesce, loop_clock_ns(), writes, METRIC_GET(&w->m, deliveries),
-                       done);
+    if (coalesce_slice_end(&w->coalesce, loop_clock_ns(), writes, METRIC_GET(&w->m, deliveries),
+                           done))
+        METRIC_INC(&w->m, write_holds);
+    if (done)
+        METRIC_INC(&w->m, write_rounds);
 }
 
 /* After the pass's events: the broker (worker 0), the inbox, the cluster

@@ -6,6 +6,7 @@
  * bounded by the loop's own timeout. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,13 +16,16 @@
 
 #define MS 1000000ull
 
-/* One round in one slice: starts at t, takes `took`, `writes` sockets carrying `frames`. */
-static void one_round(coalesce *c, uint64_t t, uint64_t took, uint32_t writes, uint64_t frames)
+/* One round in one slice: starts at t, takes `took`, `writes` sockets
+ * carrying `frames`; returns whether the next is held. */
+static bool one_round(coalesce *c, uint64_t t, uint64_t took, uint32_t writes, uint64_t frames)
 {
     static uint64_t total;
     assert_int_equal(coalesce_slice_begin(c, t, total), t + COALESCE_SLICE_NS);
     total += frames;
-    coalesce_slice_end(c, t + took, writes, total, true);
+    bool held = coalesce_slice_end(c, t + took, writes, total, true);
+    assert_int_equal(held, !coalesce_due(c, t + took));
+    return held;
 }
 
 static void test_keeping_up_never_holds(void **state)
@@ -29,11 +33,11 @@ static void test_keeping_up_never_holds(void **state)
     (void)state;
     coalesce c = {0};
     assert_true(coalesce_due(&c, 0));
-    one_round(&c, 10 * MS, MS / 5, 25, 25); /* S4: a fan-out, one frame each */
+    assert_false(one_round(&c, 10 * MS, MS / 5, 25, 25)); /* S4: a fan-out, one frame each */
     assert_int_equal(c.flush_after_ns, 0);
     assert_int_equal(coalesce_wait_ms(&c, 11 * MS, 100), 0);
     /* a short round, even with merged frames: not behind */
-    one_round(&c, 20 * MS, 4 * MS, 500, 3000);
+    assert_false(one_round(&c, 20 * MS, 4 * MS, 500, 3000));
     assert_true(coalesce_due(&c, 24 * MS));
 }
 
@@ -42,7 +46,7 @@ static void test_after_a_stall_single_frames_never_hold(void **state)
     (void)state;
     coalesce c = {0};
     /* a 60 ms round (the machine stalled) whose writes still carried ~1 frame */
-    one_round(&c, 0, 60 * MS, 2500, 2600);
+    assert_false(one_round(&c, 0, 60 * MS, 2500, 2600));
     assert_true(coalesce_due(&c, 60 * MS));
 }
 
@@ -51,9 +55,9 @@ static void test_full_writes_never_hold(void **state)
     (void)state;
     coalesce c = {0};
     /* S3: 500 sockets, 47 frames each, 6 ms */
-    one_round(&c, 0, 6 * MS, 500, 500 * 47);
+    assert_false(one_round(&c, 0, 6 * MS, 500, 500 * 47));
     assert_true(coalesce_due(&c, 6 * MS));
-    one_round(&c, 10 * MS, 6 * MS, 500, 500 * COALESCE_MAX_BATCH);
+    assert_false(one_round(&c, 10 * MS, 6 * MS, 500, 500 * COALESCE_MAX_BATCH));
     assert_true(coalesce_due(&c, 16 * MS));
 }
 
@@ -61,7 +65,7 @@ static void test_behind_and_merging_holds_as_long_as_the_round(void **state)
 {
     (void)state;
     coalesce c = {0};
-    one_round(&c, 100 * MS, 8 * MS, 1000, 1000 * COALESCE_MIN_BATCH);
+    assert_true(one_round(&c, 100 * MS, 8 * MS, 1000, 1000 * COALESCE_MIN_BATCH));
     assert_int_equal(c.flush_after_ns, 116 * MS); /* ended at 108, held 8 */
     assert_false(coalesce_due(&c, 115 * MS));
     assert_true(coalesce_due(&c, 116 * MS));
@@ -70,7 +74,7 @@ static void test_behind_and_merging_holds_as_long_as_the_round(void **state)
     assert_int_equal(coalesce_wait_ms(&c, 110 * MS, 2), 2);
     assert_int_equal(coalesce_wait_ms(&c, 110 * MS, -1), 7);
     /* capped */
-    one_round(&c, 200 * MS, 45 * MS, 5000, 5000 * 6);
+    assert_true(one_round(&c, 200 * MS, 45 * MS, 5000, 5000 * 6));
     assert_int_equal(c.flush_after_ns, 245 * MS + COALESCE_HOLD_MAX_NS);
 }
 
@@ -81,19 +85,19 @@ static void test_a_round_spans_slices(void **state)
     /* three slices of one round: its start, writes and frames add up */
     uint64_t t = 1000 * MS;
     assert_int_equal(coalesce_slice_begin(&c, t, 7), t + COALESCE_SLICE_NS);
-    coalesce_slice_end(&c, t + MS, 300, 7 + 900, false);
+    assert_false(coalesce_slice_end(&c, t + MS, 300, 7 + 900, false));
     assert_true(coalesce_due(&c, t + MS)); /* mid-round: no hold */
     coalesce_slice_begin(&c, t + 2 * MS, 907);
     coalesce_slice_end(&c, t + 3 * MS, 300, 907 + 900, false);
     coalesce_slice_begin(&c, t + 4 * MS, 1807);
-    coalesce_slice_end(&c, t + 6 * MS, 300, 1807 + 900, true);
+    assert_true(coalesce_slice_end(&c, t + 6 * MS, 300, 1807 + 900, true));
     /* 6 ms, 900 writes, 2700 frames (3 each): held 6 ms */
     assert_int_equal(c.flush_after_ns, t + 12 * MS);
     /* the next round starts afresh */
     coalesce_slice_begin(&c, t + 12 * MS, 2707);
     assert_int_equal(c.round_start_ns, t + 12 * MS);
     assert_int_equal(c.round_writes, 0);
-    coalesce_slice_end(&c, t + 12 * MS + MS / 10, 10, 2717, true);
+    assert_false(coalesce_slice_end(&c, t + 12 * MS + MS / 10, 10, 2717, true));
     assert_true(coalesce_due(&c, t + 12 * MS + MS / 10));
 }
 
