@@ -1,11 +1,11 @@
 #include "coalesce.h"
 
-uint64_t coalesce_slice_begin(coalesce *c, uint64_t now_ns, uint64_t frames)
+uint64_t coalesce_slice_begin(coalesce *c, uint64_t now_ns)
 {
     if (!c->in_round) {
         c->in_round = true;
         c->round_start_ns = now_ns;
-        c->round_frames0 = frames;
+        c->round_frames = 0;
         c->round_writes = 0;
     }
     return now_ns + COALESCE_SLICE_NS;
@@ -15,11 +15,12 @@ bool coalesce_slice_end(coalesce *c, uint64_t now_ns, uint32_t writes, uint64_t 
                         bool round_done)
 {
     c->round_writes += writes;
+    c->round_frames += frames;
     c->flush_after_ns = 0;
     if (!round_done)
         return false;
     c->in_round = false;
-    uint64_t took = now_ns - c->round_start_ns, batched = frames - c->round_frames0;
+    uint64_t took = now_ns - c->round_start_ns, batched = c->round_frames;
     if (took < COALESCE_BEHIND_NS || batched < COALESCE_MIN_BATCH * c->round_writes ||
         batched >= COALESCE_MAX_BATCH * c->round_writes)
         return false;

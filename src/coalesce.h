@@ -33,8 +33,8 @@
 typedef struct coalesce {
     uint64_t flush_after_ns; /* no slice before this (0: at once) */
     uint64_t round_start_ns;
-    uint64_t round_frames0; /* frames written before the round began */
-    uint64_t round_writes;
+    uint64_t round_frames; /* data frames its slices wrote */
+    uint64_t round_writes; /* connections its slices visited */
     bool in_round;
 } coalesce;
 
@@ -44,13 +44,15 @@ static inline bool coalesce_due(const coalesce *c, uint64_t now_ns)
     return now_ns >= c->flush_after_ns;
 }
 
-/* Before a slice that starts at now_ns; frames is the running count of data
- * frames the worker has written. Returns the slice's deadline. */
-uint64_t coalesce_slice_begin(coalesce *c, uint64_t now_ns, uint64_t frames);
+/* Before a slice that starts at now_ns (the first of a round starts the
+ * round). Returns the slice's deadline. */
+uint64_t coalesce_slice_begin(coalesce *c, uint64_t now_ns);
 
-/* After the slice: it wrote to `writes` sockets, and finished its round when
- * round_done; decides when the next slice may run, and says whether it holds
- * it back. */
+/* After the slice: it visited `writes` connections, which wrote `frames` data
+ * frames, and finished its round when round_done. Decides when the next slice
+ * may run, and says whether it holds it back. A visit that could not write
+ * (a full socket) counts with no frames, so slow readers make holds rarer,
+ * never more frequent. */
 bool coalesce_slice_end(coalesce *c, uint64_t now_ns, uint32_t writes, uint64_t frames,
                         bool round_done);
 

@@ -86,13 +86,10 @@ static void conn_unregister(conn_env *e, conn *c)
     last->slot = c->slot;
 }
 
-/* Clock reads are spread: one per this many writes. */
-#define CONN_FLUSH_CLOCK_EVERY 16
-
 /* A round ends with the connection that was last on the list when it began:
  * one marked dirty again after its write waits for the next round, behind
  * those still waiting in this one. round_end stays on the list (and is not
- * freed: conn_bury spares dirty connections) until it is written. */
+ * freed: conn_env_pass_end spares dirty connections) until it is written. */
 uint32_t conn_flush_dirty(conn_env *e, uint64_t deadline_ns, bool *round_done)
 {
     conn *c;
@@ -112,19 +109,23 @@ uint32_t conn_flush_dirty(conn_env *e, uint64_t deadline_ns, bool *round_done)
             *round_done = true;
             break;
         }
-        if (n % CONN_FLUSH_CLOCK_EVERY == 0 && loop_clock_ns() >= deadline_ns)
+        /* After every write: one write can be long (a backlog of megabytes,
+         * TLS), and a vDSO clock read is ~1 % of a loopback writev. */
+        if (loop_clock_ns() >= deadline_ns)
             break;
     }
     if (!e->dirty)
         e->dirty_tail = NULL;
-    msg_batch_flush(&e->release);
     return n;
 }
 
-/* Destroyed connections are freed here -- except those still on the dirty
- * list (a held-back flush pass has not walked it yet): they wait. */
-void conn_bury(conn_env *e)
+/* Every pass, whether or not it wrote (EPOLLOUT writes release messages
+ * too): the release batch is applied, and destroyed connections are freed --
+ * except those still on the dirty list (the round has not reached them yet):
+ * they wait. */
+void conn_env_pass_end(conn_env *e)
 {
+    msg_batch_flush(&e->release);
     conn *c, *keep = NULL;
     while ((c = e->graveyard)) {
         e->graveyard = c->next_dead;
@@ -157,8 +158,7 @@ void conn_env_cleanup(conn_env *e)
     for (conn *c = e->dirty; c; c = c->next_dirty)
         c->dirty = false;
     e->dirty = e->dirty_tail = e->round_end = NULL;
-    conn_bury(e);
-    msg_batch_flush(&e->release);
+    conn_env_pass_end(e);
     free(e->conns);
     e->conns = NULL;
 }

@@ -70,7 +70,7 @@ typedef struct conn_env {
  *
  * conn_destroy is the one teardown every path ends in: the upper layers'
  * forget hook (groups, broadcast list, cluster hold), the queue, the
- * transport, the per-IP slot; the memory goes after the pass (conn_bury). */
+ * transport, the per-IP slot; the memory goes after the pass (conn_env_pass_end). */
 typedef enum conn_state {
     CONN_HTTP = 0,  /* reading request heads */
     CONN_HTTP_BODY, /* reading a POST /publish body into c->pub */
@@ -157,11 +157,11 @@ conn *conn_new(conn_env *env, int fd);
 /* The environment's lists. conn_flush_dirty writes the connections marked
  * dirty, oldest first, in rounds: a round is every connection dirty when it
  * began; one call (a slice) goes on until its round is done (*round_done) or
- * the clock passes deadline_ns, then applies the release batch, and returns
- * how many it wrote. conn_bury frees the destroyed; conn_env_cleanup
- * destroys all (worker cleanup). */
+ * the clock passes deadline_ns, and returns how many connections it visited.
+ * conn_env_pass_end, after every loop pass, applies the release batch and
+ * frees the destroyed; conn_env_cleanup destroys all (worker cleanup). */
 uint32_t conn_flush_dirty(conn_env *e, uint64_t deadline_ns, bool *round_done);
-void conn_bury(conn_env *e);
+void conn_env_pass_end(conn_env *e);
 void conn_env_cleanup(conn_env *e);
 /* Applies the slow policy to the WebSocket with the largest queue above min
  * bytes (memory pressure). */
@@ -171,7 +171,7 @@ void conn_shed_largest(conn_env *e, size_t min, const char *reason);
  * EPOLLOUT when want_out. */
 int conn_watch(conn *c, bool want_out);
 
-/* Marks the connection for the pass's flush. */
+/* Queues the connection for writing: at the end of the current write round. */
 void conn_mark_dirty(conn *c);
 /* The delivery state of the connection's worker. */
 struct delivery *conn_delivery(conn *c);

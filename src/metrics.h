@@ -41,8 +41,9 @@
     X(rate_limited, counter, "Connections closed or refused by a rate or count limit")     \
     X(busy_ns, counter, "Nanoseconds spent outside epoll_wait")                            \
     X(pongs_coalesced, counter, "Pongs merged into one already queued (ping floods)")      \
-    X(write_rounds, counter, "Write rounds (every connection dirty when one began, written once)") \
-    X(write_holds, counter, "Write rounds held back to merge frames (a worker behind on a large fan-out)") \
+    X(write_rounds, counter, "Write rounds (each waiting connection written once)")       \
+    X(write_slices, counter, "Write slices (<= 1 ms each; more per round: long rounds)")   \
+    X(write_holds, counter, "Write rounds held back to merge frames (a worker behind)")    \
     X(broker_published, counter, "Messages sent to the cluster broker")                    \
     X(broker_received, counter, "Messages received from the cluster broker")               \
     X(broker_errors, counter, "Cluster broker failures (disconnects, failed commands)")    \

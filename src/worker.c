@@ -138,10 +138,11 @@ static void worker_flush_slice(worker *w)
     if (!w->env.dirty || (!coalesce_due(&w->coalesce, now) && !w->drain.active))
         return;
     bool done;
-    uint64_t deadline = coalesce_slice_begin(&w->coalesce, now, METRIC_GET(&w->m, deliveries));
-    uint32_t writes = conn_flush_dirty(&w->env, deadline, &done);
-    if (coalesce_slice_end(&w->coalesce, loop_clock_ns(), writes, METRIC_GET(&w->m, deliveries),
-                           done))
+    uint64_t frames = METRIC_GET(&w->m, deliveries);
+    uint32_t writes = conn_flush_dirty(&w->env, coalesce_slice_begin(&w->coalesce, now), &done);
+    frames = METRIC_GET(&w->m, deliveries) - frames;
+    METRIC_INC(&w->m, write_slices);
+    if (coalesce_slice_end(&w->coalesce, loop_clock_ns(), writes, frames, done))
         METRIC_INC(&w->m, write_holds);
     if (done)
         METRIC_INC(&w->m, write_rounds);
@@ -167,7 +168,7 @@ bool worker_run_pass(worker *w, int max_wait_ms)
 {
     worker_refresh_config(w);
     uint64_t busy = loop_pass(&w->loop, max_wait_ms);
-    conn_bury(&w->env);
+    conn_env_pass_end(&w->env);
     METRIC_ADD(&w->m, busy_ns, busy);
     return !drain_done(&w->drain, &w->env);
 }

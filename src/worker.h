@@ -49,7 +49,7 @@ typedef struct worker {
     pthread_t thread;
     listener ls;
     drain drain;
-    coalesce coalesce;        /* when the next flush pass may run */
+    coalesce coalesce;        /* write rounds: when the next slice may run */
     conn_env env;             /* what its connections reach of it (conn.h) */
     metrics m;
 } worker;

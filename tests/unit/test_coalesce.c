@@ -20,10 +20,8 @@
  * carrying `frames`; returns whether the next is held. */
 static bool one_round(coalesce *c, uint64_t t, uint64_t took, uint32_t writes, uint64_t frames)
 {
-    static uint64_t total;
-    assert_int_equal(coalesce_slice_begin(c, t, total), t + COALESCE_SLICE_NS);
-    total += frames;
-    bool held = coalesce_slice_end(c, t + took, writes, total, true);
+    assert_int_equal(coalesce_slice_begin(c, t), t + COALESCE_SLICE_NS);
+    bool held = coalesce_slice_end(c, t + took, writes, frames, true);
     assert_int_equal(held, !coalesce_due(c, t + took));
     return held;
 }
@@ -84,21 +82,41 @@ static void test_a_round_spans_slices(void **state)
     coalesce c = {0};
     /* three slices of one round: its start, writes and frames add up */
     uint64_t t = 1000 * MS;
-    assert_int_equal(coalesce_slice_begin(&c, t, 7), t + COALESCE_SLICE_NS);
-    assert_false(coalesce_slice_end(&c, t + MS, 300, 7 + 900, false));
+    assert_int_equal(coalesce_slice_begin(&c, t), t + COALESCE_SLICE_NS);
+    assert_false(coalesce_slice_end(&c, t + MS, 300, 900, false));
     assert_true(coalesce_due(&c, t + MS)); /* mid-round: no hold */
-    coalesce_slice_begin(&c, t + 2 * MS, 907);
-    coalesce_slice_end(&c, t + 3 * MS, 300, 907 + 900, false);
-    coalesce_slice_begin(&c, t + 4 * MS, 1807);
-    assert_true(coalesce_slice_end(&c, t + 6 * MS, 300, 1807 + 900, true));
-    /* 6 ms, 900 writes, 2700 frames (3 each): held 6 ms */
+    /* a later slice of the same round keeps the round's start */
+    assert_int_equal(coalesce_slice_begin(&c, t + 2 * MS), t + 2 * MS + COALESCE_SLICE_NS);
+    assert_int_equal(c.round_start_ns, t);
+    coalesce_slice_end(&c, t + 3 * MS, 300, 900, false);
+    coalesce_slice_begin(&c, t + 4 * MS);
+    assert_true(coalesce_slice_end(&c, t + 6 * MS, 300, 900, true));
+    /* 6 ms, 900 visits, 2700 frames (3 each): held 6 ms */
     assert_int_equal(c.flush_after_ns, t + 12 * MS);
     /* the next round starts afresh */
-    coalesce_slice_begin(&c, t + 12 * MS, 2707);
+    coalesce_slice_begin(&c, t + 12 * MS);
     assert_int_equal(c.round_start_ns, t + 12 * MS);
     assert_int_equal(c.round_writes, 0);
-    assert_false(coalesce_slice_end(&c, t + 12 * MS + MS / 10, 10, 2717, true));
+    assert_int_equal(c.round_frames, 0);
+    assert_false(coalesce_slice_end(&c, t + 12 * MS + MS / 10, 10, 10, true));
     assert_true(coalesce_due(&c, t + 12 * MS + MS / 10));
+}
+
+static void test_edges(void **state)
+{
+    (void)state;
+    coalesce c = {0};
+    /* exactly the "behind" duration holds; just under it does not */
+    assert_true(one_round(&c, 0, COALESCE_BEHIND_NS, 100, 200));
+    assert_false(one_round(&c, 100 * MS, COALESCE_BEHIND_NS - 1, 100, 200));
+    /* just under 2 frames per visit: no hold */
+    assert_false(one_round(&c, 200 * MS, 10 * MS, 100, 199));
+    /* a long round that visited nothing (every connection already dead) */
+    assert_false(one_round(&c, 300 * MS, 10 * MS, 0, 0));
+    /* visits that hit full sockets (no frames) dilute the ratio: no hold */
+    coalesce_slice_begin(&c, 400 * MS);
+    coalesce_slice_end(&c, 401 * MS, 100, 300, false);
+    assert_false(coalesce_slice_end(&c, 410 * MS, 100, 0, true));
 }
 
 int main(void)
@@ -109,6 +127,7 @@ int main(void)
         cmocka_unit_test(test_full_writes_never_hold),
         cmocka_unit_test(test_behind_and_merging_holds_as_long_as_the_round),
         cmocka_unit_test(test_a_round_spans_slices),
+        cmocka_unit_test(test_edges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
