@@ -1,9 +1,9 @@
 /* Write coalescing: when a worker writes its dirty sockets. Pure: the caller
  * passes the clock (ns) and the counts.
  *
- * Sockets are written oldest-dirty first, in slices of at most
- * COALESCE_SLICE_NS between which the loop reads its sockets and its inbox
- * again. A round is every socket dirty when it began. Frames published while a
+ * Sockets are written oldest-dirty first, in slices of about
+ * COALESCE_SLICE_NS (the clock is read after each write) between which the
+ * loop reads its sockets and its inbox again. A round is every socket dirty when it began. Frames published while a
  * round runs join the queues of the sockets it has not reached yet, so a
  * frame waits at most about one round, and when the worker is behind (long
  * rounds) each write carries more frames without anything being held.

@@ -171,7 +171,8 @@ void conn_shed_largest(conn_env *e, size_t min, const char *reason);
  * EPOLLOUT when want_out. */
 int conn_watch(conn *c, bool want_out);
 
-/* Queues the connection for writing: at the end of the current write round. */
+/* Queues the connection for writing, behind those already waiting (after
+ * the current write round, when one is running). */
 void conn_mark_dirty(conn *c);
 /* The delivery state of the connection's worker. */
 struct delivery *conn_delivery(conn *c);
