@@ -445,11 +445,11 @@ static void broker_on_epoch(resp_conn *rc, redisReply *reply, void *priv)
     (void)priv;
     if (B.phase != PH_CONNECT)
         return;
-    if (!reply || reply->type != REDIS_REPLY_STRING || reply->len == 0 || reply->len > 64) {
+    if (!reply || reply->type != REDIS_REPLY_STRING || reply->len == 0 || reply->len > CHAN_EPOCH_MAX) {
         broker_went_down("no epoch from Redis");
         return;
     }
-    char e[80];
+    char e[CHAN_EPOCH_MAX + 1];
     snprintf(e, sizeof e, "%.*s", (int)reply->len, reply->str);
     chan_reset_all(); /* offsets come from Redis again; what we kept is another lineage */
     chan_set_epoch(e);

@@ -60,6 +60,11 @@ uint64_t chan_evictions(void);
  * and no history that saw no publish for linger_ms. */
 void chan_sweep(int shards, const chan_history_cfg *cfg, uint64_t now_ms, uint64_t linger_ms);
 
+/* The longest epoch: a client hands it back in ?epoch= (/ws, /sse) and in an
+ * SSE id, and a cluster's is whatever Redis holds (herald writes 16 hex
+ * digits there; longer values are refused). */
+#define CHAN_EPOCH_MAX 64
+
 /* This node's history epoch: random at start, so offsets from an earlier
  * process (whose history is gone) are never mistaken for ours. */
 const char *chan_epoch(void);

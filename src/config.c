@@ -75,7 +75,8 @@ static const opt opts[] = {
     {"max-header-size", OPT_SIZE, OFF(max_header_size), 256, 1 << 20, NULL, true, false,
      "BYTES  largest HTTP request head; larger: 431 (default 8k)"},
     {"max-groups", OPT_INT, OFF(max_groups), 1, 4096, NULL, true, false,
-     "N  groups one subscriber may join; more: 400 (default 64)"},
+     "N  groups one subscriber may join (entries of groups=, a repeated name\n"
+     "      counting each time); more: 400 (default 64)"},
     {"max-conns-per-ip", OPT_INT, OFF(max_conns_per_ip), 0, 10000000, NULL, true, false,
      "N  open connections allowed per client IP; more: 429 (default 0 = no limit)"},
     {"client-frame-rate", OPT_INT, OFF(client_frame_rate), 0, 10000000, NULL, true, false,

@@ -461,7 +461,7 @@ bool conn_resume_ready(conn *c)
 static void conn_route_ws(conn *c, const http_request *req)
 {
     static _Thread_local char list[CONN_GROUP_LIST_MAX], since[CONN_GROUP_LIST_MAX];
-    char fmt[16], epoch[64], jv[4];
+    char fmt[16], epoch[CHAN_EPOCH_MAX + 1], jv[4];
     long n = http_query_get(req->query, "groups", list, sizeof list);
     const char *why = query_groups_check(list, n, c->env->cfg->max_groups);
     if (why) {

@@ -20,6 +20,8 @@
 #include "query.h"
 #include "sse.h"
 
+_Static_assert(SSE_EPOCH_MAX == CHAN_EPOCH_MAX, "an SSE id carries any epoch ?epoch= accepts");
+
 #define CONN_SSE_LIST_MAX 16384
 
 /* ---- the request ----------------------------------------------------------- */
@@ -173,7 +175,7 @@ void conn_sse_route(conn *c, const http_request *req)
     static _Thread_local size_t lens[256];
     static _Thread_local uint64_t lei_off[256];
     static _Thread_local bool lei_known[256];
-    char fmt[16], epoch[80];
+    char fmt[16], epoch[CHAN_EPOCH_MAX + 1];
     /* conn_route lets only GET and OPTIONS through. */
     if (req->method != HTTP_GET) {
         conn_sse_preflight(c, req);

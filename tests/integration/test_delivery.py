@@ -5,6 +5,7 @@ import asyncio
 import pytest
 
 from herald_helpers import (OP_BINARY, OP_TEXT, Publisher, RawWS, apublish, build_frame, close_payload,
+                            raw_request, ws_request_bytes,
                             expect_silence, recv, recv_n, run, sub_path, ws_connect)
 
 
@@ -291,3 +292,12 @@ def test_percent_encoded_group_names(srv):
             assert await recv(sab) == "to-ab"
             assert await recv(sxy) == "to-x:y.z"
     run(main())
+
+
+def test_max_groups_counts_entries_as_written(herald):
+    """--max-groups bounds the entries of groups= as written, in one pass: a repeated name counts
+    each time (docs/interface.md), while the subscription itself holds it once."""
+    srv = herald("--max-groups", "2")
+    for groups, status in (("a,b", 101), ("a,a", 101), ("a,b,c", 400), ("a,a,a", 400)):
+        resp = raw_request(srv.port, ws_request_bytes(sub_path(groups)), expect_close=status != 101)
+        assert resp.status == status, (groups, resp.status, resp.body)

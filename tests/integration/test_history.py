@@ -530,3 +530,36 @@ def test_restart_gives_a_new_epoch(herald):
             d = env(await recv(s))
             assert (d["offset"], d["epoch"], d["data"]) == (1, e2, "m0")
     run(second())
+
+
+@pytest.mark.parametrize("route", ["/ws", "/sse"])
+def test_epoch_length_limit_is_the_same_on_both_routes(srv, route):
+    """?epoch= takes up to 64 bytes on /ws and on /sse alike (the longest epoch a cluster's Redis may
+    hold, and what an SSE id can carry): a 64-byte stale epoch is a resume that failed (recovery_failed
+    "epoch", after the 101 or the 200), a 65-byte one a 400."""
+    from sse_client import SSEStream
+    g = fresh()
+    publish_n(srv.port, g, 2)
+    for n, ok in ((64, True), (65, False)):
+        path = f"{route}?groups={g}&since={g}:1&epoch={'e' * n}"
+        if route == "/sse":
+            s = SSEStream(srv.port, path)
+            try:
+                assert s.status == (200 if ok else 400), (n, s.status, s.raw[:200])
+                if ok:
+                    ev = s.events(1)[0]
+                    assert ev["event"] == "recovery_failed", ev
+                    assert json.loads(ev["data"])["reason"] == "epoch", ev
+            finally:
+                s.close()
+        elif ok:
+            ws = RawWS.connect(srv.port, path + "&format=json")
+            try:
+                f = ws.recv_frame()
+                assert f is not None and f.opcode == 1, f
+                assert notice(f.payload.decode())["reason"] == "epoch"
+            finally:
+                ws.sock.close()
+        else:
+            resp = raw_request(srv.port, ws_request_bytes(path + "&format=json"))
+            assert resp.status == 400, (n, resp.status, resp.body)
