@@ -16,7 +16,7 @@ import time
 import traceback
 from array import array
 
-from herald_helpers import OP_PING, OP_TEXT, Publisher, RawWS, build_frame, take_frames
+from herald_helpers import OP_PING, OP_PONG, OP_TEXT, Publisher, RawWS, build_frame, take_frames
 from hostile_helpers import (SANITIZED, connect, fill_count, http_get, metric_of, ping_flood_bytes, scaled, scrape,
                              slack, trickle)
 
@@ -75,6 +75,11 @@ def read_stream(subs, n_msgs, deadline):
             buf = bufs[k]
             buf += d
             for f in take_frames(buf):
+                if f.opcode == OP_PING:
+                    # herald pings a client silent for --ping-interval (25 s), which a slow
+                    # (sanitized, parallel) run can reach: answer it as a real client does
+                    subs[k].sock.sendall(build_frame(OP_PONG, f.payload))
+                    continue
                 if f.opcode != OP_TEXT or not f.fin:
                     errors.append(f"subscriber {k}: unexpected {f!r}")
                     continue
