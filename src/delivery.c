@@ -221,16 +221,19 @@ void delivery_release_held_all(delivery_hub *hub)
     }
 }
 
-/* A held subscriber goes live once the broker confirmed all its groups, the
- * broker is down (local delivery only), or it waited long enough. */
+/* A held subscriber goes live once the broker confirmed all its groups and
+ * their records reached the offsets it resumes from, the broker is down
+ * (local delivery only), or it waited long enough. */
 static bool delivery_held_ready(delivery *d, conn *c)
 {
     if (!delivery_upstream_up() || d->loop->now_ms - c->last_read_ms > 2000)
         return true;
     for (uint16_t i = 0; i < c->nsubs; i++) {
-        group *g = c->subs[i].g;
+        const conn_sub *s = &c->subs[i];
+        group *g = s->g;
         chan *ch = chan_lock(g->name, g->name_len);
-        bool ok = !ch || chan_ready(ch);
+        bool ok = !ch || (chan_ready(ch) && (!s->recovering || s->joined ||
+                                             chan_last_offset(ch) >= s->since));
         if (ch)
             chan_unlock(ch);
         if (!ok)
@@ -397,8 +400,11 @@ bool delivery_subscribe(conn *c, const char *name, size_t len, bool recover, uin
     /* Cluster: a record this node does not follow yet is filled from Redis
      * once our SUBSCRIBE is confirmed. Until then the subscriber is held
      * (no 101) and skips every live message; the replay runs at release
-     * (conn_finish_recoveries) and the join point moves to its end. */
-    bool defer = recover && epoch_ok && delivery_upstream_up() && !chan_ready(ch);
+     * (conn_finish_recoveries) and the join point moves to its end. A record
+     * it follows whose last offset is still below `since` is a few messages
+     * behind the node the client read them on: the subscriber is held the
+     * same way until they arrive (or the hold times out: unknown_offset). */
+    bool defer = recover && epoch_ok && delivery_upstream_up() && (!chan_ready(ch) || since > after);
     /* A joined notice needs a position Redis agrees with: an unfilled record
      * is held and skips live messages the same way, and the notice (with the
      * join point) is sent at release. */

@@ -605,6 +605,44 @@ def test_broker_from_config_file_and_environment(redis, herald, tmp_path):
     run(main(), 20)
 
 
+def test_resume_ahead_of_this_node_waits_for_the_missing_messages(redis, herald):
+    """A client that read further on another node than this node's copy of the stream has reached
+    (since above its last offset: the node is a few messages behind) is held until they arrive, then
+    goes on from since, no spurious unknown_offset. If they never come, the hold ends after ~2 s
+    with unknown_offset and the node's last offset."""
+    n0, n1 = start_nodes(herald, redis, 2, extra=("--history", "100"))
+    g = fresh("ahead")
+
+    async def main():
+        keep1 = await ws_connect(n1.port, sub(g))  # node 1 follows g
+        try:
+            publish_all(n0.port, g, [f"a{k}" for k in range(5)])  # offsets 1..5
+            first = await recv_envs(keep1, 5)
+            epoch = first[-1]["epoch"]
+            # as if the client had read up to offset 7 on node 0 while node 1 has seen 5
+            async def connect():
+                return await ws_connect(n1.port, sub(g, since=f"{g}:7", epoch=epoch))
+            resume = asyncio.create_task(connect())
+            await asyncio.sleep(0.3)
+            assert not resume.done(), "the resume was answered before node 1 reached offset 7"
+            publish_all(n0.port, g, [f"b{k}" for k in range(4)])  # offsets 6..9
+            ws = await resume
+            got = await recv_envs(ws, 2)
+            assert [(d["offset"], d["data"]) for d in got] == [(8, "b2"), (9, "b3")]
+            await expect_silence(ws, 0.3)
+            await ws.close()
+            # offsets that never come: told after the hold, with node 1's last offset
+            t0 = time.monotonic()
+            ws = await ws_connect(n1.port, sub(g, since=f"{g}:50", epoch=epoch))
+            d = json.loads(await recv(ws, 5))
+            assert (d.get("type"), d.get("reason"), d.get("offset")) == ("recovery_failed", "unknown_offset", 9), d
+            assert time.monotonic() - t0 >= 1.5
+            await ws.close()
+        finally:
+            await keep1.close()
+    run(main(), 30)
+
+
 def test_client_moves_to_another_node_mid_stream_and_recovers_without_gap(redis, herald):
     """Offsets are the cluster's: a client reading a fast stream on node 0 reconnects to node 1 with
     since/epoch and continues with no gap and no duplicate."""
