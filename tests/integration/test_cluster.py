@@ -1245,6 +1245,8 @@ def test_fresh_sse_stream_on_a_node_not_following_the_group_starts_at_the_cluste
     a, b = start_nodes(herald, redis, 2, extra=("--history", "3"))
     g = fresh("ssefresh")
     publish_all(a.port, g, [f"m{k}" for k in range(1, 6)])
+    # a 200 means accepted, not yet in Redis (the EVAL follows): the join below must see all five
+    wait_until(lambda: redis.cmd("GET", f"herald:off:{g}") == b"5", timeout=5, what="offset 5 in Redis")
     epoch = redis_epoch(redis)
     s = open_stream(b.port, f"/sse?groups={g}")
     assert s.last_id == f"{epoch}/5", s.raw[:300]
