@@ -176,11 +176,13 @@ int conn_watch(conn *c, bool want_out);
 void conn_mark_dirty(conn *c);
 /* The delivery state of the connection's worker. */
 struct delivery *conn_delivery(conn *c);
-/* Over the --max-memory mark (memwatch.c): refuse what can wait. */
-static inline bool conn_pressure(const conn *c)
+/* Over the --max-memory mark (memwatch.c): refuse what can wait, shed the
+ * largest queues. */
+static inline bool conn_env_pressure(const conn_env *e)
 {
-    return c->env->pressure && atomic_load_explicit(c->env->pressure, memory_order_relaxed);
+    return e->pressure && atomic_load_explicit(e->pressure, memory_order_relaxed);
 }
+static inline bool conn_pressure(const conn *c) { return conn_env_pressure(c->env); }
 
 /* Keeps n unparsed input bytes aside in c->pend (the worker's scratch buffer
  * is reused by the next read): a partial request head, or requests waiting

@@ -80,7 +80,7 @@ static void worker_tick(void *ctx)
     if (w->id == 0 && w->deps->memory_tick)
         w->deps->memory_tick(w->deps->owner, w->loop.now_ms);
     /* Over the memory mark: the largest queue goes first. */
-    if (w->env.pressure && atomic_load_explicit(w->env.pressure, memory_order_relaxed))
+    if (conn_env_pressure(&w->env))
         conn_shed_largest(&w->env, WORKER_SHED_MIN, "server memory limit");
 }
 
