@@ -400,7 +400,7 @@ bool delivery_subscribe(conn *c, const char *name, size_t len, bool recover, uin
     /* Cluster: a record this node does not follow yet is filled from Redis
      * once our SUBSCRIBE is confirmed. Until then the subscriber is held
      * (no 101) and skips every live message; the replay runs at release
-     * (conn_finish_recoveries) and the join point moves to its end. A record
+     * (delivery_finish_recoveries) and the join point moves to its end. A record
      * it follows whose last offset is still below `since` is a few messages
      * behind the node the client read them on: the subscriber is held the
      * same way until they arrive (or the hold times out: unknown_offset). */

@@ -123,11 +123,10 @@ static void worker_check_stop(worker *w)
 static int worker_before_wait(void *ctx, int timeout)
 {
     worker *w = ctx;
-    /* Sockets left to write: the next slice at once, or when a hold ends. */
-    if (w->env.dirty && !w->drain.active)
-        timeout = coalesce_wait_ms(&w->coalesce, loop_clock_ns(), timeout);
-    else if (w->env.dirty)
-        timeout = 0;
+    /* Sockets left to write: the next slice when a hold ends (at once if
+     * none), and at once while draining, which holds nothing. */
+    if (w->env.dirty)
+        timeout = w->drain.active ? 0 : coalesce_wait_ms(&w->coalesce, loop_clock_ns(), timeout);
     return timeout;
 }
 
